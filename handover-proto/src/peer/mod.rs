@@ -1,0 +1,874 @@
+//! The state machine.
+
+mod table;
+mod timer;
+
+use core::net::{Ipv4Addr, SocketAddr};
+use core::time::Duration;
+
+use heapless::{Deque, Vec};
+
+use crate::config::{Config, ConfigError, Policy, MAX_HEARTBEAT, MIN_HEARTBEAT};
+use crate::event::{Destination, Event, State, StateError, Transmit};
+use crate::stats::Stats;
+use crate::wire::{self, legacy, Body, Datagram, Frame, Header, Packet, Role, MAX_STATE};
+use crate::{Instant, Rank};
+
+use table::{dead_interval, Entry, Table};
+use timer::{Backoff, Timer, Timers};
+
+/// Most events a single input can cause; an input is refused (and counted) unless the
+/// event queue has room for this many, so no event is ever lost.
+const EVENTS_PER_INPUT: usize = 4;
+/// Capacity of the event queue: two inputs' worth.
+const EVENT_QUEUE: usize = 2 * EVENTS_PER_INPUT;
+/// Acknowledgements waiting to be sent.
+const REPLY_QUEUE: usize = 4;
+/// A goodbye is retransmitted until the successor acknowledges it, at most this often.
+const GOODBYE_ATTEMPTS: u16 = 8;
+/// A goodbye without successor (leaving) is simply sent this often.
+const LEAVE_ATTEMPTS: u16 = 3;
+
+/// One instance of a service taking part in hand-over, failover or election.
+///
+/// `Peer` is sans-IO: it never reads a clock, touches a socket or draws a random
+/// number. The adapter feeds it inputs and drains its outputs:
+///
+/// * **inputs**: [`handle_datagram`](Self::handle_datagram) for every datagram received
+///   on the group or legacy port (and unicast replies), [`handle_timeout`](Self::handle_timeout)
+///   when the deadline from [`poll_timeout`](Self::poll_timeout) has passed;
+/// * **commands** from the application: [`ready`](Self::ready),
+///   [`shutdown_complete`](Self::shutdown_complete), [`leave`](Self::leave),
+///   [`set_state`](Self::set_state);
+/// * **outputs**: [`poll_transmit`](Self::poll_transmit) (datagrams to send),
+///   [`poll_event`](Self::poll_event) (events and actions), [`poll_timeout`](Self::poll_timeout)
+///   (when to call `handle_timeout` next).
+///
+/// # Calling contract
+///
+/// After **every** input or command, drain the outputs in this order before waiting
+/// for anything else:
+///
+/// 1. `poll_transmit` until it returns `None`, sending each datagram;
+/// 2. `poll_event` until it returns `None`, acting on each;
+/// 3. `poll_timeout`, then wait for a datagram or that deadline, whichever comes first.
+///
+/// `poll_timeout` returns the latest `now` seen while output is still queued, so a
+/// driver that skipped a step wakes at once instead of sleeping through it. Inputs
+/// may come early or repeat: `handle_timeout` before the deadline does nothing, and
+/// `now` going backwards is treated as no time passing. If events are left undrained
+/// the peer refuses further datagrams (counted in [`Stats::dropped_backlog`]) rather
+/// than lose an event.
+#[derive(Debug)]
+pub struct Peer<const N: usize> {
+    config: Config,
+    state: State,
+    /// Our claim generation; 0 until ready.
+    generation: u32,
+    /// Highest generation heard from anyone, ourselves included.
+    max_heard: u32,
+    listening_since: Instant,
+    /// Latest instant seen; time never runs backwards inside the peer.
+    now: Instant,
+    counter: u64,
+    rng: u64,
+    table: Table<N>,
+    timers: Timers,
+    backoff: Backoff,
+    successor: Option<u64>,
+    /// Leader last reported in `LeaderChanged`.
+    leader: Option<u64>,
+    /// Hash of the application state last reported in `Synced`.
+    synced: Option<u32>,
+    app_state: Vec<u8, MAX_STATE>,
+    announce_due: bool,
+    legacy_due: bool,
+    goodbye_due: bool,
+    replies: Deque<Reply, REPLY_QUEUE>,
+    events: Deque<Event, EVENT_QUEUE>,
+    stats: Stats,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    to: SocketAddr,
+    id: u64,
+    /// The claim generation acknowledged.
+    generation: u32,
+}
+
+/// What a peer knows of another, from [`Peer::peers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PeerInfo {
+    /// Its rank (the id is `rank.id`).
+    pub rank: Rank,
+    /// The role it last announced.
+    pub role: Role,
+    /// When it was last heard.
+    pub last_heard: Instant,
+}
+
+/// Application state longer than [`wire::MAX_STATE`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct StateTooLong {
+    /// The length given.
+    pub len: usize,
+}
+
+impl core::fmt::Display for StateTooLong {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "state: {} bytes, at most {MAX_STATE} fit", self.len)
+    }
+}
+
+impl core::error::Error for StateTooLong {}
+
+impl<const N: usize> Peer<N> {
+    /// A peer that starts listening at `now`.
+    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let backoff = Backoff::new(config.heartbeat);
+        Ok(Peer {
+            // xorshift needs a non-zero state.
+            rng: config.seed | 1,
+            config,
+            state: State::Listening,
+            generation: 0,
+            max_heard: 0,
+            listening_since: now,
+            now,
+            counter: 0,
+            table: Table::default(),
+            timers: Timers::default(),
+            backoff,
+            successor: None,
+            leader: None,
+            synced: None,
+            app_state: Vec::new(),
+            announce_due: false,
+            legacy_due: false,
+            goodbye_due: false,
+            replies: Deque::new(),
+            events: Deque::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    // ----- getters -----
+
+    /// This instance's id.
+    pub fn id(&self) -> u64 {
+        self.config.id
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where it is in its lifecycle.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Its current rank.
+    pub fn rank(&self) -> Rank {
+        Rank {
+            priority: self.config.priority,
+            generation: self.generation,
+            start_ms: self.config.start_ms,
+            id: self.config.id,
+        }
+    }
+
+    /// The peer in charge as far as this one knows (possibly itself).
+    pub fn leader(&self) -> Option<u64> {
+        self.leader
+    }
+
+    /// Counters of received, sent and dropped datagrams.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The peers heard recently and still alive.
+    pub fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
+        self.table.iter().filter(|e| !e.departed).map(|e| PeerInfo {
+            rank: e.rank,
+            role: e.role,
+            last_heard: e.last_heard,
+        })
+    }
+
+    /// True once the peer is [`State::Done`] and has nothing left to send: the
+    /// adapter may drop it.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Done && self.poll_timeout().is_none()
+    }
+
+    // ----- inputs -----
+
+    /// Handles a datagram received from `source`. Malformed, foreign, stale and
+    /// own datagrams are dropped and counted in [`stats`](Self::stats).
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
+        let now = self.advance(now);
+        self.stats.received += 1;
+        if self.events.capacity() - self.events.len() < EVENTS_PER_INPUT {
+            self.stats.dropped_backlog += 1;
+            return;
+        }
+        match Datagram::parse(bytes) {
+            Err(e) => {
+                trace!("dropped datagram: {}", e);
+                self.stats.count_decode_error(e);
+            }
+            Ok(Datagram::Legacy(announce)) => self.handle_legacy(announce),
+            Ok(Datagram::V2(frame)) => self.handle_frame(now, source, frame),
+        }
+        self.after_input(now);
+    }
+
+    /// Handles expired timers. Calls before the deadline do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
+        if self.timers.take_expired(Timer::Heartbeat, now) {
+            self.announce_due = true;
+            self.legacy_due = self.config.legacy && self.state == State::Active;
+            self.schedule_heartbeat(now);
+        }
+        if self.timers.take_expired(Timer::Retransmit, now) {
+            self.retransmit(now);
+        }
+        // The window only needs to be over: `check_claim` reads its absence.
+        self.timers.take_expired(Timer::ClaimWindow, now);
+        self.expire_peers(now);
+        self.after_input(now);
+    }
+
+    // ----- commands -----
+
+    /// The application is ready to serve: claim to be in charge (hand-over, or
+    /// failover with no active peer known) or stand by.
+    pub fn ready(&mut self, now: Instant) -> Result<(), StateError> {
+        let now = self.advance(now);
+        self.expect(State::Listening)?;
+        match self.config.policy {
+            Policy::Failover { preempt } => match self.table.leader() {
+                Some(leader) if !(preempt && self.config.priority > leader.rank.priority) => {
+                    self.stand_by(now)
+                }
+                _ => self.start_claim(now),
+            },
+            Policy::HandOver => self.start_claim(now),
+        }
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// The application has finished shutting down after [`Event::Shutdown`]: emit
+    /// [`Event::MarkComplete`] and tell the successor.
+    pub fn shutdown_complete(&mut self, now: Instant) -> Result<(), StateError> {
+        let now = self.advance(now);
+        self.expect(State::Yielding)?;
+        self.push_event(Event::MarkComplete);
+        self.finish(now);
+        Ok(())
+    }
+
+    /// Leaves the group at once, e.g. on SIGTERM: a goodbye tells the others so a
+    /// standby takes over without waiting for the dead interval.
+    pub fn leave(&mut self, now: Instant) -> Result<(), StateError> {
+        let now = self.advance(now);
+        if self.state == State::Done {
+            return Err(StateError { state: self.state });
+        }
+        self.successor = None;
+        self.finish(now);
+        Ok(())
+    }
+
+    /// Application state that heartbeats carry while this peer is active (failover:
+    /// mongoose-failover's `synchronize`, e.g. the id of the last finished task).
+    pub fn set_state(&mut self, state: &[u8]) -> Result<(), StateTooLong> {
+        self.app_state = Vec::from_slice(state).map_err(|_| StateTooLong { len: state.len() })?;
+        Ok(())
+    }
+
+    // ----- outputs -----
+
+    /// Writes the next datagram to send into `buf` and says where it goes. `buf`
+    /// should hold [`wire::MAX_DATAGRAM`] bytes; a datagram that does not fit is
+    /// skipped and counted in [`Stats::emit_failed`].
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.advance(now);
+        loop {
+            let (destination, result) = if let Some(reply) = self.replies.pop_front() {
+                (Destination::Reply(reply.to), self.emit_ack(reply, buf))
+            } else if core::mem::take(&mut self.goodbye_due) {
+                (Destination::Group, self.emit_goodbye(buf))
+            } else if core::mem::take(&mut self.announce_due) {
+                if self.role().is_none() {
+                    continue;
+                }
+                (Destination::Group, self.emit_announce(buf))
+            } else if core::mem::take(&mut self.legacy_due) {
+                let announce = legacy::Announce {
+                    start_ms: self.config.start_ms,
+                };
+                (Destination::LegacyGroup, announce.emit(buf))
+            } else {
+                return None;
+            };
+            match result {
+                Ok(len) => {
+                    self.stats.sent += 1;
+                    return Some(Transmit { destination, len });
+                }
+                Err(_) => self.stats.emit_failed += 1,
+            }
+        }
+    }
+
+    /// The next event or action.
+    #[must_use = "events include actions (Shutdown, MarkComplete) that must be carried out"]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` when
+    /// nothing is scheduled. While output is queued this is the latest `now` seen.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.has_pending_output() {
+            return Some(self.now);
+        }
+        let timers = self.timers.next();
+        if self.state == State::Done {
+            return timers;
+        }
+        let expiry = self.table.next_expiry(self.config.priority);
+        match (timers, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- receiving -----
+
+    fn handle_legacy(&mut self, announce: legacy::Announce) {
+        if !self.config.legacy {
+            self.stats.dropped_legacy_refused += 1;
+            return;
+        }
+        self.stats.accepted += 1;
+        // A v2 peer in legacy mode echoes its own start time in v1: the v2 path decides.
+        if self.table.iter().any(|e| e.rank.start_ms == announce.start_ms) {
+            return;
+        }
+        if matches!(self.state, State::Claiming | State::Active)
+            && announce.start_ms > self.config.start_ms
+        {
+            info!("legacy peer started later: yielding");
+            self.yield_to(None);
+        }
+    }
+
+    fn handle_frame(&mut self, now: Instant, source: SocketAddr, frame: Frame<'_>) {
+        let Packet { header, body } = frame.packet;
+        if header.scope != self.config.scope {
+            self.stats.dropped_foreign_scope += 1;
+            return;
+        }
+        if header.sender == self.config.id {
+            self.stats.dropped_own += 1;
+            return;
+        }
+        if let Body::Ack(ack) = &body {
+            if ack.to != self.config.id {
+                self.stats.dropped_misdirected += 1;
+                return;
+            }
+        }
+        if let Some(entry) = self.table.get(header.sender) {
+            if header.counter <= entry.counter || entry.departed {
+                self.stats.dropped_stale += 1;
+                return;
+            }
+        }
+        self.stats.accepted += 1;
+        match body {
+            Body::Announce(a) => {
+                let rank = Rank::from_wire(header.sender, a.rank);
+                let heartbeat = a.heartbeat_ms.clamp(
+                    MIN_HEARTBEAT.as_millis() as u32,
+                    MAX_HEARTBEAT.as_millis() as u32,
+                );
+                let is_new = self.upsert(now, &header, a.role, rank, heartbeat);
+                if is_new {
+                    self.peer_up(header.sender, &a);
+                }
+                if a.role == Role::Claiming {
+                    self.queue_reply(source, header.sender, rank.generation);
+                }
+                self.on_remote(now, a.role, rank);
+                if a.role == Role::Active {
+                    self.refresh_leader();
+                    if self.leader == Some(header.sender) {
+                        self.sync(a.state);
+                    }
+                }
+            }
+            Body::Ack(ack) => {
+                let rank = Rank::from_wire(header.sender, ack.rank);
+                let heartbeat = self
+                    .table
+                    .get(header.sender)
+                    .map_or(self.heartbeat_ms(), |e| e.heartbeat_ms);
+                self.upsert(now, &header, ack.role, rank, heartbeat);
+                if let Some(entry) = self.table.get_mut(header.sender) {
+                    entry.acked = entry.acked.max(ack.generation);
+                }
+                if self.state == State::Done && self.successor == Some(header.sender) {
+                    // The successor has our goodbye: nothing more to send.
+                    self.timers.stop(Timer::Retransmit);
+                }
+                self.on_remote(now, ack.role, rank);
+            }
+            Body::Goodbye(goodbye) => self.handle_goodbye(now, source, &header, goodbye),
+        }
+    }
+
+    fn handle_goodbye(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        header: &Header,
+        goodbye: wire::Goodbye,
+    ) {
+        let id = header.sender;
+        if goodbye.successor == Some(self.config.id) {
+            self.queue_reply(source, id, 0);
+        }
+        let announced = match self.table.get_mut(id) {
+            Some(entry) => {
+                entry.departed = true;
+                entry.counter = header.counter;
+                entry.last_heard = now;
+                entry.announced
+            }
+            None => {
+                // Remember the departure so retransmitted goodbyes are recognised.
+                let mut entry = Entry::new(id, Role::Yielding, now, header.counter);
+                entry.departed = true;
+                if self.table.insert(entry).is_err() {
+                    self.stats.table_full += 1;
+                }
+                false
+            }
+        };
+        if announced {
+            self.push_event(Event::PeerDown { id });
+        }
+        if goodbye.successor == Some(self.config.id) {
+            self.push_event(Event::PredecessorDone { id });
+        }
+    }
+
+    /// Records what a datagram says of its sender; true if the sender is new.
+    fn upsert(&mut self, now: Instant, header: &Header, role: Role, rank: Rank, hb: u32) -> bool {
+        self.max_heard = self.max_heard.max(rank.generation);
+        if let Some(entry) = self.table.get_mut(header.sender) {
+            entry.rank = rank;
+            entry.role = role;
+            entry.heartbeat_ms = hb;
+            entry.last_heard = now;
+            entry.counter = header.counter;
+            return false;
+        }
+        let mut entry = Entry::new(header.sender, role, now, header.counter);
+        entry.rank = rank;
+        entry.heartbeat_ms = hb;
+        if self.table.insert(entry).is_err() {
+            self.stats.table_full += 1;
+            return false;
+        }
+        true
+    }
+
+    fn peer_up(&mut self, id: u64, announce: &wire::Announce<'_>) {
+        if let Some(entry) = self.table.get_mut(id) {
+            entry.announced = true;
+        }
+        let name = heapless::String::try_from(announce.name).unwrap_or_default();
+        let addresses = announce
+            .addresses
+            .chunks_exact(4)
+            .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+            .collect();
+        self.push_event(Event::PeerUp {
+            id,
+            name,
+            addresses,
+        });
+    }
+
+    /// The decision at the heart of the protocol: what another peer's role and rank
+    /// mean for this one.
+    fn on_remote(&mut self, now: Instant, role: Role, rank: Rank) {
+        let mine = self.rank();
+        match (self.config.policy, self.state) {
+            (Policy::HandOver, State::Claiming) => {
+                let incumbent = matches!(role, Role::Active | Role::Yielding);
+                if incumbent && rank.generation >= self.generation {
+                    // Heard an earlier instance during our claim: outrank it whatever
+                    // the clocks say, and claim again.
+                    self.generation = self.max_heard + 1;
+                    self.max_heard = self.generation;
+                    debug!("raising claim generation to {}", self.generation);
+                    self.restart_claim(now);
+                } else if role == Role::Claiming && rank > mine {
+                    self.yield_to(Some(rank.id));
+                }
+            }
+            (Policy::HandOver, State::Active) => {
+                if matches!(role, Role::Active | Role::Claiming) && rank > mine {
+                    self.yield_to(Some(rank.id));
+                }
+            }
+            (Policy::Failover { preempt }, State::Claiming) => {
+                let defer = match role {
+                    Role::Active => !(preempt && mine.priority > rank.priority),
+                    Role::Claiming => rank > mine,
+                    _ => false,
+                };
+                if defer {
+                    self.stand_by(now);
+                }
+            }
+            (Policy::Failover { preempt }, State::Active) => {
+                let demote = match role {
+                    Role::Active => rank > mine,
+                    Role::Claiming => preempt && rank.priority > mine.priority,
+                    _ => false,
+                };
+                if demote {
+                    self.push_event(Event::Demoted);
+                    self.stand_by(now);
+                }
+            }
+            (Policy::Failover { preempt }, State::Standby) => {
+                if role == Role::Active && preempt && mine.priority > rank.priority {
+                    self.start_claim(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn sync(&mut self, state: &[u8]) {
+        if self.state == State::Active {
+            return;
+        }
+        let hash = wire::scope_id(state);
+        if self.synced != Some(hash) {
+            self.synced = Some(hash);
+            if let Ok(state) = Vec::from_slice(state) {
+                self.push_event(Event::Synced { state });
+            }
+        }
+    }
+
+    // ----- transitions -----
+
+    fn start_claim(&mut self, now: Instant) {
+        self.state = State::Claiming;
+        self.generation = self.max_heard.max(self.generation) + 1;
+        self.max_heard = self.generation;
+        self.timers.stop(Timer::Heartbeat);
+        // Listen for peers we do not know yet for up to one heartbeat; a peer that has
+        // listened for a whole dead interval already knows them all.
+        let known_all = self.listening_since + self.dead_interval();
+        let window_end = (now + self.config.heartbeat).min(known_all.max(now));
+        self.timers.set(Timer::ClaimWindow, window_end);
+        info!("claiming with generation {}", self.generation);
+        self.restart_claim(now);
+    }
+
+    /// Sends the claim at once and retransmits it with a fresh backoff.
+    fn restart_claim(&mut self, now: Instant) {
+        self.announce_due = true;
+        self.legacy_due = self.config.legacy;
+        self.backoff = Backoff::new(self.config.heartbeat);
+        let delay = self.backoff.next_delay();
+        self.timers.set(Timer::Retransmit, now + delay);
+    }
+
+    fn become_active(&mut self, now: Instant) {
+        info!("elected with generation {}", self.generation);
+        self.state = State::Active;
+        self.timers.stop(Timer::Retransmit);
+        self.timers.stop(Timer::ClaimWindow);
+        self.announce_due = true;
+        self.legacy_due = self.config.legacy;
+        self.schedule_heartbeat(now);
+        self.push_event(Event::Elected);
+    }
+
+    fn stand_by(&mut self, now: Instant) {
+        self.state = State::Standby;
+        self.timers.stop(Timer::Retransmit);
+        self.timers.stop(Timer::ClaimWindow);
+        self.announce_due = true;
+        self.schedule_heartbeat(now);
+    }
+
+    fn yield_to(&mut self, successor: Option<u64>) {
+        info!("superseded: shutting down");
+        self.state = State::Yielding;
+        self.successor = successor;
+        self.timers.stop(Timer::Retransmit);
+        self.timers.stop(Timer::ClaimWindow);
+        self.announce_due = true;
+        if self.timers.get(Timer::Heartbeat).is_none() {
+            self.schedule_heartbeat(self.now);
+        }
+        self.push_event(Event::Shutdown { successor });
+    }
+
+    /// Enters `Done` and starts sending the goodbye.
+    fn finish(&mut self, now: Instant) {
+        self.state = State::Done;
+        self.timers.stop(Timer::Heartbeat);
+        self.timers.stop(Timer::ClaimWindow);
+        self.announce_due = false;
+        self.legacy_due = false;
+        self.goodbye_due = true;
+        self.backoff = Backoff::new(self.config.heartbeat);
+        let delay = self.backoff.next_delay();
+        self.timers.set(Timer::Retransmit, now + delay);
+        self.refresh_leader();
+    }
+
+    fn retransmit(&mut self, now: Instant) {
+        let limit = match (self.state, self.successor) {
+            (State::Claiming, _) => u16::MAX,
+            (State::Done, Some(_)) => GOODBYE_ATTEMPTS,
+            (State::Done, None) => LEAVE_ATTEMPTS,
+            _ => return,
+        };
+        if self.backoff.attempts >= limit {
+            return;
+        }
+        if self.state == State::Claiming {
+            self.announce_due = true;
+            self.legacy_due = self.config.legacy;
+        } else {
+            self.goodbye_due = true;
+        }
+        let delay = self.backoff.next_delay();
+        if self.backoff.attempts < limit {
+            self.timers.set(Timer::Retransmit, now + delay);
+        }
+    }
+
+    fn expire_peers(&mut self, now: Instant) {
+        if self.state == State::Done {
+            return;
+        }
+        let priority = self.config.priority;
+        // Expire only as many as the event queue can report; the rest wait for the
+        // next call, which `poll_timeout` schedules at once.
+        while self.events.capacity() - self.events.len() >= EVENTS_PER_INPUT {
+            let Some(id) = self
+                .table
+                .iter()
+                .find(|e| e.expires_at(priority) <= now)
+                .map(Entry::id)
+            else {
+                break;
+            };
+            if let Some(entry) = self.table.remove(id) {
+                if entry.announced && !entry.departed {
+                    debug!("peer {} fell silent", id);
+                    self.push_event(Event::PeerDown { id });
+                }
+            }
+        }
+    }
+
+    /// Work common to every input: leader bookkeeping, failover takeover, claim
+    /// completion.
+    fn after_input(&mut self, now: Instant) {
+        self.refresh_leader();
+        if self.state == State::Standby && self.leader.is_none() {
+            self.start_claim(now);
+        }
+        if self.state == State::Claiming && self.claim_complete() {
+            self.become_active(now);
+            self.refresh_leader();
+        }
+    }
+
+    fn claim_complete(&self) -> bool {
+        self.timers.get(Timer::ClaimWindow).is_none()
+            && self
+                .table
+                .iter()
+                .all(|e| e.departed || e.acked >= self.generation)
+    }
+
+    fn refresh_leader(&mut self) {
+        let leader = match self.state {
+            State::Active => Some(self.config.id),
+            _ => self.table.leader().map(Entry::id),
+        };
+        if leader != self.leader {
+            self.leader = leader;
+            self.synced = None;
+            self.push_event(Event::LeaderChanged { id: leader });
+        }
+    }
+
+    // ----- emitting -----
+
+    fn emit_announce(&mut self, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
+        let role = self.role().unwrap_or(Role::Yielding);
+        let mut addresses = [0u8; 4 * wire::MAX_ADDRESSES];
+        for (chunk, a) in addresses.chunks_exact_mut(4).zip(&self.config.addresses) {
+            chunk.copy_from_slice(&a.octets());
+        }
+        let header = self.next_header();
+        let state: &[u8] = if self.state == State::Active {
+            &self.app_state
+        } else {
+            &[]
+        };
+        let packet = Packet {
+            header,
+            body: Body::Announce(wire::Announce {
+                role,
+                rank: self.rank().to_wire(),
+                heartbeat_ms: self.heartbeat_ms(),
+                name: &self.config.name,
+                addresses: &addresses[..4 * self.config.addresses.len()],
+                state,
+            }),
+        };
+        packet.emit(buf)
+    }
+
+    fn emit_ack(&mut self, reply: Reply, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
+        let packet = Packet {
+            header: self.next_header(),
+            body: Body::Ack(wire::Ack {
+                to: reply.id,
+                generation: reply.generation,
+                role: self.role().unwrap_or(Role::Yielding),
+                rank: self.rank().to_wire(),
+            }),
+        };
+        packet.emit(buf)
+    }
+
+    fn emit_goodbye(&mut self, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
+        let packet = Packet {
+            header: self.next_header(),
+            body: Body::Goodbye(wire::Goodbye {
+                successor: self.successor,
+            }),
+        };
+        packet.emit(buf)
+    }
+
+    fn next_header(&mut self) -> Header {
+        self.counter += 1;
+        Header {
+            scope: self.config.scope,
+            sender: self.config.id,
+            counter: self.counter,
+        }
+    }
+
+    // ----- helpers -----
+
+    fn role(&self) -> Option<Role> {
+        match self.state {
+            State::Claiming => Some(Role::Claiming),
+            State::Active => Some(Role::Active),
+            State::Standby => Some(Role::Standby),
+            State::Yielding => Some(Role::Yielding),
+            State::Listening | State::Done => None,
+        }
+    }
+
+    fn expect(&self, state: State) -> Result<(), StateError> {
+        if self.state == state {
+            Ok(())
+        } else {
+            Err(StateError { state: self.state })
+        }
+    }
+
+    fn advance(&mut self, now: Instant) -> Instant {
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    fn has_pending_output(&self) -> bool {
+        !self.replies.is_empty()
+            || !self.events.is_empty()
+            || self.announce_due
+            || self.goodbye_due
+            || self.legacy_due
+            // Expiries postponed for lack of event room.
+            || (self.state != State::Done
+                && self.events.capacity() - self.events.len() < EVENTS_PER_INPUT)
+    }
+
+    fn heartbeat_ms(&self) -> u32 {
+        u32::try_from(self.config.heartbeat.as_millis()).unwrap_or(u32::MAX)
+    }
+
+    fn dead_interval(&self) -> Duration {
+        dead_interval(self.heartbeat_ms(), self.config.priority)
+    }
+
+    /// Next heartbeat, up to 10 % early so peers do not stay in lockstep.
+    fn schedule_heartbeat(&mut self, now: Instant) {
+        let hb = self.config.heartbeat.as_micros() as u64;
+        let jitter = self.next_random() % (hb / 10 + 1);
+        self.timers
+            .set(Timer::Heartbeat, now + Duration::from_micros(hb - jitter));
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    fn queue_reply(&mut self, to: SocketAddr, id: u64, generation: u32) {
+        if self.role().is_none() {
+            return;
+        }
+        // One pending reply per peer is enough.
+        if let Some(pending) = self.replies.iter_mut().find(|r| r.id == id) {
+            pending.generation = pending.generation.max(generation);
+            return;
+        }
+        if self.replies.push_back(Reply { to, id, generation }).is_err() {
+            self.stats.dropped_replies += 1;
+        }
+    }
+
+    fn push_event(&mut self, event: Event) {
+        // Room is reserved before every input (EVENTS_PER_INPUT), so this cannot fail;
+        // commands add at most two events to a queue that inputs keep half free.
+        let _ = self.events.push_back(event);
+    }
+}

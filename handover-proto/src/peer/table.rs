@@ -1,0 +1,124 @@
+//! The bounded table of peers heard recently.
+
+use core::time::Duration;
+
+use heapless::Vec;
+
+use crate::wire::Role;
+use crate::{Instant, Rank};
+
+/// What is known of one remote peer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub(crate) rank: Rank,
+    pub(crate) role: Role,
+    /// Its advertised heartbeat interval in ms.
+    pub(crate) heartbeat_ms: u32,
+    pub(crate) last_heard: Instant,
+    /// Highest counter accepted from it; anything not above is stale.
+    pub(crate) counter: u64,
+    /// The latest of our claim generations it acknowledged (0: none).
+    pub(crate) acked: u32,
+    /// Whether it announced itself (and so got a `PeerUp`).
+    pub(crate) announced: bool,
+    /// It said goodbye; kept until it expires so that repeated goodbyes are known.
+    pub(crate) departed: bool,
+}
+
+impl Entry {
+    pub(crate) fn new(id: u64, role: Role, now: Instant, counter: u64) -> Self {
+        Entry {
+            rank: Rank {
+                priority: 0,
+                generation: 0,
+                start_ms: 0,
+                id,
+            },
+            role,
+            heartbeat_ms: 1000,
+            last_heard: now,
+            counter,
+            acked: 0,
+            announced: false,
+            departed: false,
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.rank.id
+    }
+
+    /// When it counts as dead: VRRP's master-down interval, three of its heartbeats plus
+    /// a skew that grows as our priority falls, so the highest-priority standby reacts
+    /// first.
+    pub(crate) fn expires_at(&self, own_priority: u8) -> Instant {
+        self.last_heard + dead_interval(self.heartbeat_ms, own_priority)
+    }
+}
+
+/// `3 × heartbeat + (256 − priority) × heartbeat / 256`.
+pub(crate) fn dead_interval(heartbeat_ms: u32, priority: u8) -> Duration {
+    let hb = Duration::from_millis(u64::from(heartbeat_ms));
+    hb * 3 + hb * (256 - u32::from(priority)) / 256
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Table<const N: usize> {
+    entries: Vec<Entry, N>,
+}
+
+impl<const N: usize> Table<N> {
+    pub(crate) fn get(&self, id: u64) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.id() == id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| e.id() == id)
+    }
+
+    /// Adds an entry; gives it back if the table is full.
+    pub(crate) fn insert(&mut self, entry: Entry) -> Result<&mut Entry, Entry> {
+        self.entries.push(entry)?;
+        let last = self.entries.len() - 1;
+        Ok(&mut self.entries[last])
+    }
+
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Entry> {
+        let at = self.entries.iter().position(|e| e.id() == id)?;
+        Some(self.entries.swap_remove(at))
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// The entry that expires first.
+    pub(crate) fn next_expiry(&self, own_priority: u8) -> Option<Instant> {
+        self.entries
+            .iter()
+            .map(|e| e.expires_at(own_priority))
+            .min()
+    }
+
+    /// The highest-ranked peer that announces itself active.
+    pub(crate) fn leader(&self) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .filter(|e| e.role == Role::Active && !e.departed)
+            .max_by_key(|e| e.rank)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_interval_follows_vrrp() {
+        let hb = 1000;
+        // 3 s + (256 - 255) / 256 s
+        assert_eq!(dead_interval(hb, 255), Duration::from_micros(3_003_906));
+        assert_eq!(dead_interval(hb, 0), Duration::from_secs(4));
+        assert!(dead_interval(hb, 200) < dead_interval(hb, 100));
+    }
+}

@@ -1,0 +1,104 @@
+//! A fixed table of timers, as quinn-proto keeps them: no allocation, and the next
+//! deadline is the minimum of the table.
+
+use crate::Instant;
+use core::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// Next heartbeat (active, standby, yielding).
+    Heartbeat,
+    /// Next retransmission of a claim or a goodbye.
+    Retransmit,
+    /// End of the window in which a claimer listens for peers it does not know yet.
+    ClaimWindow,
+}
+
+const COUNT: usize = 3;
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Timers([Option<Instant>; COUNT]);
+
+impl Timers {
+    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
+        self.0[timer as usize] = Some(at);
+    }
+
+    pub(crate) fn stop(&mut self, timer: Timer) {
+        self.0[timer as usize] = None;
+    }
+
+    pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
+        self.0[timer as usize]
+    }
+
+    /// True (and the timer stopped) if it was set and has expired.
+    pub(crate) fn take_expired(&mut self, timer: Timer, now: Instant) -> bool {
+        match self.0[timer as usize] {
+            Some(at) if at <= now => {
+                self.0[timer as usize] = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+}
+
+/// Exponential backoff for retransmissions: 10 ms, doubling up to a ceiling.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    delay: Duration,
+    ceiling: Duration,
+    pub(crate) attempts: u16,
+}
+
+/// First retransmission delay: short, so one lost datagram costs tens of milliseconds.
+pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(10);
+
+impl Backoff {
+    pub(crate) fn new(ceiling: Duration) -> Self {
+        Backoff {
+            delay: INITIAL_BACKOFF.min(ceiling),
+            ceiling,
+            attempts: 0,
+        }
+    }
+
+    /// Counts an attempt and returns the delay before the next one.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.delay;
+        self.delay = (self.delay * 2).min(self.ceiling);
+        self.attempts = self.attempts.saturating_add(1);
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_minimum_and_expiry_is_once() {
+        let mut t = Timers::default();
+        assert_eq!(t.next(), None);
+        t.set(Timer::Heartbeat, Instant::from_millis(30));
+        t.set(Timer::Retransmit, Instant::from_millis(10));
+        assert_eq!(t.next(), Some(Instant::from_millis(10)));
+        assert!(!t.take_expired(Timer::Retransmit, Instant::from_millis(9)));
+        assert!(t.take_expired(Timer::Retransmit, Instant::from_millis(10)));
+        assert!(!t.take_expired(Timer::Retransmit, Instant::from_millis(10)));
+        assert_eq!(t.next(), Some(Instant::from_millis(30)));
+    }
+
+    #[test]
+    fn backoff_doubles_to_ceiling() {
+        let mut b = Backoff::new(Duration::from_millis(50));
+        let delays: [u64; 4] = core::array::from_fn(|_| b.next_delay().as_millis() as u64);
+        assert_eq!(delays, [10, 20, 40, 50]);
+        assert_eq!(b.attempts, 4);
+    }
+}

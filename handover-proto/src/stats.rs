@@ -1,0 +1,82 @@
+//! Counters of what a peer received, sent and dropped.
+
+use crate::wire::DecodeError;
+
+/// Counters kept by a [`Peer`](crate::Peer); read them with
+/// [`Peer::stats`](crate::Peer::stats). Every datagram handed to the peer is either
+/// accepted or counted in exactly one `dropped_*` field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct Stats {
+    /// Datagrams handed in.
+    pub received: u64,
+    /// Datagrams accepted and acted upon.
+    pub accepted: u64,
+    /// Datagrams emitted (v2 and legacy).
+    pub sent: u64,
+    /// Zero-length datagrams.
+    pub dropped_empty: u64,
+    /// First byte of no known format.
+    pub dropped_unknown_format: u64,
+    /// handover-lib status messages (not used by this protocol).
+    pub dropped_legacy_status: u64,
+    /// Shorter than the format requires.
+    pub dropped_truncated: u64,
+    /// Longer than the format allows.
+    pub dropped_trailing: u64,
+    /// Reserved flag bits set.
+    pub dropped_bad_flags: u64,
+    /// Body that does not decode or exceeds a limit.
+    pub dropped_malformed: u64,
+    /// Another scope's datagrams (other devices or services on the group).
+    pub dropped_foreign_scope: u64,
+    /// Our own datagrams, looped back by the network.
+    pub dropped_own: u64,
+    /// Counter not above the last one from that sender: duplicate, reordered or replayed.
+    pub dropped_stale: u64,
+    /// Acknowledgements addressed to another peer.
+    pub dropped_misdirected: u64,
+    /// Legacy v1 datagrams while legacy interop is off.
+    pub dropped_legacy_refused: u64,
+    /// Inputs refused because the adapter left too many events undrained.
+    pub dropped_backlog: u64,
+    /// Acknowledgements not sent because the reply queue was full (the claimer retries).
+    pub dropped_replies: u64,
+    /// Datagrams not emitted because the caller's buffer was too small.
+    pub emit_failed: u64,
+    /// New peers not tracked because the peer table was full.
+    pub table_full: u64,
+}
+
+impl Stats {
+    /// Total datagrams dropped, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_empty
+            + self.dropped_unknown_format
+            + self.dropped_legacy_status
+            + self.dropped_truncated
+            + self.dropped_trailing
+            + self.dropped_bad_flags
+            + self.dropped_malformed
+            + self.dropped_foreign_scope
+            + self.dropped_own
+            + self.dropped_stale
+            + self.dropped_misdirected
+            + self.dropped_legacy_refused
+            + self.dropped_backlog
+    }
+
+    pub(crate) fn count_decode_error(&mut self, e: DecodeError) {
+        let counter = match e {
+            DecodeError::Empty => &mut self.dropped_empty,
+            DecodeError::UnknownFormat(_) => &mut self.dropped_unknown_format,
+            DecodeError::LegacyStatus => &mut self.dropped_legacy_status,
+            DecodeError::Truncated => &mut self.dropped_truncated,
+            DecodeError::Trailing => &mut self.dropped_trailing,
+            DecodeError::BadFlags => &mut self.dropped_bad_flags,
+            DecodeError::Malformed => &mut self.dropped_malformed,
+        };
+        *counter += 1;
+    }
+}

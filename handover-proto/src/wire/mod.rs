@@ -1,0 +1,158 @@
+//! Wire formats, kept apart from the state machine.
+//!
+//! Two formats share the network:
+//!
+//! * **v2** ([`Frame`], [`Packet`]): this protocol. Layout:
+//!
+//!   ```text
+//!   byte 0        MAGIC = 0x48 ('H'): never 0x01 or 0x02, the legacy first bytes
+//!   byte 1        FLAGS: bit 0 = an authentication tag follows the body; others zero
+//!   bytes 2..     body, postcard-encoded: Header { scope, sender, counter } then Body
+//!   last 16 bytes authentication tag, present only when FLAGS bit 0 is set
+//!   ```
+//!
+//!   The body is postcard: integers are varints, strings and byte strings are a varint
+//!   length then the bytes, enums a varint discriminant. A heartbeat with the longest
+//!   name, [`MAX_ADDRESSES`] addresses and [`MAX_STATE`] bytes of application state is
+//!   at most [`MAX_DATAGRAM`] bytes, tag included; without addresses and state it is at
+//!   most [`MAX_DATAGRAM_BASE`] bytes.
+//!
+//! * **legacy v1** ([`legacy::Announce`]): handover-lib's 9-byte announcement.
+//!
+//! Guarantee, as smoltcp gives for its wire views: parsing never panics and never reads
+//! out of bounds, whatever the bytes; a successful parse yields values within the
+//! documented limits (name length, address count, state length), so nothing downstream
+//! needs to check them again.
+
+pub mod legacy;
+mod v2;
+
+pub use v2::{
+    Ack, Announce, Body, Frame, Goodbye, Header, Packet, Rank, Role, MAGIC, MAX_ADDRESSES,
+    MAX_DATAGRAM, MAX_DATAGRAM_BASE, MAX_NAME, MAX_STATE, TAG_LEN,
+};
+
+use core::fmt;
+
+/// Default UDP port of the v2 protocol (the legacy port is [`LEGACY_PORT`]).
+pub const DEFAULT_PORT: u16 = 1538;
+/// Default multicast group of both formats: 239.192.16.16, organization-local scope.
+pub const DEFAULT_GROUP: [u8; 4] = [239, 192, 16, 16];
+/// handover-lib's UDP port.
+pub const LEGACY_PORT: u16 = 1536;
+
+/// Why a datagram could not be decoded. Each reason is counted separately in
+/// [`Stats`](crate::Stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Zero bytes.
+    Empty,
+    /// The first byte is neither v2 nor a legacy version.
+    UnknownFormat(u8),
+    /// handover-lib's status message (version 0x02), which this protocol does not use.
+    LegacyStatus,
+    /// Shorter than its format requires.
+    Truncated,
+    /// Longer than its format allows.
+    Trailing,
+    /// Reserved flag bits set.
+    BadFlags,
+    /// The body does not decode, or a field is beyond its limit.
+    Malformed,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Empty => f.write_str("empty datagram"),
+            DecodeError::UnknownFormat(b) => write!(f, "unknown format (first byte {b:#04x})"),
+            DecodeError::LegacyStatus => f.write_str("legacy status message"),
+            DecodeError::Truncated => f.write_str("datagram truncated"),
+            DecodeError::Trailing => f.write_str("unexpected bytes after the message"),
+            DecodeError::BadFlags => f.write_str("reserved flag bits set"),
+            DecodeError::Malformed => f.write_str("malformed message body"),
+        }
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
+/// Why a datagram could not be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The output buffer is too small; [`MAX_DATAGRAM`] always suffices.
+    BufferTooSmall,
+    /// A field is beyond its documented limit.
+    FieldTooLong,
+}
+
+impl fmt::Display for EmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EmitError::BufferTooSmall => f.write_str("output buffer too small"),
+            EmitError::FieldTooLong => f.write_str("a field exceeds its limit"),
+        }
+    }
+}
+
+impl core::error::Error for EmitError {}
+
+/// A datagram of either format.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Datagram<'a> {
+    /// A v2 frame.
+    V2(Frame<'a>),
+    /// A handover-lib announcement.
+    Legacy(legacy::Announce),
+}
+
+impl<'a> Datagram<'a> {
+    /// Decodes a datagram of either format, chosen by its first byte.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        match bytes.first() {
+            Some(&MAGIC) => Frame::parse(bytes).map(Datagram::V2),
+            _ => legacy::Announce::parse(bytes).map(Datagram::Legacy),
+        }
+    }
+}
+
+/// The 32-bit FNV-1a hash that turns a scope string (such as a device id and a service
+/// name) into the scope id carried by every v2 datagram.
+pub const fn scope_id(scope: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < scope.len() {
+        hash ^= scope[i] as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_id_is_fnv1a() {
+        // Reference values of 32-bit FNV-1a.
+        assert_eq!(scope_id(b""), 0x811c_9dc5);
+        assert_eq!(scope_id(b"a"), 0xe40c_292c);
+        assert_eq!(scope_id(b"foobar"), 0xbf9c_f968);
+    }
+
+    #[test]
+    fn dispatch_by_first_byte() {
+        assert!(matches!(
+            Datagram::parse(&[1, 0, 0, 0, 0, 0, 0, 0, 7]),
+            Ok(Datagram::Legacy(legacy::Announce { start_ms: 7 }))
+        ));
+        assert_eq!(Datagram::parse(&[]), Err(DecodeError::Empty));
+        assert_eq!(Datagram::parse(&[MAGIC]), Err(DecodeError::Truncated));
+        assert_eq!(Datagram::parse(&[0xff, 1]), Err(DecodeError::UnknownFormat(0xff)));
+    }
+}

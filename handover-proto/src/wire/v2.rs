@@ -1,0 +1,393 @@
+//! The v2 frame: magic, flags, a postcard body and an optional authentication tag.
+
+use serde::{Deserialize, Serialize};
+
+use super::{DecodeError, EmitError};
+
+/// First byte of every v2 datagram.
+pub const MAGIC: u8 = 0x48;
+/// Flag bit: an authentication tag of [`TAG_LEN`] bytes ends the datagram.
+const FLAG_TAGGED: u8 = 0x01;
+/// Length of the authentication tag.
+pub const TAG_LEN: usize = 16;
+/// Longest service name a heartbeat carries, in bytes of UTF-8.
+pub const MAX_NAME: usize = 32;
+/// Most IPv4 addresses a heartbeat carries.
+pub const MAX_ADDRESSES: usize = 8;
+/// Most bytes of application state a heartbeat carries.
+pub const MAX_STATE: usize = 64;
+/// Largest v2 datagram, tag included.
+pub const MAX_DATAGRAM: usize = MAX_DATAGRAM_BASE + 1 + 4 * MAX_ADDRESSES + 1 + MAX_STATE;
+/// Largest v2 datagram without addresses and application state, tag included.
+pub const MAX_DATAGRAM_BASE: usize = 2 + HEADER_MAX + 1 + ANNOUNCE_BASE_MAX + TAG_LEN;
+
+/// Postcard's worst case for the header: varint u32 (5) + varint u64 (10) twice.
+const HEADER_MAX: usize = 5 + 10 + 10;
+/// Worst case for an announcement with a full name but empty addresses and state: role,
+/// standing (1 + 5 + 10), heartbeat interval (5), name (1 + 32), two empty lengths.
+const ANNOUNCE_BASE_MAX: usize = 1 + 16 + 5 + 1 + MAX_NAME + 2;
+
+/// Fields every v2 datagram starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Header {
+    /// Hash of the scope string ([`scope_id`](super::scope_id)); datagrams of another
+    /// scope are ignored.
+    pub scope: u32,
+    /// The sender's instance id.
+    pub sender: u64,
+    /// A per-sender counter that grows with every datagram it sends.
+    pub counter: u64,
+}
+
+/// Where a sender stands in the ordering; with the sender id it makes a
+/// [`crate::Rank`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Rank {
+    /// Configured priority (failover); equal for all peers in hand-over.
+    pub priority: u8,
+    /// Lamport-style generation: one more than the highest generation the sender had
+    /// heard when it claimed.
+    pub generation: u32,
+    /// The sender's wall-clock start time in ms since the Unix epoch (a tie-breaker only).
+    pub start_ms: i64,
+}
+
+/// The role a sender announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Role {
+    /// Ready and claiming to be in charge.
+    Claiming,
+    /// In charge.
+    Active,
+    /// Ready, deferring to an active peer (failover).
+    Standby,
+    /// Superseded and shutting down (hand-over).
+    Yielding,
+}
+
+/// A claim (role [`Role::Claiming`]) or a heartbeat (any other role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce<'a> {
+    /// Role of the sender.
+    pub role: Role,
+    /// Rank of the sender.
+    pub rank: Rank,
+    /// The sender's heartbeat interval in ms, from which receivers derive when to
+    /// consider it dead.
+    pub heartbeat_ms: u32,
+    /// Service name, at most [`MAX_NAME`] bytes.
+    #[serde(borrow)]
+    pub name: &'a str,
+    /// IPv4 addresses, 4 bytes each, at most [`MAX_ADDRESSES`].
+    #[serde(borrow, with = "bytes")]
+    pub addresses: &'a [u8],
+    /// Application state of an active peer, at most [`MAX_STATE`] bytes.
+    #[serde(borrow, with = "bytes")]
+    pub state: &'a [u8],
+}
+
+/// Acknowledges a claim (or, to a departing peer, its goodbye).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Ack {
+    /// The peer whose claim or goodbye is acknowledged.
+    pub to: u64,
+    /// The claim generation acknowledged.
+    pub generation: u32,
+    /// Role of the acknowledging peer.
+    pub role: Role,
+    /// Rank of the acknowledging peer.
+    pub rank: Rank,
+}
+
+/// The sender has finished (or is leaving) and will send nothing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Goodbye {
+    /// The peer it handed over to, if any.
+    pub successor: Option<u64>,
+}
+
+/// The message kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body<'a> {
+    /// A claim or a heartbeat.
+    #[serde(borrow)]
+    Announce(Announce<'a>),
+    /// An acknowledgement, sent as a unicast reply.
+    Ack(Ack),
+    /// A departure.
+    Goodbye(Goodbye),
+}
+
+/// A decoded v2 message: header and body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packet<'a> {
+    /// Scope, sender and counter.
+    pub header: Header,
+    /// What the sender says.
+    #[serde(borrow)]
+    pub body: Body<'a>,
+}
+
+/// A parsed v2 datagram: the packet and, when present, its authentication tag together
+/// with the bytes it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The decoded message.
+    pub packet: Packet<'a>,
+    /// The tag, if the sender attached one.
+    pub tag: Option<&'a [u8; TAG_LEN]>,
+    /// The bytes the tag covers: everything before it.
+    pub covered: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// Parses a v2 datagram. Never panics; the result respects every documented limit.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let (&magic, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+        if magic != MAGIC {
+            return Err(DecodeError::UnknownFormat(magic));
+        }
+        let (&flags, _) = rest.split_first().ok_or(DecodeError::Truncated)?;
+        if flags & !FLAG_TAGGED != 0 {
+            return Err(DecodeError::BadFlags);
+        }
+        let (covered, tag) = if flags & FLAG_TAGGED != 0 {
+            let at = bytes
+                .len()
+                .checked_sub(TAG_LEN)
+                .filter(|&at| at >= 2)
+                .ok_or(DecodeError::Truncated)?;
+            let (covered, tag) = bytes.split_at(at);
+            (covered, Some(tag.try_into().map_err(|_| DecodeError::Truncated)?))
+        } else {
+            (bytes, None)
+        };
+        let (packet, trailing) =
+            postcard::take_from_bytes::<Packet<'a>>(&covered[2..]).map_err(|e| match e {
+                postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+                _ => DecodeError::Malformed,
+            })?;
+        if !trailing.is_empty() {
+            return Err(DecodeError::Trailing);
+        }
+        if !packet.within_limits() {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(Frame {
+            packet,
+            tag,
+            covered,
+        })
+    }
+}
+
+impl Packet<'_> {
+    /// True when every variable-length field is within its documented limit.
+    pub fn within_limits(&self) -> bool {
+        match &self.body {
+            Body::Announce(a) => {
+                a.name.len() <= MAX_NAME
+                    && a.addresses.len() % 4 == 0
+                    && a.addresses.len() <= 4 * MAX_ADDRESSES
+                    && a.state.len() <= MAX_STATE
+            }
+            Body::Ack(_) | Body::Goodbye(_) => true,
+        }
+    }
+
+    /// Writes the packet as an untagged v2 datagram into `buf`; returns its length.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        if !self.within_limits() {
+            return Err(EmitError::FieldTooLong);
+        }
+        let [magic, flags, body @ ..] = buf else {
+            return Err(EmitError::BufferTooSmall);
+        };
+        *magic = MAGIC;
+        *flags = 0;
+        let len = postcard::to_slice(self, body)
+            .map_err(|_| EmitError::BufferTooSmall)?
+            .len();
+        Ok(2 + len)
+    }
+
+    /// The number of bytes [`emit`](Self::emit) writes.
+    pub fn buffer_len(&self) -> usize {
+        // Serializing into a size counter cannot fail for these types.
+        2 + postcard::experimental::serialized_size(self).unwrap_or(usize::MAX - 2)
+    }
+}
+
+/// Serializes byte strings as postcard bytes (a length and the raw bytes); the
+/// borrowed `&[u8]` deserializer reads the same layout.
+mod bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<&'a [u8], D::Error> {
+        <&'a [u8]>::deserialize(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heartbeat<'a>(name: &'a str, addresses: &'a [u8], state: &'a [u8]) -> Packet<'a> {
+        Packet {
+            header: Header {
+                scope: 0x0102_0304,
+                sender: 5,
+                counter: 300,
+            },
+            body: Body::Announce(Announce {
+                role: Role::Active,
+                rank: Rank {
+                    priority: 100,
+                    generation: 2,
+                    start_ms: -1,
+                },
+                heartbeat_ms: 1000,
+                name,
+                addresses,
+                state,
+            }),
+        }
+    }
+
+    // magic, flags, scope varint(0x01020304), sender 5, counter varint(300),
+    // Body::Announce (0), Role::Active (1), priority 100, generation 2,
+    // start_ms zigzag(-1) = 1, heartbeat varint(1000), name "db", 1 address, state [7].
+    const HEARTBEAT: [u8; 28] = [
+        0x48, 0x00, 0x84, 0x86, 0x88, 0x08, 0x05, 0xac, 0x02, 0x00, 0x01, 0x64, 0x02, 0x01,
+        0xe8, 0x07, 0x02, b'd', b'b', 0x04, 10, 114, 104, 1, 0x01, 0x07, 0, 0,
+    ];
+
+    #[test]
+    fn test_emit() {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let p = heartbeat("db", &[10, 114, 104, 1], &[7]);
+        let n = p.emit(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &HEARTBEAT[..26]);
+        assert_eq!(p.buffer_len(), n);
+    }
+
+    #[test]
+    fn test_parse() {
+        let f = Frame::parse(&HEARTBEAT[..26]).unwrap();
+        assert_eq!(f.packet, heartbeat("db", &[10, 114, 104, 1], &[7]));
+        assert_eq!(f.tag, None);
+        assert_eq!(f.covered.len(), 26);
+    }
+
+    #[test]
+    fn test_parse_ack_and_goodbye() {
+        // magic, flags, scope 1, sender 2, counter 3, Body::Ack (1), to 9,
+        // generation 4, Role::Yielding (3), priority 0, generation 1, start_ms 2 (zigzag 4).
+        let ack = [0x48, 0, 1, 2, 3, 1, 9, 4, 3, 0, 1, 4];
+        let f = Frame::parse(&ack).unwrap();
+        assert_eq!(
+            f.packet.body,
+            Body::Ack(Ack {
+                to: 9,
+                generation: 4,
+                role: Role::Yielding,
+                rank: Rank {
+                    priority: 0,
+                    generation: 1,
+                    start_ms: 2
+                }
+            })
+        );
+        let bye = [0x48, 0, 1, 2, 3, 2, 1, 9];
+        let f = Frame::parse(&bye).unwrap();
+        assert_eq!(
+            f.packet.body,
+            Body::Goodbye(Goodbye { successor: Some(9) })
+        );
+    }
+
+    #[test]
+    fn test_truncated() {
+        for len in 1..26 {
+            let r = Frame::parse(&HEARTBEAT[..len]);
+            assert_eq!(r, Err(DecodeError::Truncated), "length {len}");
+        }
+    }
+
+    #[test]
+    fn test_trailing() {
+        assert_eq!(Frame::parse(&HEARTBEAT[..27]), Err(DecodeError::Trailing));
+    }
+
+    #[test]
+    fn test_tagged() {
+        let mut bytes = [0u8; 26 + TAG_LEN];
+        bytes[..26].copy_from_slice(&HEARTBEAT[..26]);
+        bytes[1] = FLAG_TAGGED;
+        bytes[26..].fill(0xaa);
+        let f = Frame::parse(&bytes).unwrap();
+        assert_eq!(f.tag, Some(&[0xaa; TAG_LEN]));
+        assert_eq!(f.covered, &bytes[..26]);
+        // A tag flag on a datagram too short to hold one.
+        assert_eq!(Frame::parse(&[0x48, 1, 0]), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn test_bad_flags_and_fields() {
+        let mut bytes = HEARTBEAT;
+        bytes[1] = 0x80;
+        assert_eq!(Frame::parse(&bytes[..26]), Err(DecodeError::BadFlags));
+        // Three address bytes: not a whole IPv4 address.
+        let p = heartbeat("db", &[1, 2, 3], &[]);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        assert_eq!(p.emit(&mut buf), Err(EmitError::FieldTooLong));
+        // Unknown body discriminant.
+        assert_eq!(
+            Frame::parse(&[0x48, 0, 1, 2, 3, 9]),
+            Err(DecodeError::Malformed)
+        );
+        // Name not UTF-8.
+        let mut bad = HEARTBEAT;
+        bad[17] = 0xff;
+        assert_eq!(Frame::parse(&bad[..26]), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn worst_case_fits_documented_maximum() {
+        let name = "n".repeat(MAX_NAME);
+        let addresses = [0xffu8; 4 * MAX_ADDRESSES];
+        let state = [0xffu8; MAX_STATE];
+        let mut p = heartbeat(&name, &addresses, &state);
+        p.header = Header {
+            scope: u32::MAX,
+            sender: u64::MAX,
+            counter: u64::MAX,
+        };
+        if let Body::Announce(a) = &mut p.body {
+            a.rank = Rank {
+                priority: u8::MAX,
+                generation: u32::MAX,
+                start_ms: i64::MIN,
+            };
+            a.heartbeat_ms = u32::MAX;
+        }
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let n = p.emit(&mut buf).unwrap();
+        assert!(n + TAG_LEN <= MAX_DATAGRAM, "{n} + tag > {MAX_DATAGRAM}");
+        if let Body::Announce(a) = &mut p.body {
+            a.addresses = &[];
+            a.state = &[];
+        }
+        assert!(p.buffer_len() + TAG_LEN <= MAX_DATAGRAM_BASE);
+        assert!(MAX_DATAGRAM_BASE <= 128, "{MAX_DATAGRAM_BASE}");
+    }
+}
