@@ -68,6 +68,8 @@ pub struct Peer<const N: usize> {
     /// Highest generation heard from anyone, ourselves included.
     max_heard: u32,
     listening_since: Instant,
+    /// When `ready` was called.
+    ready_at: Option<Instant>,
     /// Latest instant seen; time never runs backwards inside the peer.
     now: Instant,
     counter: u64,
@@ -138,6 +140,7 @@ impl<const N: usize> Peer<N> {
             generation: 0,
             max_heard: 0,
             listening_since: now,
+            ready_at: None,
             now,
             counter: 0,
             table: Table::default(),
@@ -254,6 +257,7 @@ impl<const N: usize> Peer<N> {
     pub fn ready(&mut self, now: Instant) -> Result<(), StateError> {
         let now = self.advance(now);
         self.expect(State::Listening)?;
+        self.ready_at = Some(now);
         match self.config.policy {
             Policy::Failover { preempt } => match self.table.leader() {
                 Some(leader) if !(preempt && self.config.priority > leader.rank.priority) => {
@@ -411,7 +415,7 @@ impl<const N: usize> Peer<N> {
                 if a.role == Role::Claiming {
                     self.queue_reply(source, header.sender, rank.generation);
                 }
-                self.on_remote(now, a.role, rank);
+                self.on_remote(now, a.role, rank, a.ready_ms);
                 if a.role == Role::Active {
                     self.refresh_leader();
                     if self.leader == Some(header.sender) {
@@ -433,7 +437,7 @@ impl<const N: usize> Peer<N> {
                     // The successor has our goodbye: nothing more to send.
                     self.timers.stop(Timer::Retransmit);
                 }
-                self.on_remote(now, ack.role, rank);
+                self.on_remote(now, ack.role, rank, ack.ready_ms);
             }
             Body::Goodbye(goodbye) => self.handle_goodbye(now, source, &header, goodbye),
         }
@@ -513,21 +517,23 @@ impl<const N: usize> Peer<N> {
         });
     }
 
-    /// The decision at the heart of the protocol: what another peer's role and rank
-    /// mean for this one.
-    fn on_remote(&mut self, now: Instant, role: Role, rank: Rank) {
+    /// The decision at the heart of the protocol: what another peer's role, rank and
+    /// time since ready mean for this one.
+    fn on_remote(&mut self, now: Instant, role: Role, rank: Rank, ready_ms: u32) {
         let mine = self.rank();
         match (self.config.policy, self.state) {
             (Policy::HandOver, State::Claiming) => {
-                let incumbent = matches!(role, Role::Active | Role::Yielding);
-                if incumbent && rank.generation >= self.generation {
+                // It became ready strictly before us: it sent `ready_ms` no later than
+                // now, so its ready time is at most now - ready_ms < our ready time.
+                let earlier = ready_ms > self.ready_ms(now);
+                if earlier && rank.generation >= self.generation {
                     // Heard an earlier instance during our claim: outrank it whatever
                     // the clocks say, and claim again.
                     self.generation = self.max_heard + 1;
                     self.max_heard = self.generation;
                     debug!("raising claim generation to {}", self.generation);
                     self.restart_claim(now);
-                } else if role == Role::Claiming && rank > mine {
+                } else if matches!(role, Role::Claiming | Role::Active) && rank > mine {
                     self.yield_to(Some(rank.id));
                 }
             }
@@ -749,6 +755,7 @@ impl<const N: usize> Peer<N> {
             body: Body::Announce(wire::Announce {
                 role,
                 rank: self.rank().to_wire(),
+                ready_ms: self.ready_ms(self.now),
                 heartbeat_ms: self.heartbeat_ms(),
                 name: &self.config.name,
                 addresses: &addresses[..4 * self.config.addresses.len()],
@@ -766,6 +773,7 @@ impl<const N: usize> Peer<N> {
                 generation: reply.generation,
                 role: self.role().unwrap_or(Role::Yielding),
                 rank: self.rank().to_wire(),
+                ready_ms: self.ready_ms(self.now),
             }),
         };
         packet.emit(buf)
@@ -824,6 +832,13 @@ impl<const N: usize> Peer<N> {
             // Expiries postponed for lack of event room.
             || (self.state != State::Done
                 && self.events.capacity() - self.events.len() < EVENTS_PER_INPUT)
+    }
+
+    /// Whole milliseconds since `ready`, 0 before.
+    fn ready_ms(&self, now: Instant) -> u32 {
+        self.ready_at.map_or(0, |at| {
+            u32::try_from(now.saturating_since(at).as_millis()).unwrap_or(u32::MAX)
+        })
     }
 
     fn heartbeat_ms(&self) -> u32 {

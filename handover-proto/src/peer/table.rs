@@ -117,7 +117,7 @@ mod tests {
     fn dead_interval_follows_vrrp() {
         let hb = 1000;
         // 3 s + (256 - 255) / 256 s
-        assert_eq!(dead_interval(hb, 255), Duration::from_micros(3_003_906));
+        assert_eq!(dead_interval(hb, 255), Duration::from_nanos(3_003_906_250));
         assert_eq!(dead_interval(hb, 0), Duration::from_secs(4));
         assert!(dead_interval(hb, 200) < dead_interval(hb, 100));
     }

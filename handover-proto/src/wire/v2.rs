@@ -24,8 +24,9 @@ pub const MAX_DATAGRAM_BASE: usize = 2 + HEADER_MAX + 1 + ANNOUNCE_BASE_MAX + TA
 /// Postcard's worst case for the header: varint u32 (5) + varint u64 (10) twice.
 const HEADER_MAX: usize = 5 + 10 + 10;
 /// Worst case for an announcement with a full name but empty addresses and state: role,
-/// standing (1 + 5 + 10), heartbeat interval (5), name (1 + 32), two empty lengths.
-const ANNOUNCE_BASE_MAX: usize = 1 + 16 + 5 + 1 + MAX_NAME + 2;
+/// rank (1 + 5 + 10), time since ready (5), heartbeat interval (5), name (1 + 32), two
+/// empty lengths.
+const ANNOUNCE_BASE_MAX: usize = 1 + 16 + 5 + 5 + 1 + MAX_NAME + 2;
 
 /// Fields every v2 datagram starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +76,9 @@ pub struct Announce<'a> {
     pub role: Role,
     /// Rank of the sender.
     pub rank: Rank,
+    /// Milliseconds since the sender became ready, on its own clock: lets a claimer
+    /// tell an earlier peer from a concurrent one without comparing clocks.
+    pub ready_ms: u32,
     /// The sender's heartbeat interval in ms, from which receivers derive when to
     /// consider it dead.
     pub heartbeat_ms: u32,
@@ -101,6 +105,8 @@ pub struct Ack {
     pub role: Role,
     /// Rank of the acknowledging peer.
     pub rank: Rank,
+    /// Milliseconds since the acknowledging peer became ready.
+    pub ready_ms: u32,
 }
 
 /// The sender has finished (or is leaving) and will send nothing more.
@@ -255,6 +261,7 @@ mod tests {
                     generation: 2,
                     start_ms: -1,
                 },
+                ready_ms: 250,
                 heartbeat_ms: 1000,
                 name,
                 addresses,
@@ -265,34 +272,37 @@ mod tests {
 
     // magic, flags, scope varint(0x01020304), sender 5, counter varint(300),
     // Body::Announce (0), Role::Active (1), priority 100, generation 2,
-    // start_ms zigzag(-1) = 1, heartbeat varint(1000), name "db", 1 address, state [7].
-    const HEARTBEAT: [u8; 28] = [
+    // start_ms zigzag(-1) = 1, ready_ms varint(250), heartbeat varint(1000), name "db",
+    // 1 address, state [7], then two spare bytes.
+    const HEARTBEAT: [u8; 30] = [
         0x48, 0x00, 0x84, 0x86, 0x88, 0x08, 0x05, 0xac, 0x02, 0x00, 0x01, 0x64, 0x02, 0x01,
-        0xe8, 0x07, 0x02, b'd', b'b', 0x04, 10, 114, 104, 1, 0x01, 0x07, 0, 0,
+        0xfa, 0x01, 0xe8, 0x07, 0x02, b'd', b'b', 0x04, 10, 114, 104, 1, 0x01, 0x07, 0, 0,
     ];
+    const LEN: usize = 28;
 
     #[test]
     fn test_emit() {
         let mut buf = [0u8; MAX_DATAGRAM];
         let p = heartbeat("db", &[10, 114, 104, 1], &[7]);
         let n = p.emit(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &HEARTBEAT[..26]);
+        assert_eq!(&buf[..n], &HEARTBEAT[..LEN]);
         assert_eq!(p.buffer_len(), n);
     }
 
     #[test]
     fn test_parse() {
-        let f = Frame::parse(&HEARTBEAT[..26]).unwrap();
+        let f = Frame::parse(&HEARTBEAT[..LEN]).unwrap();
         assert_eq!(f.packet, heartbeat("db", &[10, 114, 104, 1], &[7]));
         assert_eq!(f.tag, None);
-        assert_eq!(f.covered.len(), 26);
+        assert_eq!(f.covered.len(), LEN);
     }
 
     #[test]
     fn test_parse_ack_and_goodbye() {
         // magic, flags, scope 1, sender 2, counter 3, Body::Ack (1), to 9,
-        // generation 4, Role::Yielding (3), priority 0, generation 1, start_ms 2 (zigzag 4).
-        let ack = [0x48, 0, 1, 2, 3, 1, 9, 4, 3, 0, 1, 4];
+        // generation 4, Role::Yielding (3), priority 0, generation 1, start_ms 2 (zigzag 4),
+        // ready_ms 5.
+        let ack = [0x48, 0, 1, 2, 3, 1, 9, 4, 3, 0, 1, 4, 5];
         let f = Frame::parse(&ack).unwrap();
         assert_eq!(
             f.packet.body,
@@ -304,7 +314,8 @@ mod tests {
                     priority: 0,
                     generation: 1,
                     start_ms: 2
-                }
+                },
+                ready_ms: 5,
             })
         );
         let bye = [0x48, 0, 1, 2, 3, 2, 1, 9];
@@ -317,7 +328,7 @@ mod tests {
 
     #[test]
     fn test_truncated() {
-        for len in 1..26 {
+        for len in 1..LEN {
             let r = Frame::parse(&HEARTBEAT[..len]);
             assert_eq!(r, Err(DecodeError::Truncated), "length {len}");
         }
@@ -325,18 +336,18 @@ mod tests {
 
     #[test]
     fn test_trailing() {
-        assert_eq!(Frame::parse(&HEARTBEAT[..27]), Err(DecodeError::Trailing));
+        assert_eq!(Frame::parse(&HEARTBEAT[..LEN + 1]), Err(DecodeError::Trailing));
     }
 
     #[test]
     fn test_tagged() {
-        let mut bytes = [0u8; 26 + TAG_LEN];
-        bytes[..26].copy_from_slice(&HEARTBEAT[..26]);
+        let mut bytes = [0u8; LEN + TAG_LEN];
+        bytes[..LEN].copy_from_slice(&HEARTBEAT[..LEN]);
         bytes[1] = FLAG_TAGGED;
-        bytes[26..].fill(0xaa);
+        bytes[LEN..].fill(0xaa);
         let f = Frame::parse(&bytes).unwrap();
         assert_eq!(f.tag, Some(&[0xaa; TAG_LEN]));
-        assert_eq!(f.covered, &bytes[..26]);
+        assert_eq!(f.covered, &bytes[..LEN]);
         // A tag flag on a datagram too short to hold one.
         assert_eq!(Frame::parse(&[0x48, 1, 0]), Err(DecodeError::Truncated));
     }
@@ -345,7 +356,7 @@ mod tests {
     fn test_bad_flags_and_fields() {
         let mut bytes = HEARTBEAT;
         bytes[1] = 0x80;
-        assert_eq!(Frame::parse(&bytes[..26]), Err(DecodeError::BadFlags));
+        assert_eq!(Frame::parse(&bytes[..LEN]), Err(DecodeError::BadFlags));
         // Three address bytes: not a whole IPv4 address.
         let p = heartbeat("db", &[1, 2, 3], &[]);
         let mut buf = [0u8; MAX_DATAGRAM];
@@ -357,8 +368,8 @@ mod tests {
         );
         // Name not UTF-8.
         let mut bad = HEARTBEAT;
-        bad[17] = 0xff;
-        assert_eq!(Frame::parse(&bad[..26]), Err(DecodeError::Malformed));
+        bad[19] = 0xff;
+        assert_eq!(Frame::parse(&bad[..LEN]), Err(DecodeError::Malformed));
     }
 
     #[test]
@@ -379,6 +390,7 @@ mod tests {
                 start_ms: i64::MIN,
             };
             a.heartbeat_ms = u32::MAX;
+            a.ready_ms = u32::MAX;
         }
         let mut buf = [0u8; MAX_DATAGRAM];
         let n = p.emit(&mut buf).unwrap();
