@@ -380,10 +380,9 @@ impl Sim {
             .iter()
             .filter(|n| n.alive)
             .flat_map(|n| {
-                let timeout = n
-                    .peer
-                    .poll_timeout()
-                    .map(|t| Instant::from_micros(t.as_micros() - n.clock_offset.as_micros() as u64));
+                let timeout = n.peer.poll_timeout().map(|t| {
+                    Instant::from_micros(t.as_micros() - n.clock_offset.as_micros() as u64)
+                });
                 [timeout, n.pending_complete]
             })
             .flatten();
@@ -444,7 +443,11 @@ impl Sim {
                 continue;
             }
             let jitter = self.network.jitter.as_micros() as u64;
-            let extra = if jitter == 0 { 0 } else { self.random() % (jitter + 1) };
+            let extra = if jitter == 0 {
+                0
+            } else {
+                self.random() % (jitter + 1)
+            };
             let at = self.now + self.network.latency + Duration::from_micros(extra);
             self.schedule(at, to, from, bytes.to_vec());
         }
@@ -452,7 +455,8 @@ impl Sim {
 
     fn schedule(&mut self, at: Instant, to: NodeId, from: SocketAddr, bytes: Vec<u8>) {
         self.seq += 1;
-        self.in_flight.insert(self.seq, InFlight { to, from, bytes });
+        self.in_flight
+            .insert(self.seq, InFlight { to, from, bytes });
         self.queue.push(Reverse((at, self.seq)));
     }
 

@@ -56,11 +56,8 @@ fn play(sim: &mut Sim, instances: &[Instance]) -> Vec<(NodeId, Instant)> {
     let mut plan = Vec::new();
     for inst in instances {
         ready_at = ready_at + Duration::from_millis(inst.gap_ms);
-        let add_at = Instant::from_micros(
-            ready_at
-                .as_micros()
-                .saturating_sub(inst.listen_ms * 1000),
-        );
+        let add_at =
+            Instant::from_micros(ready_at.as_micros().saturating_sub(inst.listen_ms * 1000));
         plan.push((add_at, ready_at, inst));
     }
     // Adds and readies happen in time order, whatever the listening times.
@@ -114,7 +111,10 @@ fn check_invariants(sim: &Sim) -> Result<(), TestCaseError> {
             .map(|r| r.at)
             .collect();
         prop_assert!(shutdowns <= 1, "node {n}: {shutdowns} Shutdown events");
-        prop_assert!(marks.len() <= shutdowns, "node {n}: MarkComplete without Shutdown");
+        prop_assert!(
+            marks.len() <= shutdowns,
+            "node {n}: MarkComplete without Shutdown"
+        );
         if let Some(&mark) = marks.first() {
             let completed = sim.node(n).shutdown_completed_at;
             prop_assert!(
@@ -245,19 +245,26 @@ fn lossy_handover_completes_within_ten_heartbeats() {
     let completed = f64::from(runs) - slow.len() as f64;
     let rate = completed / f64::from(runs);
     println!("lossy hand-over: {completed}/{runs} completed within 10 heartbeats ({:.3} %); slow seeds: {slow:?}", rate * 100.0);
-    assert!(rate >= 0.999, "only {:.3} % completed; slow seeds {slow:?}", rate * 100.0);
+    assert!(
+        rate >= 0.999,
+        "only {:.3} % completed; slow seeds {slow:?}",
+        rate * 100.0
+    );
 }
 
 /// The same seed replays exactly.
 #[test]
 fn simulation_is_deterministic() {
     let run = || {
-        let mut sim = Sim::new(42, Network {
-            latency: Duration::from_millis(2),
-            jitter: Duration::from_millis(3),
-            loss: 0.2,
-            duplicate: 0.1,
-        });
+        let mut sim = Sim::new(
+            42,
+            Network {
+                latency: Duration::from_millis(2),
+                jitter: Duration::from_millis(3),
+                loss: 0.2,
+                duplicate: 0.1,
+            },
+        );
         let a = sim.add(0);
         sim.ready(a);
         sim.run_for(HB * 2);

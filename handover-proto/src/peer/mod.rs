@@ -78,6 +78,8 @@ pub struct Peer<const N: usize> {
     timers: Timers,
     backoff: Backoff,
     successor: Option<u64>,
+    /// The last claimer we acknowledged, named in our heartbeats.
+    claim_heard: Option<u64>,
     /// Leader last reported in `LeaderChanged`.
     leader: Option<u64>,
     /// Hash of the application state last reported in `Synced`.
@@ -147,6 +149,7 @@ impl<const N: usize> Peer<N> {
             timers: Timers::default(),
             backoff,
             successor: None,
+            claim_heard: None,
             leader: None,
             synced: None,
             app_state: Vec::new(),
@@ -367,7 +370,11 @@ impl<const N: usize> Peer<N> {
         }
         self.stats.accepted += 1;
         // A v2 peer in legacy mode echoes its own start time in v1: the v2 path decides.
-        if self.table.iter().any(|e| e.rank.start_ms == announce.start_ms) {
+        if self
+            .table
+            .iter()
+            .any(|e| e.rank.start_ms == announce.start_ms)
+        {
             return;
         }
         if matches!(self.state, State::Claiming | State::Active)
@@ -415,7 +422,8 @@ impl<const N: usize> Peer<N> {
                 if a.role == Role::Claiming {
                     self.queue_reply(source, header.sender, rank.generation);
                 }
-                self.on_remote(now, a.role, rank, a.ready_ms);
+                let heard_us = a.claim_heard == Some(self.config.id);
+                self.on_remote(now, a.role, rank, a.ready_ms, heard_us);
                 if a.role == Role::Active {
                     self.refresh_leader();
                     if self.leader == Some(header.sender) {
@@ -437,7 +445,7 @@ impl<const N: usize> Peer<N> {
                     // The successor has our goodbye: nothing more to send.
                     self.timers.stop(Timer::Retransmit);
                 }
-                self.on_remote(now, ack.role, rank, ack.ready_ms);
+                self.on_remote(now, ack.role, rank, ack.ready_ms, true);
             }
             Body::Goodbye(goodbye) => self.handle_goodbye(now, source, &header, goodbye),
         }
@@ -518,27 +526,28 @@ impl<const N: usize> Peer<N> {
     }
 
     /// The decision at the heart of the protocol: what another peer's role, rank and
-    /// time since ready mean for this one.
-    fn on_remote(&mut self, now: Instant, role: Role, rank: Rank, ready_ms: u32) {
+    /// time since ready mean for this one. `heard_us`: it acknowledged our claim.
+    fn on_remote(&mut self, now: Instant, role: Role, rank: Rank, ready_ms: u32, heard_us: bool) {
         let mine = self.rank();
         match (self.config.policy, self.state) {
-            (Policy::HandOver, State::Claiming) => {
+            (Policy::HandOver, State::Claiming | State::Active) => {
                 // It became ready strictly before us: it sent `ready_ms` no later than
                 // now, so its ready time is at most now - ready_ms < our ready time.
                 let earlier = ready_ms > self.ready_ms(now);
-                if earlier && rank.generation >= self.generation {
-                    // Heard an earlier instance during our claim: outrank it whatever
-                    // the clocks say, and claim again.
+                // Contact during our claim: we hear it while claiming, or it tells us it
+                // heard our claim (its acknowledgements may all have been lost).
+                let contact = self.state == State::Claiming || heard_us;
+                if earlier && contact && rank.generation >= self.generation {
+                    // The newer instance outranks the earlier one whatever the clocks say.
                     self.generation = self.max_heard + 1;
                     self.max_heard = self.generation;
                     debug!("raising claim generation to {}", self.generation);
-                    self.restart_claim(now);
+                    if self.state == State::Claiming {
+                        self.restart_claim(now);
+                    } else {
+                        self.announce_due = true;
+                    }
                 } else if matches!(role, Role::Claiming | Role::Active) && rank > mine {
-                    self.yield_to(Some(rank.id));
-                }
-            }
-            (Policy::HandOver, State::Active) => {
-                if matches!(role, Role::Active | Role::Claiming) && rank > mine {
                     self.yield_to(Some(rank.id));
                 }
             }
@@ -707,7 +716,13 @@ impl<const N: usize> Peer<N> {
     /// completion.
     fn after_input(&mut self, now: Instant) {
         self.refresh_leader();
-        if self.state == State::Standby && self.leader.is_none() {
+        // A standby takes over when nobody is in charge and nobody else is claiming
+        // (it deferred to that claimer; it claims if the claimer dies).
+        let claimer_known = self
+            .table
+            .iter()
+            .any(|e| e.role == Role::Claiming && !e.departed);
+        if self.state == State::Standby && self.leader.is_none() && !claimer_known {
             self.start_claim(now);
         }
         if self.state == State::Claiming && self.claim_complete() {
@@ -757,6 +772,7 @@ impl<const N: usize> Peer<N> {
                 rank: self.rank().to_wire(),
                 ready_ms: self.ready_ms(self.now),
                 heartbeat_ms: self.heartbeat_ms(),
+                claim_heard: self.claim_heard,
                 name: &self.config.name,
                 addresses: &addresses[..4 * self.config.addresses.len()],
                 state,
@@ -871,12 +887,19 @@ impl<const N: usize> Peer<N> {
         if self.role().is_none() {
             return;
         }
+        if generation > 0 {
+            self.claim_heard = Some(id);
+        }
         // One pending reply per peer is enough.
         if let Some(pending) = self.replies.iter_mut().find(|r| r.id == id) {
             pending.generation = pending.generation.max(generation);
             return;
         }
-        if self.replies.push_back(Reply { to, id, generation }).is_err() {
+        if self
+            .replies
+            .push_back(Reply { to, id, generation })
+            .is_err()
+        {
             self.stats.dropped_replies += 1;
         }
     }

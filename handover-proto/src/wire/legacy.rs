@@ -104,8 +104,14 @@ mod tests {
         let mut long = [0u8; 10];
         long[..9].copy_from_slice(&BYTES);
         assert_eq!(Announce::parse(&long), Err(DecodeError::Trailing));
-        assert_eq!(Announce::parse(&[0x02; 120]), Err(DecodeError::LegacyStatus));
-        assert_eq!(Announce::parse(&[0x7f]), Err(DecodeError::UnknownFormat(0x7f)));
+        assert_eq!(
+            Announce::parse(&[0x02; 120]),
+            Err(DecodeError::LegacyStatus)
+        );
+        assert_eq!(
+            Announce::parse(&[0x7f]),
+            Err(DecodeError::UnknownFormat(0x7f))
+        );
     }
 
     #[test]

@@ -153,6 +153,9 @@ mod tests {
         ));
         assert_eq!(Datagram::parse(&[]), Err(DecodeError::Empty));
         assert_eq!(Datagram::parse(&[MAGIC]), Err(DecodeError::Truncated));
-        assert_eq!(Datagram::parse(&[0xff, 1]), Err(DecodeError::UnknownFormat(0xff)));
+        assert_eq!(
+            Datagram::parse(&[0xff, 1]),
+            Err(DecodeError::UnknownFormat(0xff))
+        );
     }
 }

@@ -24,9 +24,9 @@ pub const MAX_DATAGRAM_BASE: usize = 2 + HEADER_MAX + 1 + ANNOUNCE_BASE_MAX + TA
 /// Postcard's worst case for the header: varint u32 (5) + varint u64 (10) twice.
 const HEADER_MAX: usize = 5 + 10 + 10;
 /// Worst case for an announcement with a full name but empty addresses and state: role,
-/// rank (1 + 5 + 10), time since ready (5), heartbeat interval (5), name (1 + 32), two
-/// empty lengths.
-const ANNOUNCE_BASE_MAX: usize = 1 + 16 + 5 + 5 + 1 + MAX_NAME + 2;
+/// rank (1 + 5 + 10), time since ready (5), heartbeat interval (5), claim heard (1 + 10),
+/// name (1 + 32), two empty lengths.
+const ANNOUNCE_BASE_MAX: usize = 1 + 16 + 5 + 5 + 11 + 1 + MAX_NAME + 2;
 
 /// Fields every v2 datagram starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +82,9 @@ pub struct Announce<'a> {
     /// The sender's heartbeat interval in ms, from which receivers derive when to
     /// consider it dead.
     pub heartbeat_ms: u32,
+    /// The last claimer whose claim the sender acknowledged: tells that claimer its
+    /// claim was heard even if every acknowledgement was lost.
+    pub claim_heard: Option<u64>,
     /// Service name, at most [`MAX_NAME`] bytes.
     #[serde(borrow)]
     pub name: &'a str,
@@ -169,7 +172,10 @@ impl<'a> Frame<'a> {
                 .filter(|&at| at >= 2)
                 .ok_or(DecodeError::Truncated)?;
             let (covered, tag) = bytes.split_at(at);
-            (covered, Some(tag.try_into().map_err(|_| DecodeError::Truncated)?))
+            (
+                covered,
+                Some(tag.try_into().map_err(|_| DecodeError::Truncated)?),
+            )
         } else {
             (bytes, None)
         };
@@ -263,6 +269,7 @@ mod tests {
                 },
                 ready_ms: 250,
                 heartbeat_ms: 1000,
+                claim_heard: Some(3),
                 name,
                 addresses,
                 state,
@@ -272,13 +279,13 @@ mod tests {
 
     // magic, flags, scope varint(0x01020304), sender 5, counter varint(300),
     // Body::Announce (0), Role::Active (1), priority 100, generation 2,
-    // start_ms zigzag(-1) = 1, ready_ms varint(250), heartbeat varint(1000), name "db",
-    // 1 address, state [7], then two spare bytes.
-    const HEARTBEAT: [u8; 30] = [
-        0x48, 0x00, 0x84, 0x86, 0x88, 0x08, 0x05, 0xac, 0x02, 0x00, 0x01, 0x64, 0x02, 0x01,
-        0xfa, 0x01, 0xe8, 0x07, 0x02, b'd', b'b', 0x04, 10, 114, 104, 1, 0x01, 0x07, 0, 0,
+    // start_ms zigzag(-1) = 1, ready_ms varint(250), heartbeat varint(1000),
+    // claim_heard Some(3), name "db", 1 address, state [7], then two spare bytes.
+    const HEARTBEAT: [u8; 32] = [
+        0x48, 0x00, 0x84, 0x86, 0x88, 0x08, 0x05, 0xac, 0x02, 0x00, 0x01, 0x64, 0x02, 0x01, 0xfa,
+        0x01, 0xe8, 0x07, 0x01, 0x03, 0x02, b'd', b'b', 0x04, 10, 114, 104, 1, 0x01, 0x07, 0, 0,
     ];
-    const LEN: usize = 28;
+    const LEN: usize = 30;
 
     #[test]
     fn test_emit() {
@@ -320,10 +327,7 @@ mod tests {
         );
         let bye = [0x48, 0, 1, 2, 3, 2, 1, 9];
         let f = Frame::parse(&bye).unwrap();
-        assert_eq!(
-            f.packet.body,
-            Body::Goodbye(Goodbye { successor: Some(9) })
-        );
+        assert_eq!(f.packet.body, Body::Goodbye(Goodbye { successor: Some(9) }));
     }
 
     #[test]
@@ -336,7 +340,10 @@ mod tests {
 
     #[test]
     fn test_trailing() {
-        assert_eq!(Frame::parse(&HEARTBEAT[..LEN + 1]), Err(DecodeError::Trailing));
+        assert_eq!(
+            Frame::parse(&HEARTBEAT[..LEN + 1]),
+            Err(DecodeError::Trailing)
+        );
     }
 
     #[test]
@@ -368,7 +375,7 @@ mod tests {
         );
         // Name not UTF-8.
         let mut bad = HEARTBEAT;
-        bad[19] = 0xff;
+        bad[21] = 0xff;
         assert_eq!(Frame::parse(&bad[..LEN]), Err(DecodeError::Malformed));
     }
 
@@ -391,6 +398,7 @@ mod tests {
             };
             a.heartbeat_ms = u32::MAX;
             a.ready_ms = u32::MAX;
+            a.claim_heard = Some(u64::MAX);
         }
         let mut buf = [0u8; MAX_DATAGRAM];
         let n = p.emit(&mut buf).unwrap();
