@@ -10,7 +10,11 @@ use crate::{Instant, Rank};
 /// What is known of one remote peer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Entry {
-    pub(crate) rank: Rank,
+    // The rank, flattened so the small fields share padding.
+    id: u64,
+    start_ms: i64,
+    generation: u32,
+    priority: u8,
     pub(crate) role: Role,
     /// Its advertised heartbeat interval in ms.
     pub(crate) heartbeat_ms: u32,
@@ -28,12 +32,10 @@ pub(crate) struct Entry {
 impl Entry {
     pub(crate) fn new(id: u64, role: Role, now: Instant, counter: u64) -> Self {
         Entry {
-            rank: Rank {
-                priority: 0,
-                generation: 0,
-                start_ms: 0,
-                id,
-            },
+            id,
+            start_ms: 0,
+            generation: 0,
+            priority: 0,
             role,
             heartbeat_ms: 1000,
             last_heard: now,
@@ -45,7 +47,23 @@ impl Entry {
     }
 
     pub(crate) fn id(&self) -> u64 {
-        self.rank.id
+        self.id
+    }
+
+    pub(crate) fn rank(&self) -> Rank {
+        Rank {
+            priority: self.priority,
+            generation: self.generation,
+            start_ms: self.start_ms,
+            id: self.id,
+        }
+    }
+
+    pub(crate) fn set_rank(&mut self, rank: Rank) {
+        debug_assert_eq!(rank.id, self.id);
+        self.priority = rank.priority;
+        self.generation = rank.generation;
+        self.start_ms = rank.start_ms;
     }
 
     /// When it counts as dead: VRRP's master-down interval, three of its heartbeats plus
@@ -105,7 +123,7 @@ impl<const N: usize> Table<N> {
         self.entries
             .iter()
             .filter(|e| e.role == Role::Active && !e.departed)
-            .max_by_key(|e| e.rank)
+            .max_by_key(|e| e.rank())
     }
 }
 

@@ -16,27 +16,40 @@ pub(crate) enum Timer {
 
 const COUNT: usize = 3;
 
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Timers([Option<Instant>; COUNT]);
+/// Deadlines in microseconds; `OFF` marks a stopped timer (it saves the `Option`
+/// discriminant, a quarter of the table).
+#[derive(Debug, Clone)]
+pub(crate) struct Timers([u64; COUNT]);
+
+const OFF: u64 = u64::MAX;
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers([OFF; COUNT])
+    }
+}
 
 impl Timers {
     pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
-        self.0[timer as usize] = Some(at);
+        // An instant at the very end of time is as good as never.
+        self.0[timer as usize] = at.as_micros();
     }
 
     pub(crate) fn stop(&mut self, timer: Timer) {
-        self.0[timer as usize] = None;
+        self.0[timer as usize] = OFF;
     }
 
     pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
-        self.0[timer as usize]
+        Some(self.0[timer as usize])
+            .filter(|&at| at != OFF)
+            .map(Instant::from_micros)
     }
 
     /// True (and the timer stopped) if it was set and has expired.
     pub(crate) fn take_expired(&mut self, timer: Timer, now: Instant) -> bool {
-        match self.0[timer as usize] {
+        match self.get(timer) {
             Some(at) if at <= now => {
-                self.0[timer as usize] = None;
+                self.stop(timer);
                 true
             }
             _ => false,
@@ -44,7 +57,12 @@ impl Timers {
     }
 
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.0.iter().flatten().min().copied()
+        self.0
+            .iter()
+            .copied()
+            .filter(|&at| at != OFF)
+            .min()
+            .map(Instant::from_micros)
     }
 }
 
