@@ -54,17 +54,21 @@
 //! let addr_old: SocketAddr = "10.0.0.1:1538".parse().unwrap();
 //! let addr_new: SocketAddr = "10.0.0.2:1538".parse().unwrap();
 //!
-//! // Steps 3 and 5 for two peers: deliver each one's datagrams to the other.
-//! fn pump(now: Instant, a: &mut Peer<8>, a_addr: SocketAddr, b: &mut Peer<8>, b_addr: SocketAddr) {
+//! // Steps 3 to 5 for two peers: deliver each one's datagrams to the other and
+//! // collect the events of each.
+//! fn pump(now: Instant, peers: [(&mut Peer<8>, SocketAddr, &mut Vec<Event>); 2]) {
+//!     let [(a, a_addr, a_events), (b, b_addr, b_events)] = peers;
 //!     let mut buf = [0u8; wire::MAX_DATAGRAM];
 //!     loop {
 //!         let mut quiet = true;
 //!         while let Some(t) = a.poll_transmit(now, &mut buf) {
 //!             b.handle_datagram(now, a_addr, &buf[..t.len]);
+//!             b_events.extend(core::iter::from_fn(|| b.poll_event()));
 //!             quiet = false;
 //!         }
 //!         while let Some(t) = b.poll_transmit(now, &mut buf) {
 //!             a.handle_datagram(now, b_addr, &buf[..t.len]);
+//!             a_events.extend(core::iter::from_fn(|| a.poll_event()));
 //!             quiet = false;
 //!         }
 //!         if quiet { break; }
@@ -77,6 +81,7 @@
 //! let mut buf = [0u8; wire::MAX_DATAGRAM];
 //! while old.state() != State::Active {
 //!     while old.poll_transmit(now, &mut buf).is_some() {} // nobody to hear it yet
+//!     while old.poll_event().is_some() {}
 //!     now = old.poll_timeout().unwrap();
 //!     old.handle_timeout(now);
 //! }
@@ -84,17 +89,16 @@
 //!
 //! // The new instance starts (its wall clock is wrong: it reads 1970) and becomes ready.
 //! let mut new = Peer::<8>::new(Config::new(scope, 2, 0, 22), now).unwrap();
+//! let (mut old_events, mut new_events) = (Vec::new(), Vec::new());
 //! new.ready(now).unwrap();
-//! pump(now, &mut new, addr_new, &mut old, addr_old);
+//! pump(now, [(&mut new, addr_new, &mut new_events), (&mut old, addr_old, &mut old_events)]);
 //!
 //! // Step 4: the old instance is told to shut down in favour of the new one.
-//! let events: Vec<Event> = core::iter::from_fn(|| old.poll_event()).collect();
-//! assert!(events.contains(&Event::Shutdown { successor: Some(2) }));
+//! assert!(old_events.contains(&Event::Shutdown { successor: Some(2) }));
 //! old.shutdown_complete(now).unwrap();
 //! assert_eq!(old.poll_event(), Some(Event::MarkComplete));
-//! pump(now, &mut old, addr_old, &mut new, addr_new);
-//! assert!(core::iter::from_fn(|| new.poll_event())
-//!     .any(|e| e == Event::PredecessorDone { id: 1 }));
+//! pump(now, [(&mut old, addr_old, &mut old_events), (&mut new, addr_new, &mut new_events)]);
+//! assert!(new_events.contains(&Event::PredecessorDone { id: 1 }));
 //! ```
 //!
 //! # Features
