@@ -1,1 +1,2 @@
-
+//! embassy-net adapter for the handover protocol on Cortex-M.
+#![no_std]
