@@ -10,15 +10,20 @@ use handover_proto::{Event, State};
 
 fn main() {
     let loss: f64 = match std::env::args().nth(1) {
-        Some(arg) => arg.parse::<f64>().unwrap_or_else(|_| {
-            eprintln!("LOSS_PERCENT: {arg:?} is not a number");
-            std::process::exit(2)
-        }) / 100.0,
+        Some(arg) => {
+            arg.parse::<f64>().unwrap_or_else(|_| {
+                eprintln!("LOSS_PERCENT: {arg:?} is not a number");
+                std::process::exit(2)
+            }) / 100.0
+        }
         None => 0.1,
     };
     let mut sim = Sim::new(2026, Network::lossy(loss));
     sim.heartbeat = Duration::from_secs(1);
-    println!("network: 1-2 ms latency, {:.0} % loss; heartbeat 1 s", loss * 100.0);
+    println!(
+        "network: 1-2 ms latency, {:.0} % loss; heartbeat 1 s",
+        loss * 100.0
+    );
 
     let old = sim.add(0);
     sim.node_mut(old).shutdown_delay = Duration::from_millis(300);
@@ -42,7 +47,11 @@ fn main() {
             Event::PeerDown { .. } => "peer gone".into(),
             _ => continue,
         };
-        println!("{when:>+10.1} ms  {:<3} (generation {}) {what}", name(r.node), r.rank.generation);
+        println!(
+            "{when:>+10.1} ms  {:<3} (generation {}) {what}",
+            name(r.node),
+            r.rank.generation
+        );
     }
     println!(
         "result: new is {:?}, old is {:?}; {} datagrams lost",
