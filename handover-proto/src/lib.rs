@@ -17,7 +17,7 @@
 //! outside world comes in as an argument: the monotonic time ([`Instant`]) with every
 //! input, the instance id, wall-clock start time and random seed in the [`Config`].
 //! That makes it run unchanged on a Cortex-M and in a container, and makes every
-//! scenario reproducible in the [`sim`](crate::sim) simulator (feature `sim`).
+//! scenario reproducible in the [`sim`] simulator (feature `sim`).
 //!
 //! * **Inputs**: [`Peer::handle_datagram`], [`Peer::handle_timeout`].
 //! * **Commands**: [`Peer::ready`], [`Peer::shutdown_complete`], [`Peer::leave`],
@@ -105,7 +105,7 @@
 //!
 //! * `defmt`: derive `defmt::Format` and log through defmt (embedded targets).
 //! * `log`: log through the `log` crate. Not together with `defmt`.
-//! * `sim`: the deterministic network simulator ([`sim`](crate::sim)); needs std.
+//! * `sim`: the deterministic network simulator ([`sim`]); needs std.
 
 #[macro_use]
 mod fmt;
