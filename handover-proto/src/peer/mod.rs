@@ -14,7 +14,7 @@ use crate::stats::Stats;
 use crate::wire::{self, legacy, Body, Datagram, Frame, Header, Packet, Role, MAX_STATE};
 use crate::{Instant, Rank};
 
-use table::{dead_interval, Entry, Table};
+use table::{dead_interval, Entry, Freshness, Table};
 use timer::{Backoff, Timer, Timers};
 
 /// Most events a single input can cause. A datagram is refused (and counted) unless
@@ -449,8 +449,18 @@ impl<const N: usize> Peer<N> {
                 return;
             }
         }
-        if let Some(entry) = self.table.get(header.sender) {
-            if header.counter <= entry.counter || entry.departed {
+        let mut newest = true;
+        if let Some(entry) = self.table.get_mut(header.sender) {
+            let freshness = entry.accept_counter(header.counter);
+            newest = freshness == Freshness::Newest;
+            // A reordered announcement carries superseded state; a reordered ack
+            // still acknowledges.
+            let usable = match freshness {
+                Freshness::Newest => !entry.departed,
+                Freshness::Reordered => matches!(body, Body::Ack(_)) && !entry.departed,
+                Freshness::Stale => false,
+            };
+            if !usable {
                 self.stats.dropped_stale += 1;
                 return;
             }
@@ -462,9 +472,11 @@ impl<const N: usize> Peer<N> {
                 let heartbeat = a.heartbeat_ms.clamp(
                     MIN_HEARTBEAT.as_millis() as u32,
                     MAX_HEARTBEAT.as_millis() as u32,
-                );
-                let is_new = self.upsert(now, &header, a.role, rank, heartbeat);
-                if is_new {
+                ) as u16;
+                self.upsert(now, &header, a.role, rank, heartbeat);
+                // The first announcement (the entry may have come from an ack) tells
+                // its name and addresses.
+                if self.table.get(header.sender).is_some_and(|e| !e.announced) {
                     self.peer_up(header.sender, &a);
                 }
                 if a.role == Role::Claiming {
@@ -484,7 +496,7 @@ impl<const N: usize> Peer<N> {
                 let heartbeat = self
                     .table
                     .get(header.sender)
-                    .map_or(self.heartbeat_ms(), |e| e.heartbeat_ms);
+                    .map_or(self.heartbeat_ms() as u16, |e| e.heartbeat_ms);
                 self.upsert(now, &header, ack.role, rank, heartbeat);
                 if let Some(entry) = self.table.get_mut(header.sender) {
                     entry.acked = entry.acked.max(ack.generation);
@@ -493,7 +505,9 @@ impl<const N: usize> Peer<N> {
                     // The successor has our goodbye: nothing more to send.
                     self.timers.stop(Timer::Retransmit);
                 }
-                self.on_remote(now, ack.role, rank, ack.ready_ms, true);
+                if newest {
+                    self.on_remote(now, ack.role, rank, ack.ready_ms, true);
+                }
             }
             Body::Goodbye(goodbye) => self.handle_goodbye(now, source, &header, goodbye),
         }
@@ -513,7 +527,6 @@ impl<const N: usize> Peer<N> {
         let announced = match self.table.get_mut(id) {
             Some(entry) => {
                 entry.departed = true;
-                entry.counter = header.counter;
                 entry.last_heard = now;
                 entry.announced
             }
@@ -535,25 +548,25 @@ impl<const N: usize> Peer<N> {
         }
     }
 
-    /// Records what a datagram says of its sender; true if the sender is new.
-    fn upsert(&mut self, now: Instant, header: &Header, role: Role, rank: Rank, hb: u32) -> bool {
+    /// Records what a datagram says of its sender.
+    fn upsert(&mut self, now: Instant, header: &Header, role: Role, rank: Rank, hb: u16) {
         self.max_heard = self.max_heard.max(rank.generation);
         if let Some(entry) = self.table.get_mut(header.sender) {
-            entry.set_rank(rank);
-            entry.role = role;
-            entry.heartbeat_ms = hb;
+            // A reordered ack must not roll back what a newer datagram said.
+            if header.counter == entry.counter {
+                entry.set_rank(rank);
+                entry.role = role;
+                entry.heartbeat_ms = hb;
+            }
             entry.last_heard = now;
-            entry.counter = header.counter;
-            return false;
+            return;
         }
         let mut entry = Entry::new(header.sender, role, now, header.counter);
         entry.set_rank(rank);
         entry.heartbeat_ms = hb;
         if self.table.insert(entry).is_err() {
             self.stats.table_full += 1;
-            return false;
         }
-        true
     }
 
     fn peer_up(&mut self, id: u64, announce: &wire::Announce<'_>) {
@@ -762,13 +775,15 @@ impl<const N: usize> Peer<N> {
     /// completion.
     fn after_input(&mut self, now: Instant) {
         self.refresh_leader();
-        // A standby takes over when nobody is in charge and nobody else is claiming
-        // (it deferred to that claimer; it claims if the claimer dies).
-        let claimer_known = self
+        // A standby takes over when nobody is in charge and no claimer of higher
+        // (priority, id) is known. Generations are left out: a new claim always carries
+        // a higher one, so comparing them would let standbys leapfrog each other.
+        let me = (self.config.priority, self.config.id);
+        let stronger_claimer = self
             .table
             .iter()
-            .any(|e| e.role == Role::Claiming && !e.departed);
-        if self.state == State::Standby && self.leader.is_none() && !claimer_known {
+            .any(|e| e.role == Role::Claiming && !e.departed && (e.rank().priority, e.id()) > me);
+        if self.state == State::Standby && self.leader.is_none() && !stronger_claimer {
             self.start_claim(now);
         }
         if self.state == State::Claiming && self.claim_complete() {

@@ -16,11 +16,13 @@ pub(crate) struct Entry {
     generation: u32,
     priority: u8,
     pub(crate) role: Role,
-    /// Its advertised heartbeat interval in ms.
-    pub(crate) heartbeat_ms: u32,
+    /// Its advertised heartbeat interval in ms (at most 60 000).
+    pub(crate) heartbeat_ms: u16,
     pub(crate) last_heard: Instant,
-    /// Highest counter accepted from it; anything not above is stale.
+    /// Highest counter accepted from it.
     pub(crate) counter: u64,
+    /// Which of the `WINDOW` counters below `counter` were seen (bit k: counter − 1 − k).
+    window: u16,
     /// The latest of our claim generations it acknowledged (0: none).
     pub(crate) acked: u32,
     /// Whether it announced itself (and so got a `PeerUp`).
@@ -40,6 +42,7 @@ impl Entry {
             heartbeat_ms: 1000,
             last_heard: now,
             counter,
+            window: 0,
             acked: 0,
             announced: false,
             departed: false,
@@ -66,12 +69,53 @@ impl Entry {
         self.start_ms = rank.start_ms;
     }
 
+    /// Checks a datagram's counter against the anti-replay window and records it.
+    pub(crate) fn accept_counter(&mut self, counter: u64) -> Freshness {
+        if counter > self.counter {
+            let shift = counter - self.counter;
+            let moved = if shift > WINDOW {
+                0
+            } else {
+                (u32::from(self.window) << shift) as u16
+            };
+            // The previous highest is now `shift - 1` below the new one.
+            self.window = moved | if shift <= WINDOW { 1 << (shift - 1) } else { 0 };
+            self.counter = counter;
+            return Freshness::Newest;
+        }
+        let back = self.counter - counter;
+        if back == 0 || back > WINDOW {
+            return Freshness::Stale;
+        }
+        let bit = 1u16 << (back - 1);
+        if self.window & bit != 0 {
+            return Freshness::Stale;
+        }
+        self.window |= bit;
+        Freshness::Reordered
+    }
+
     /// When it counts as dead: VRRP's master-down interval, three of its heartbeats plus
     /// a skew that grows as our priority falls, so the highest-priority standby reacts
     /// first.
     pub(crate) fn expires_at(&self, own_priority: u8) -> Instant {
-        self.last_heard + dead_interval(self.heartbeat_ms, own_priority)
+        self.last_heard + dead_interval(u32::from(self.heartbeat_ms), own_priority)
     }
+}
+
+/// How many counters below the highest are still accepted if not seen before:
+/// reordering by the network is tolerated, replays are not.
+const WINDOW: u64 = 16;
+
+/// What a datagram's counter says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// The newest from its sender.
+    Newest,
+    /// Older than the newest but not seen before (reordered).
+    Reordered,
+    /// Seen before, or too old to tell.
+    Stale,
 }
 
 /// `3 × heartbeat + (256 − priority) × heartbeat / 256`.
@@ -130,6 +174,25 @@ impl<const N: usize> Table<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_window_accepts_reordered_and_refuses_repeats() {
+        let mut e = Entry::new(1, Role::Active, Instant::ZERO, 10);
+        assert_eq!(e.accept_counter(10), Freshness::Stale);
+        assert_eq!(e.accept_counter(12), Freshness::Newest);
+        assert_eq!(e.accept_counter(11), Freshness::Reordered);
+        assert_eq!(e.accept_counter(11), Freshness::Stale);
+        assert_eq!(e.accept_counter(10), Freshness::Stale);
+        assert_eq!(e.accept_counter(40), Freshness::Newest);
+        assert_eq!(e.accept_counter(24), Freshness::Reordered);
+        assert_eq!(e.accept_counter(23), Freshness::Stale, "beyond the window");
+        assert_eq!(e.accept_counter(41), Freshness::Newest);
+        assert_eq!(
+            e.accept_counter(24),
+            Freshness::Stale,
+            "seen, and shifted along"
+        );
+    }
 
     #[test]
     fn dead_interval_follows_vrrp() {
