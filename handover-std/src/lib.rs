@@ -1,1 +1,124 @@
-//! Linux adapter for the handover protocol (socket2 transport, blocking and tokio APIs).
+//! The Linux adapter for the handover protocol: balenaOS containers and systemd
+//! services.
+//!
+//! A [`Handover`] owns a background task that drives a
+//! [`handover_proto::Peer`] over UDP multicast (socket2 underneath, never in the
+//! API), writes the supervisor's hand-over-complete file when the protocol says so,
+//! and reports [`Event`]s.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), handover_std::Error> {
+//! use handover_std::{Config, Handover};
+//!
+//! let handover = Handover::start(Config::from_env()?).await?;
+//! // ... start serving ...
+//! handover.ready()?;
+//! handover.shutdown_requested().await;
+//! // ... stop serving, close connections ...
+//! handover.complete().await?;
+//! # Ok(()) }
+//! ```
+
+mod complete;
+mod config;
+mod driver;
+mod transport;
+
+pub use complete::write_complete_file;
+pub use config::{Config, ConfigError, NetworkMode, BALENA_COMPLETE_FILE};
+pub use driver::{Error, Event, Status, TABLE};
+pub use handover_proto::{Policy, State};
+
+use driver::{Command, Driver};
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// A running instance of the protocol (tokio API).
+#[derive(Debug)]
+pub struct Handover {
+    commands: mpsc::UnboundedSender<Command>,
+    events: broadcast::Sender<Event>,
+    status: watch::Receiver<Status>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Handover {
+    /// Opens the sockets and starts listening. Call [`ready`](Self::ready) when the
+    /// service can serve.
+    pub async fn start(config: Config) -> Result<Self, Error> {
+        let (driver, commands, events, status) = Driver::new(config)?;
+        let task = tokio::spawn(driver.run());
+        Ok(Handover {
+            commands,
+            events,
+            status,
+            task,
+        })
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), Error> {
+        self.commands.send(cmd).map_err(|_| Error::Stopped)
+    }
+
+    /// The service is ready: claim (hand-over) or stand by (failover).
+    pub fn ready(&self) -> Result<(), Error> {
+        self.send(Command::Ready)
+    }
+
+    /// Application state carried by heartbeats while active (failover).
+    pub fn set_state(&self, state: &[u8]) -> Result<(), Error> {
+        self.send(Command::SetState(state.to_vec()))
+    }
+
+    /// Waits until a newer instance has taken over and this one must shut down.
+    pub async fn shutdown_requested(&self) {
+        let mut status = self.status.clone();
+        let _ = status.wait_for(|s| s.shutdown_requested).await;
+    }
+
+    /// The service has shut down: write the complete file, say goodbye, and wait
+    /// until the goodbye has been delivered (or given up on).
+    pub async fn complete(&self) -> Result<(), Error> {
+        self.send(Command::ShutdownComplete)?;
+        self.finished().await
+    }
+
+    /// Leaves at once (failover: a standby takes over without waiting).
+    pub async fn leave(&self) -> Result<(), Error> {
+        self.send(Command::Leave)?;
+        self.finished().await
+    }
+
+    async fn finished(&self) -> Result<(), Error> {
+        let mut status = self.status.clone();
+        status
+            .wait_for(|s| s.finished)
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the status satisfies `f`.
+    pub async fn wait_for(&self, f: impl FnMut(&Status) -> bool) -> Result<Status, Error> {
+        let mut status = self.status.clone();
+        let s = status.wait_for(f).await.map_err(|_| Error::Stopped)?;
+        Ok(s.clone())
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if !self.status.borrow().finished {
+            self.task.abort();
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Two instances over real sockets on the loopback interface: the newer one's
+//! readiness makes the older one shut down, the complete file appears, and the newer
+//! one learns that its predecessor finished.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use handover_std::{Config, Event, Handover, NetworkMode, State};
+
+fn config(port: u16, scope: &str, complete: &std::path::Path) -> Config {
+    Config {
+        scope: scope.into(),
+        port,
+        group: Ipv4Addr::new(239, 192, 16, 16),
+        network: NetworkMode::Host {
+            interface: "lo".into(),
+        },
+        heartbeat: Duration::from_millis(100),
+        complete_files: vec![complete.to_path_buf()],
+        ..Config::default()
+    }
+}
+
+/// Pinning sockets to an interface (`SO_BINDTODEVICE`) needs root (CAP_NET_RAW).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn newer_instance_takes_over_on_loopback() {
+    if !is_root() {
+        eprintln!("skipped: pinning sockets to the loopback interface needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("handover-loopback-{}", std::process::id()));
+    let complete = dir.join("handover-complete");
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let scope = format!("loopback-test-{}", std::process::id());
+
+    let old = Handover::start(config(port, &scope, &complete))
+        .await
+        .unwrap();
+    old.ready().unwrap();
+    old.wait_for(|s| s.state == State::Active).await.unwrap();
+
+    let new = Handover::start(config(port, &scope, &complete))
+        .await
+        .unwrap();
+    let mut new_events = new.subscribe();
+    let started = std::time::Instant::now();
+    new.ready().unwrap();
+    tokio::time::timeout(Duration::from_secs(2), old.shutdown_requested())
+        .await
+        .expect("old instance told to shut down");
+    let latency = started.elapsed();
+    old.complete().await.unwrap();
+    assert!(complete.is_file(), "complete file written");
+    let done = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if let Ok(Event::Protocol(handover_proto::Event::PredecessorDone { .. })) =
+                new_events.recv().await
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "new instance learns its predecessor is done");
+    assert!(
+        latency < Duration::from_secs(1),
+        "hand-over took {latency:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
