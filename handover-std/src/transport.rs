@@ -81,7 +81,7 @@ fn group_socket(
         match s.join_multicast_v4(&group, &iface.address) {
             Ok(()) => {}
             // Two addresses on one interface: the second join is a duplicate.
-            Err(e) if e.raw_os_error() == Some(libc_eaddrinuse()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
             Err(e) => {
                 return Err(io::Error::new(
                     e.kind(),
@@ -92,10 +92,6 @@ fn group_socket(
     }
     s.set_nonblocking(true)?;
     Ok(s.into())
-}
-
-const fn libc_eaddrinuse() -> i32 {
-    98 // EADDRINUSE on Linux
 }
 
 /// An ephemeral-port socket that sends to the group on the first interface.
@@ -153,8 +149,5 @@ pub(crate) fn destination(config: &Config, d: handover_proto::Destination) -> So
             SocketAddrV4::new(config.legacy_group, config.legacy_port).into()
         }
         handover_proto::Destination::Reply(addr) => addr,
-        // Destinations added later are not ours to guess.
-        #[allow(unreachable_patterns)]
-        _ => SocketAddrV4::new(config.group, config.port).into(),
     }
 }
