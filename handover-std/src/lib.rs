@@ -1,7 +1,8 @@
 //! The Linux adapter for the handover protocol: balenaOS containers and systemd
 //! services.
 //!
-//! A [`Handover`] owns a background task that drives a
+//! Two flavours: [`Handover`] for tokio and [`blocking::Handover`] for everything
+//! else. Either owns a background task that drives a
 //! [`handover_proto::Peer`] over UDP multicast (socket2 underneath, never in the
 //! API), writes the supervisor's hand-over-complete file when the protocol says so,
 //! and reports [`Event`]s.
@@ -19,10 +20,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod blocking;
 mod complete;
 mod config;
 mod driver;
+pub mod notify;
 mod transport;
+pub mod observe;
 
 pub use complete::write_complete_file;
 pub use config::{Config, ConfigError, NetworkMode, BALENA_COMPLETE_FILE};
@@ -105,6 +109,10 @@ impl Handover {
     /// The current status.
     pub fn status(&self) -> Status {
         self.status.borrow().clone()
+    }
+
+    pub(crate) fn status_receiver(&self) -> watch::Receiver<Status> {
+        self.status.clone()
     }
 
     /// Waits until the status satisfies `f`.

@@ -1,0 +1,75 @@
+//! `handover`: the handover protocol for services written in any language.
+//!
+//! `handover run -- CMD` wraps a service; `handover watch` shows the peers on a group;
+//! `handover demo` shows a hand-over on loopback.
+
+mod demo;
+mod log;
+mod options;
+mod ready;
+mod run;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::log::{Log, LogFormat};
+
+/// Hand-over, failover and leader election for services updated in place.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log format: human-readable text, or one JSON object per line for each event
+    /// (with `t_us`, a monotonic timestamp in microseconds).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a service: signal it when a newer instance takes over (hand-over), or start
+    /// it only while elected (failover).
+    Run(run::Args),
+    /// Show the peers on a group, live.
+    Watch(watch::Args),
+    /// Show a hand-over between two instances on loopback, step by step.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo tells its own story; library logs would interleave with it.
+    let level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    let log = Log::init(cli.log_format, level);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("handover: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args, log).await,
+            Command::Watch(args) => watch::watch(args).await,
+            Command::Demo(args) => demo::demo(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("handover: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! How `handover run` learns that its child is ready.
+
+use std::time::Duration;
+
+use clap::Args;
+use handover_std::notify::NotifySocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How often probes are repeated.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Readiness: the child's `READY=1` on `$NOTIFY_SOCKET` unless one of these is given.
+#[derive(Debug, Clone, Args)]
+#[group(multiple = false)]
+pub struct Readiness {
+    /// Ready when a TCP connection to 127.0.0.1:PORT succeeds
+    #[arg(long, value_name = "PORT")]
+    pub ready_tcp: Option<u16>,
+
+    /// Ready when `GET URL` (http://host:port/path) answers 2xx
+    #[arg(long, value_name = "URL")]
+    pub ready_http: Option<String>,
+
+    /// Ready when `sh -c CMD` exits 0 (retried every 50 ms)
+    #[arg(long, value_name = "CMD")]
+    pub ready_cmd: Option<String>,
+
+    /// Ready this long after the child started (e.g. 500ms, 2s)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub ready_after: Option<Duration>,
+}
+
+impl Readiness {
+    /// Waits until the child is ready; returns how it was detected.
+    pub async fn wait(&self, notify: &NotifySocket) -> &'static str {
+        if let Some(port) = self.ready_tcp {
+            while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+            "tcp"
+        } else if let Some(url) = &self.ready_http {
+            while !http_ok(url).await {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+            "http"
+        } else if let Some(cmd) = &self.ready_cmd {
+            loop {
+                let status = tokio::process::Command::new("sh")
+                    .args(["-c", cmd])
+                    .kill_on_drop(true)
+                    .status()
+                    .await;
+                if status.is_ok_and(|s| s.success()) {
+                    return "cmd";
+                }
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+        } else if let Some(after) = self.ready_after {
+            tokio::time::sleep(after).await;
+            "after"
+        } else {
+            loop {
+                match notify.recv().await {
+                    Ok(n) if n.ready => return "notify",
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("notify socket: {e}");
+                        tokio::time::sleep(PROBE_INTERVAL).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Splits `http://host[:port][/path]` into the address to connect to, the host
+/// header and the path.
+pub fn parse_http_url(url: &str) -> Option<(String, String, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return None;
+    }
+    let address = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    Some((address, authority.to_owned(), path.to_owned()))
+}
+
+async fn http_ok(url: &str) -> bool {
+    let Some((address, host, path)) = parse_http_url(url) else {
+        return false;
+    };
+    let probe = async {
+        let mut s = TcpStream::connect(address).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.ok()?;
+        // "HTTP/1.x 2xx"
+        Some(head.starts_with(b"HTTP/1.") && head[9] == b'2')
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_http_url;
+
+    #[test]
+    fn http_urls() {
+        assert_eq!(
+            parse_http_url("http://localhost:8080/health"),
+            Some(("localhost:8080".into(), "localhost:8080".into(), "/health".into()))
+        );
+        assert_eq!(
+            parse_http_url("http://10.0.0.1"),
+            Some(("10.0.0.1:80".into(), "10.0.0.1".into(), "/".into()))
+        );
+        assert_eq!(parse_http_url("https://x/"), None);
+        assert_eq!(parse_http_url("http:///x"), None);
+    }
+}

@@ -1,0 +1,317 @@
+//! `handover run`: the protocol around a child process.
+//!
+//! Hand-over: the child starts at once; its readiness is this instance's claim; when a
+//! newer instance takes over, the child is stopped (stop signal, timeout, SIGKILL), the
+//! complete file is written and `handover` exits with the child's status.
+//!
+//! Failover (a cold standby): the child runs only while this instance is active; if it
+//! dies while active, `handover` leaves at once, so that a standby takes over, and
+//! exits non-zero.
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitCode, ExitStatus};
+use std::time::Duration;
+
+use clap::Args as ClapArgs;
+use handover_std::notify::{self, NotifySocket};
+use handover_std::{Handover, State};
+use rustix::process::{Pid, Signal};
+use serde_json::json;
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::log::{hex, Log};
+use crate::options::{Mode, Protocol};
+use crate::ready::{parse_http_url, Readiness};
+
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Args {
+    #[command(flatten)]
+    protocol: Protocol,
+
+    #[command(flatten)]
+    readiness: Readiness,
+
+    /// Signal that asks the child to stop (name or number)
+    #[arg(long, default_value = "SIGTERM", value_parser = parse_signal)]
+    stop_signal: Signal,
+
+    /// How long the child may take to stop before SIGKILL
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    stop_timeout: Duration,
+
+    /// The service and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+/// Signals by name (`SIGTERM`, `TERM`) or number.
+fn parse_signal(s: &str) -> Result<Signal, String> {
+    const NAMES: &[(&str, Signal)] = &[
+        ("HUP", Signal::HUP),
+        ("INT", Signal::INT),
+        ("QUIT", Signal::QUIT),
+        ("KILL", Signal::KILL),
+        ("USR1", Signal::USR1),
+        ("USR2", Signal::USR2),
+        ("TERM", Signal::TERM),
+        ("CONT", Signal::CONT),
+        ("STOP", Signal::STOP),
+        ("WINCH", Signal::WINCH),
+    ];
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::from_named_raw(n).ok_or_else(|| format!("{n} is not a signal number"));
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, sig)| *sig)
+        .ok_or_else(|| format!("unknown signal {s:?} (try SIGTERM, SIGINT, SIGQUIT, SIGUSR1, 15)"))
+}
+
+/// The exit code a shell would report for `status`.
+fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
+        (None, None) => 1,
+    }
+}
+
+fn status_json(status: ExitStatus) -> serde_json::Value {
+    json!({ "code": status.code(), "signal": status.signal() })
+}
+
+/// Signals `handover` forwards to its child.
+struct Forwarded {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Forwarded {
+    fn install() -> std::io::Result<Self> {
+        Ok(Forwarded {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::TERM,
+            _ = self.int.recv() => Signal::INT,
+            _ = self.hup.recv() => Signal::HUP,
+        }
+    }
+}
+
+/// The child and how to stop it.
+struct Service {
+    child: Child,
+    pid: Pid,
+}
+
+impl Service {
+    fn spawn(args: &Args, notify_socket: &std::path::Path, log: Log) -> std::io::Result<Self> {
+        let mut cmd = Command::new(&args.command[0]);
+        cmd.args(&args.command[1..])
+            .env("NOTIFY_SOCKET", notify_socket)
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot start {:?}: {e}", args.command[0]),
+            )
+        })?;
+        let raw = child.id().unwrap_or(0) as i32;
+        let pid = Pid::from_raw(raw).ok_or_else(|| std::io::Error::other("child has no pid"))?;
+        log.event("child_started", json!({ "pid": raw }));
+        Ok(Service { child, pid })
+    }
+
+    fn signal(&self, sig: Signal, log: Log) {
+        log.event(
+            "child_signalled",
+            json!({ "pid": self.pid.as_raw_nonzero().get(), "signal": sig.as_raw() }),
+        );
+        if let Err(e) = rustix::process::kill_process(self.pid, sig) {
+            tracing::warn!("signalling the child failed: {e}");
+        }
+    }
+
+    /// Stop signal, then SIGKILL after the timeout.
+    async fn stop(mut self, args: &Args, log: Log) -> std::io::Result<ExitStatus> {
+        self.signal(args.stop_signal, log);
+        let status = match tokio::time::timeout(args.stop_timeout, self.child.wait()).await {
+            Ok(status) => status?,
+            Err(_) => {
+                log.event("child_killed", json!({ "after_ms": args.stop_timeout.as_millis() as u64 }));
+                self.child.kill().await?;
+                self.child.wait().await?
+            }
+        };
+        log.event("child_exited", status_json(status));
+        Ok(status)
+    }
+}
+
+fn runtime_dir() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if let Some(url) = &args.readiness.ready_http {
+        if parse_http_url(url).is_none() {
+            return Err(format!("--ready-http: {url:?} is not an http://host[:port]/path URL").into());
+        }
+    }
+    let config = args.protocol.config()?;
+    let mut signals = Forwarded::install()?;
+    let handover = Handover::start(config.clone()).await?;
+    let id = handover.status().id;
+    log.event(
+        "listening",
+        json!({
+            "id": hex(id),
+            "scope": config.scope,
+            "group": config.group.to_string(),
+            "port": config.port,
+        }),
+    );
+    let mut events = handover.subscribe();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            log.library_event(&e);
+        }
+    });
+    let code = match args.protocol.mode {
+        Mode::Handover => hand_over(&args, &handover, &mut signals, log).await?,
+        Mode::Failover => failover(&args, &handover, &mut signals, log).await?,
+    };
+    // Let the event task print what is still queued.
+    tokio::task::yield_now().await;
+    log.event("exit", json!({ "code": code }));
+    Ok(ExitCode::from(code))
+}
+
+async fn hand_over(
+    args: &Args,
+    handover: &Handover,
+    signals: &mut Forwarded,
+    log: Log,
+) -> Result<u8, Box<dyn std::error::Error>> {
+    let notify_socket = NotifySocket::bind(&runtime_dir())?;
+    let mut service = Service::spawn(args, notify_socket.path(), log)?;
+    let readiness = args.readiness.wait(&notify_socket);
+    tokio::pin!(readiness);
+    let mut ready = false;
+    loop {
+        tokio::select! {
+            how = &mut readiness, if !ready => {
+                ready = true;
+                handover.ready()?;
+                log.event("ready", json!({ "via": how }));
+                log.event("claim_sent", json!({}));
+                if let Err(e) = notify::notify_ready() {
+                    tracing::warn!("notifying the service manager failed: {e}");
+                }
+            }
+            () = handover.shutdown_requested() => {
+                let status = service.stop(args, log).await?;
+                handover.complete().await?;
+                return Ok(exit_code(status));
+            }
+            status = service.child.wait() => {
+                let status = status?;
+                log.event("child_exited", status_json(status));
+                handover.leave().await?;
+                return Ok(exit_code(status));
+            }
+            sig = signals.recv() => service.signal(sig, log),
+        }
+    }
+}
+
+async fn failover(
+    args: &Args,
+    handover: &Handover,
+    signals: &mut Forwarded,
+    log: Log,
+) -> Result<u8, Box<dyn std::error::Error>> {
+    handover.ready()?;
+    log.event("ready", json!({ "via": "standby" }));
+    // The child and the notify socket it was given.
+    let mut running: Option<(Service, NotifySocket)> = None;
+    let mut stopping = false;
+    loop {
+        let active = running.is_some();
+        tokio::select! {
+            status = handover.wait_for(|s| (s.state == State::Active) != active || s.finished) => {
+                let status = status?;
+                if status.finished {
+                    return Ok(0);
+                }
+                if status.state == State::Active {
+                    let socket = NotifySocket::bind(&runtime_dir())?;
+                    running = Some((Service::spawn(args, socket.path(), log)?, socket));
+                } else if let Some((service, _socket)) = running.take() {
+                    service.stop(args, log).await?;
+                }
+            }
+            status = wait_child(running.as_mut().map(|(s, _)| s)) => {
+                let status = status?;
+                log.event("child_exited", status_json(status));
+                handover.leave().await?;
+                let code = exit_code(status);
+                // A child that dies while active is a failure even if it exits 0,
+                // unless it was asked to stop.
+                return Ok(if stopping { code } else { code.max(1) });
+            }
+            sig = signals.recv() => match &running {
+                Some((service, _)) => {
+                    stopping = true;
+                    service.signal(sig, log);
+                }
+                None => {
+                    handover.leave().await?;
+                    return Ok(0);
+                }
+            },
+        }
+    }
+}
+
+async fn wait_child(service: Option<&mut Service>) -> std::io::Result<ExitStatus> {
+    match service {
+        Some(s) => s.child.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("SIGTERM"), Ok(Signal::TERM));
+        assert_eq!(parse_signal("int"), Ok(Signal::INT));
+        assert_eq!(parse_signal("10"), Ok(Signal::USR1));
+        assert!(parse_signal("SIGFOO").unwrap_err().contains("SIGFOO"));
+        assert!(parse_signal("0").is_err());
+    }
+
+    #[test]
+    fn exit_codes_like_a_shell() {
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code(ExitStatus::from_raw(15)), 143);
+    }
+}

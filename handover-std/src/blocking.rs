@@ -1,0 +1,110 @@
+//! The blocking API: the same driver on a background thread, for services that do not
+//! use tokio.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::{Config, Error, Event, Status};
+
+/// A running instance of the protocol, driven by a background thread.
+///
+/// ```no_run
+/// # fn main() -> Result<(), handover_std::Error> {
+/// use handover_std::{blocking::Handover, Config};
+///
+/// let handover = Handover::start(Config::from_env()?)?;
+/// // ... start serving ...
+/// handover.ready()?;
+/// handover.wait_shutdown();
+/// // ... stop serving ...
+/// handover.shutdown_complete()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Handover {
+    inner: Option<crate::Handover>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Handover {
+    /// Opens the sockets and starts listening on a background thread.
+    pub fn start(config: Config) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("handover")
+            .enable_all()
+            .build()?;
+        let inner = runtime.block_on(crate::Handover::start(config))?;
+        Ok(Handover {
+            inner: Some(inner),
+            runtime,
+        })
+    }
+
+    fn inner(&self) -> &crate::Handover {
+        self.inner.as_ref().expect("present until dropped")
+    }
+
+    /// The service is ready: claim (hand-over) or stand by (failover).
+    pub fn ready(&self) -> Result<(), Error> {
+        self.inner().ready()
+    }
+
+    /// Application state carried by heartbeats while active (failover).
+    pub fn set_state(&self, state: &[u8]) -> Result<(), Error> {
+        self.inner().set_state(state)
+    }
+
+    /// Blocks until a newer instance has taken over and this one must shut down.
+    pub fn wait_shutdown(&self) {
+        self.runtime.block_on(self.inner().shutdown_requested());
+    }
+
+    /// Like [`wait_shutdown`](Self::wait_shutdown), giving up after `timeout`; `true`
+    /// if a shutdown was requested.
+    pub fn wait_shutdown_timeout(&self, timeout: Duration) -> bool {
+        let wait = self.inner().shutdown_requested();
+        self.runtime
+            .block_on(async { tokio::time::timeout(timeout, wait).await.is_ok() })
+    }
+
+    /// Calls `f` on the background thread when a shutdown is requested.
+    pub fn on_shutdown(&self, f: impl FnOnce() + Send + 'static) {
+        let mut status = self.inner().status_receiver();
+        self.runtime.spawn(async move {
+            if status.wait_for(|s| s.shutdown_requested).await.is_ok() {
+                f();
+            }
+        });
+    }
+
+    /// The service has shut down: write the complete file and say goodbye; returns
+    /// once the goodbye has been delivered (or given up on).
+    pub fn shutdown_complete(&self) -> Result<(), Error> {
+        self.runtime.block_on(self.inner().complete())
+    }
+
+    /// Leaves at once (failover: a standby takes over without waiting).
+    pub fn leave(&self) -> Result<(), Error> {
+        self.runtime.block_on(self.inner().leave())
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.inner().status()
+    }
+
+    /// Events from now on; read them with `blocking_recv`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner().subscribe()
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        // The async handle must be dropped inside the runtime it belongs to.
+        let _guard = self.runtime.enter();
+        self.inner.take();
+    }
+}

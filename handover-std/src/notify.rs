@@ -1,0 +1,130 @@
+//! The systemd readiness protocol (`sd_notify`) from the service's side: `handover run`
+//! gives its child a `NOTIFY_SOCKET` and treats `READY=1` as readiness, so services
+//! that already support systemd's `Type=notify` need no change.
+
+use std::io;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// What one notification datagram says. Unknown assignments are ignored, as systemd
+/// does.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// `READY=1`: the service is ready.
+    pub ready: bool,
+    /// `STOPPING=1`: the service is shutting down.
+    pub stopping: bool,
+    /// `STATUS=...`: free-form status text.
+    pub status: Option<String>,
+}
+
+/// Parses one notification: newline-separated `KEY=VALUE` assignments. Lines that are
+/// not UTF-8 or have no `=` are skipped; the rest of the datagram still counts.
+pub fn parse(datagram: &[u8]) -> Notification {
+    let mut n = Notification::default();
+    for line in datagram.split(|&b| b == b'\n') {
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match key {
+            "READY" => n.ready |= value == "1",
+            "STOPPING" => n.stopping |= value == "1",
+            "STATUS" => n.status = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    n
+}
+
+/// Sends `READY=1` to the service manager named by `NOTIFY_SOCKET`, if any: lets
+/// `handover run` itself be a systemd `Type=notify` service. Abstract socket names
+/// (`@name`) are supported.
+pub fn notify_ready() -> io::Result<()> {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
+    let socket = UnixDatagram::unbound()?;
+    let bytes = target.as_encoded_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        socket.send_to_addr(b"READY=1", &addr)?;
+    } else {
+        socket.send_to(b"READY=1", Path::new(&target))?;
+    }
+    Ok(())
+}
+
+/// A notification socket for a child, removed when dropped.
+#[derive(Debug)]
+pub struct NotifySocket {
+    socket: tokio::net::UnixDatagram,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    /// Binds a fresh socket in `dir`, named after this process.
+    pub fn bind(dir: &Path) -> io::Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("handover-{}-{n}.notify", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = tokio::net::UnixDatagram::bind(&path)?;
+        Ok(NotifySocket { socket, path })
+    }
+
+    /// The path to hand to the child as `NOTIFY_SOCKET`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next notification.
+    pub async fn recv(&self) -> io::Result<Notification> {
+        let mut buf = [0u8; 4096];
+        let n = self.socket.recv(&mut buf).await?;
+        Ok(parse(&buf[..n]))
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_assignments() {
+        let n = parse(b"STATUS=warming up\nREADY=1\nMAINPID=42");
+        assert!(n.ready);
+        assert!(!n.stopping);
+        assert_eq!(n.status.as_deref(), Some("warming up"));
+        assert_eq!(parse(b"READY=0"), Notification::default());
+    }
+
+    #[test]
+    fn skips_garbage_lines() {
+        let n = parse(b"\xff\xfe\nnonsense\n\nREADY=1\n");
+        assert!(n.ready);
+        assert_eq!(parse(b""), Notification::default());
+    }
+
+    #[tokio::test]
+    async fn receives_from_a_child() {
+        let dir = std::env::temp_dir();
+        let socket = NotifySocket::bind(&dir).unwrap();
+        let client = UnixDatagram::unbound().unwrap();
+        client.send_to(b"READY=1", socket.path()).unwrap();
+        assert!(socket.recv().await.unwrap().ready);
+        let path = socket.path().to_owned();
+        drop(socket);
+        assert!(!path.exists(), "socket file removed on drop");
+    }
+}
