@@ -5,7 +5,7 @@ use crate::wire::DecodeError;
 /// Counters kept by a [`Peer`](crate::Peer); read them with
 /// [`Peer::stats`](crate::Peer::stats). Every datagram handed to the peer is either
 /// accepted or counted in exactly one `dropped_*` field.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct Stats {

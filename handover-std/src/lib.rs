@@ -25,8 +25,8 @@ mod complete;
 mod config;
 mod driver;
 pub mod notify;
-mod transport;
 pub mod observe;
+mod transport;
 
 pub use complete::write_complete_file;
 pub use config::{Config, ConfigError, NetworkMode, BALENA_COMPLETE_FILE};

@@ -9,3 +9,6 @@ pub fn seeds() -> u32 {
         Err(_) => 1000,
     }
 }
+
+pub mod netns;
+pub mod process;

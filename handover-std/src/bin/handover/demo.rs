@@ -100,8 +100,16 @@ async fn hand_over(
         }
     })
     .await?;
-    within("the new instance taking charge", new.wait_for(|s| s.state == State::Active)).await??;
-    say("new", "predecessor done: active, alone in charge".into());
+    say("new", "its predecessor is done".into());
+    within(
+        "the new instance taking charge",
+        new.wait_for(|s| s.state == State::Active),
+    )
+    .await??;
+    say(
+        "new",
+        "active (its claim window closed), alone in charge".into(),
+    );
     Ok((new, latency))
 }
 
@@ -128,9 +136,16 @@ pub async fn demo(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     );
     let clock = Clock(Instant::now());
     let old = Handover::start(config.clone()).await?;
-    clock.say("old", format!("{} started, listening", hex(old.status().id)));
+    clock.say(
+        "old",
+        format!("{} started, listening", hex(old.status().id)),
+    );
     old.ready()?;
-    within("the first instance taking charge", old.wait_for(|s| s.state == State::Active)).await??;
+    within(
+        "the first instance taking charge",
+        old.wait_for(|s| s.state == State::Active),
+    )
+    .await??;
     clock.say("old", "ready: no one else in charge, active");
     let (mut current, first) = hand_over(old, &config, args.stop_time, Some(&clock)).await?;
 

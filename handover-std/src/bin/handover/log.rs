@@ -78,9 +78,10 @@ impl Log {
     pub fn library_event(&self, event: &Event) {
         use handover_proto::Event as P;
         match event {
-            Event::Protocol(P::Shutdown { successor }) => {
-                self.event("shutdown_requested", json!({ "successor": successor.map(hex) }))
-            }
+            Event::Protocol(P::Shutdown { successor }) => self.event(
+                "shutdown_requested",
+                json!({ "successor": successor.map(hex) }),
+            ),
             Event::Protocol(P::PredecessorDone { id }) => {
                 self.event("predecessor_done", json!({ "id": hex(*id) }))
             }
@@ -104,11 +105,14 @@ impl Log {
                     "addresses": addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 }),
             ),
-            Event::Protocol(P::PeerDown { id }) => self.event("peer_down", json!({ "id": hex(*id) })),
-            Event::Protocol(P::MarkComplete) => {}
-            Event::CompleteWritten(path) => {
-                self.event("complete_written", json!({ "path": path.display().to_string() }))
+            Event::Protocol(P::PeerDown { id }) => {
+                self.event("peer_down", json!({ "id": hex(*id) }))
             }
+            Event::Protocol(P::MarkComplete) => {}
+            Event::CompleteWritten(path) => self.event(
+                "complete_written",
+                json!({ "path": path.display().to_string() }),
+            ),
             Event::CompleteFailed { path, error } => self.event(
                 "complete_failed",
                 json!({ "path": path.display().to_string(), "error": error }),

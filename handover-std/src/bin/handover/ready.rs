@@ -85,7 +85,10 @@ pub fn parse_http_url(url: &str) -> Option<(String, String, String)> {
     if authority.is_empty() {
         return None;
     }
-    let address = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let address = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         authority.to_owned()
     } else {
         format!("{authority}:80")
@@ -121,7 +124,11 @@ mod tests {
     fn http_urls() {
         assert_eq!(
             parse_http_url("http://localhost:8080/health"),
-            Some(("localhost:8080".into(), "localhost:8080".into(), "/health".into()))
+            Some((
+                "localhost:8080".into(),
+                "localhost:8080".into(),
+                "/health".into()
+            ))
         );
         assert_eq!(
             parse_http_url("http://10.0.0.1"),

@@ -122,11 +122,19 @@ impl Service {
         cmd.args(&args.command[1..])
             .env("NOTIFY_SOCKET", notify_socket)
             .kill_on_drop(true);
+        // SAFETY: the closure runs between fork and exec and only makes one
+        // async-signal-safe system call.
+        unsafe {
+            // If `handover` itself is killed (kill -9), its service must not live on
+            // unsupervised: in failover a standby is about to start another one.
+            // (The signal follows the forking thread: the runtime is single-threaded.)
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(Signal::TERM))
+                    .map_err(std::io::Error::from)
+            });
+        }
         let child = cmd.spawn().map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot start {:?}: {e}", args.command[0]),
-            )
+            std::io::Error::new(e.kind(), format!("cannot start {:?}: {e}", args.command[0]))
         })?;
         let raw = child.id().unwrap_or(0) as i32;
         let pid = Pid::from_raw(raw).ok_or_else(|| std::io::Error::other("child has no pid"))?;
@@ -150,7 +158,10 @@ impl Service {
         let status = match tokio::time::timeout(args.stop_timeout, self.child.wait()).await {
             Ok(status) => status?,
             Err(_) => {
-                log.event("child_killed", json!({ "after_ms": args.stop_timeout.as_millis() as u64 }));
+                log.event(
+                    "child_killed",
+                    json!({ "after_ms": args.stop_timeout.as_millis() as u64 }),
+                );
                 self.child.kill().await?;
                 self.child.wait().await?
             }
@@ -170,7 +181,9 @@ fn runtime_dir() -> PathBuf {
 pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(url) = &args.readiness.ready_http {
         if parse_http_url(url).is_none() {
-            return Err(format!("--ready-http: {url:?} is not an http://host[:port]/path URL").into());
+            return Err(
+                format!("--ready-http: {url:?} is not an http://host[:port]/path URL").into(),
+            );
         }
     }
     let config = args.protocol.config()?;
@@ -198,7 +211,8 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
     };
     // Let the event task print what is still queued.
     tokio::task::yield_now().await;
-    log.event("exit", json!({ "code": code }));
+    let stats = serde_json::to_value(handover.status().stats)?;
+    log.event("exit", json!({ "code": code, "stats": stats }));
     Ok(ExitCode::from(code))
 }
 

@@ -110,7 +110,9 @@ fn print_table(peers: &BTreeMap<u64, Sighting>, malformed: u64, tty: bool) {
             out,
             "{:<16}  {:<8}  {:<9}  {:>4}  {:<16}  {:<24}  {:>8}ms",
             hex(p.id),
-            p.scope.map(|x| format!("{x:08x}")).unwrap_or_else(|| "v1".into()),
+            p.scope
+                .map(|x| format!("{x:08x}"))
+                .unwrap_or_else(|| "v1".into()),
             role(p),
             p.priority.map(|x| x.to_string()).unwrap_or_default(),
             p.name,

@@ -1,0 +1,173 @@
+//! `handover run` processes, followed through their JSON event lines.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::netns::Netns;
+
+/// A binary of this workspace, built by cargo next to the test executable (built on
+/// demand when the test runs without the rest of the workspace).
+fn workspace_bin(package: &str, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = profile_dir.join(name);
+    if !bin.exists() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", package, "--bin", name]);
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().expect("cargo build").success());
+    }
+    bin
+}
+
+/// The `handover` command.
+pub fn handover_bin() -> PathBuf {
+    workspace_bin("handover-std", "handover")
+}
+
+/// The test service of this crate.
+pub fn fake_service() -> PathBuf {
+    workspace_bin("handover-tests", "fake-service")
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, the clock of `t_us` in event lines.
+pub fn monotonic_us() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000
+}
+
+/// A running `handover run --log-format json`.
+#[derive(Debug)]
+pub struct Run {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    /// Every event seen so far.
+    pub seen: Vec<Value>,
+}
+
+impl Run {
+    /// Starts `handover --log-format json ARGS` in `ns`.
+    pub fn start(ns: &Netns, args: &[&str]) -> Self {
+        let mut child = ns
+            .command(handover_bin())
+            .args(["--log-format", "json"])
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn handover");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => eprintln!("handover: {line}"),
+                }
+            }
+        });
+        Run {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for an event named `name`, returning it, or `None` after `timeout`.
+    pub fn wait_event(&mut self, name: &str, timeout: Duration) -> Option<Value> {
+        if let Some(v) = self.seen.iter().find(|v| v["event"] == name) {
+            return Some(v.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let v = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(v.clone());
+            if v["event"] == name {
+                return Some(v);
+            }
+        }
+    }
+
+    /// Whether an event named `name` arrives within `timeout`.
+    pub fn saw(&mut self, name: &str, timeout: Duration) -> bool {
+        self.wait_event(name, timeout).is_some()
+    }
+
+    /// Waits for the process to exit, killing it after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Collect the remaining lines.
+                while let Ok(v) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(v);
+                }
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// The lines of a fake service's mark file.
+pub fn marks(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Polls `f` every 5 ms until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}

@@ -1,0 +1,506 @@
+//! `handover run` processes in network namespaces the tests create: hand-over,
+//! host-mode isolation, scopes, handover-lib interop, junk, and failover.
+//!
+//! Each test needs root (namespaces) and skips with the reason otherwise.
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use handover_tests::netns::Netns;
+use handover_tests::process::{eventually, fake_service, marks, Run};
+use handover_tests::require_netns;
+
+const WAIT: Duration = Duration::from_secs(5);
+const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 16, 16);
+
+/// A scratch directory for mark and complete files.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("handover-cli-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `run` arguments around the fake service.
+fn run_args(
+    interface: &str,
+    scope: &str,
+    complete: &std::path::Path,
+    mark: &std::path::Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "--interface",
+        interface,
+        "--scope",
+        scope,
+        "--heartbeat",
+        "100ms",
+        "--stop-timeout",
+        "2s",
+        "--complete-file",
+        complete.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push("--".into());
+    args.push(fake_service().to_str().unwrap().into());
+    args.push(mark.to_str().unwrap().into());
+    args
+}
+
+fn start(ns: &Netns, args: &[String]) -> Run {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Run::start(ns, &args)
+}
+
+#[test]
+fn two_processes_hand_over() {
+    require_netns!();
+    let ns = Netns::new();
+    let dir = scratch("handover");
+    let complete = dir.join("handover-complete");
+    let (old_mark, new_mark) = (dir.join("old"), dir.join("new"));
+
+    let mut old = start(&ns, &run_args("lo", "svc", &complete, &old_mark, &[]));
+    assert!(
+        old.saw("ready", WAIT),
+        "old child reported READY=1 over sd_notify"
+    );
+    assert_eq!(old.wait_event("ready", WAIT).unwrap()["via"], "notify");
+    let mut new = start(&ns, &run_args("lo", "svc", &complete, &new_mark, &[]));
+    assert!(new.saw("ready", WAIT));
+
+    assert!(old.saw("shutdown_requested", WAIT), "old told to shut down");
+    assert!(
+        eventually(WAIT, || marks(&old_mark).contains(&"term".to_string())),
+        "old child got SIGTERM: {:?}",
+        marks(&old_mark)
+    );
+    let status = old.wait(WAIT).expect("old handover exits");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "old handover exits with its child's status"
+    );
+    assert!(complete.is_file(), "complete file written");
+    assert!(
+        new.saw("predecessor_done", WAIT),
+        "new learns its predecessor is done"
+    );
+    assert!(
+        !marks(&new_mark).contains(&"term".to_string()),
+        "new child keeps running"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn stop_timeout_ends_in_sigkill_and_exit_status_follows_the_child() {
+    require_netns!();
+    let ns = Netns::new();
+    let dir = scratch("sigkill");
+    let complete = dir.join("handover-complete");
+    let (old_mark, new_mark) = (dir.join("old"), dir.join("new"));
+    let mut args = run_args("lo", "svc", &complete, &old_mark, &[]);
+    // The stubborn service ignores SIGTERM.
+    args.push("--ignore-term".into());
+    let i = args.iter().position(|a| a == "2s").unwrap();
+    args[i] = "300ms".into();
+    let mut old = start(&ns, &args);
+    assert!(old.saw("ready", WAIT));
+    let mut new = start(&ns, &run_args("lo", "svc", &complete, &new_mark, &[]));
+    assert!(new.saw("ready", WAIT));
+    assert!(
+        old.saw("child_killed", WAIT),
+        "SIGKILL after the stop timeout"
+    );
+    let status = old.wait(WAIT).expect("old handover exits");
+    assert_eq!(
+        status.code(),
+        Some(128 + 9),
+        "exit status of a SIGKILLed child"
+    );
+    assert!(complete.is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `handover watch --json --all-scopes` (bridge mode) for `time` and returns
+/// the addresses of the senders it reported.
+fn watch_senders(ns: &Netns, time: Duration) -> std::collections::BTreeSet<String> {
+    use std::io::BufRead;
+    let mut watch = ns
+        .command(handover_tests::process::handover_bin())
+        .args(["watch", "--json", "--all-scopes", "--heartbeat", "100ms"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(time);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    rx.try_iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .filter_map(|v| Some(v["from"].as_str()?.split(':').next()?.to_owned()))
+        .collect()
+}
+
+#[test]
+fn host_mode_hears_only_its_interface() {
+    require_netns!();
+    // A host with two links: eth0 to namespace `near`, eth1 to namespace `far`.
+    let host = Netns::new();
+    let near = Netns::new();
+    let far = Netns::new();
+    host.link("eth0", "10.80.0.1/24", &near, "eth0", "10.80.0.2/24");
+    host.link("eth1", "10.81.0.1/24", &far, "eth0", "10.81.0.2/24");
+    let dir = scratch("hostmode");
+    let complete = dir.join("handover-complete");
+    let mark = |n: &str| dir.join(n);
+
+    let mut a = start(&host, &run_args("eth0", "svc", &complete, &mark("a"), &[]));
+    assert!(a.saw("ready", WAIT));
+    // Behind eth1: not heard, so each is in charge on its own link.
+    let mut c = start(&far, &run_args("eth0", "svc", &complete, &mark("c"), &[]));
+    assert!(c.saw("ready", WAIT));
+    assert!(
+        !a.saw("shutdown_requested", Duration::from_millis(500)),
+        "a ignores eth1"
+    );
+    assert!(
+        !a.seen.iter().any(|e| e["event"] == "peer_up"),
+        "a heard no peer on eth1"
+    );
+    // `handover watch` in bridge mode on the same host joins both links and sees c:
+    // the pinning is what kept a deaf to it.
+    let senders = watch_senders(&host, Duration::from_millis(1500));
+    assert!(
+        senders.contains("10.81.0.2"),
+        "bridge mode hears eth1: {senders:?}"
+    );
+    // Behind eth0: heard.
+    let mut b = start(&near, &run_args("eth0", "svc", &complete, &mark("b"), &[]));
+    assert!(b.saw("ready", WAIT));
+    assert!(
+        a.saw("shutdown_requested", WAIT),
+        "b on a's link takes over from a"
+    );
+    assert_eq!(a.wait(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(
+        !c.saw("shutdown_requested", Duration::from_millis(300)),
+        "c is not disturbed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_scopes_share_a_group_without_disturbing_each_other() {
+    require_netns!();
+    let ns = Netns::new();
+    let dir = scratch("scopes");
+    let complete = |n: &str| dir.join(format!("complete-{n}"));
+    let mark = |n: &str| dir.join(n);
+
+    let mut one = start(
+        &ns,
+        &run_args("lo", "device-1/api", &complete("1"), &mark("one"), &[]),
+    );
+    assert!(one.saw("ready", WAIT));
+    let mut two = start(
+        &ns,
+        &run_args("lo", "device-2/api", &complete("2"), &mark("two"), &[]),
+    );
+    assert!(two.saw("ready", WAIT));
+    // handover-lib's loop: every device's new instance killed every other device's.
+    assert!(!one.saw("shutdown_requested", Duration::from_millis(500)));
+    assert!(!two.saw("shutdown_requested", Duration::from_millis(100)));
+    let mut one_new = start(
+        &ns,
+        &run_args("lo", "device-1/api", &complete("1"), &mark("one-new"), &[]),
+    );
+    assert!(one_new.saw("ready", WAIT));
+    assert!(one.saw("shutdown_requested", WAIT), "same scope hands over");
+    assert_eq!(one.wait(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(complete("1").is_file());
+    assert!(!complete("2").exists());
+    assert!(!two.saw("shutdown_requested", Duration::from_millis(300)));
+    let stats = &one.wait_event("exit", WAIT).unwrap()["stats"];
+    assert!(
+        stats["dropped_foreign_scope"].as_u64().unwrap() > 0,
+        "the other scope's datagrams were counted: {stats}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn legacy_peer_yields_to_a_newer_v1_timestamp_and_sends_only_v1_to_1536() {
+    require_netns!();
+    let ns = Netns::new();
+    let dir = scratch("legacy");
+    let complete = dir.join("handover-complete");
+    // A handover-lib listener on its port, opened before the peer starts.
+    let listener = ns.enter(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 1536).into())
+            .unwrap();
+        s.join_multicast_v4(&GROUP, &Ipv4Addr::LOCALHOST).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        UdpSocket::from(s)
+    });
+    let mut peer = start(
+        &ns,
+        &run_args("lo", "svc", &complete, &dir.join("mark"), &["--legacy"]),
+    );
+    assert!(peer.saw("ready", WAIT));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = listener.recv_from(&mut buf) {
+        heard.push(buf[..n].to_vec());
+    }
+    assert!(
+        !heard.is_empty(),
+        "the legacy peer announced itself on 1536"
+    );
+    for d in &heard {
+        assert_eq!(d.len(), 9, "only 9-byte v1 datagrams on 1536: {d:02x?}");
+        assert_eq!(d[0], 0x01);
+    }
+    // handover-lib starting now, with a clock ahead: its timestamp is greater.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut v1 = [0u8; 9];
+    v1[0] = 0x01;
+    v1[1..].copy_from_slice(&(now_ms + 5_000).to_be_bytes());
+    ns.enter(|| {
+        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        socket2::SockRef::from(&s)
+            .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
+            .unwrap();
+        s.send_to(&v1, (GROUP, 1536)).unwrap();
+    });
+    assert!(
+        peer.saw("shutdown_requested", WAIT),
+        "yields to the newer v1 peer"
+    );
+    assert_eq!(peer.wait(WAIT).and_then(|s| s.code()), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn junk_is_counted_and_hand_over_still_works() {
+    require_netns!();
+    let ns = Netns::new();
+    let dir = scratch("junk");
+    let complete = dir.join("handover-complete");
+    let port = 1538;
+    let mut old = start(
+        &ns,
+        &run_args("lo", "svc", &complete, &dir.join("old"), &[]),
+    );
+    assert!(old.saw("ready", WAIT));
+
+    // A well-formed heartbeat of another scope, and the same truncated.
+    let foreign = ns.enter(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
+            .unwrap();
+        s.join_multicast_v4(&GROUP, &Ipv4Addr::LOCALHOST).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let s = UdpSocket::from(s);
+        let mut buf = [0u8; 2048];
+        let (n, _) = s.recv_from(&mut buf).unwrap();
+        let mut d = buf[..n].to_vec();
+        // The scope id follows magic and flags; flipping a byte of it makes a
+        // foreign scope.
+        d[2] ^= 0x55;
+        d
+    });
+    let mut random = [0u8; 64];
+    for (i, b) in random.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(97).wrapping_add(13);
+    }
+    random[0] = 0x48; // looks like v2, is not
+    let junk: Vec<Vec<u8>> = vec![
+        vec![0x01],
+        random.to_vec(),
+        foreign[..foreign.len() / 2].to_vec(),
+        foreign.clone(),
+        vec![0x02, 0, 0, 0, 0, 0, 0, 0, 0],
+    ];
+    ns.enter(|| {
+        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        socket2::SockRef::from(&s)
+            .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
+            .unwrap();
+        for d in &junk {
+            s.send_to(d, (GROUP, port)).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(old.is_running(), "still running after the junk");
+    assert!(!old.saw("shutdown_requested", Duration::ZERO));
+
+    let mut new = start(
+        &ns,
+        &run_args("lo", "svc", &complete, &dir.join("new"), &[]),
+    );
+    assert!(new.saw("ready", WAIT));
+    assert!(
+        old.saw("shutdown_requested", WAIT),
+        "hands over after the junk"
+    );
+    assert_eq!(old.wait(WAIT).and_then(|s| s.code()), Some(0));
+    let stats = old.wait_event("exit", WAIT).unwrap()["stats"].clone();
+    let count = |k: &str| {
+        stats[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {stats}"))
+    };
+    assert!(count("dropped_foreign_scope") >= 1, "{stats}");
+    assert!(count("dropped_legacy_status") >= 1, "{stats}");
+    let bad_format: u64 = [
+        "dropped_empty",
+        "dropped_unknown_format",
+        "dropped_truncated",
+        "dropped_trailing",
+        "dropped_bad_flags",
+        "dropped_malformed",
+    ]
+    .iter()
+    .map(|k| count(k))
+    .sum();
+    assert!(
+        bad_format >= 3,
+        "1 byte, random and truncated counted: {stats}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn failover_standby_starts_the_service_after_kill_9() {
+    require_netns!();
+    let ns = Netns::new();
+    let dir = scratch("failover");
+    let complete = dir.join("handover-complete");
+    let failover = |prio: &'static str| ["--mode", "failover", "--priority", prio];
+    let mut active = start(
+        &ns,
+        &run_args(
+            "lo",
+            "svc",
+            &complete,
+            &dir.join("active"),
+            &failover("200"),
+        ),
+    );
+    assert!(active.saw("elected", WAIT));
+    assert!(
+        active.saw("child_started", WAIT),
+        "the service runs while active"
+    );
+    let mut standby = start(
+        &ns,
+        &run_args(
+            "lo",
+            "svc",
+            &complete,
+            &dir.join("standby"),
+            &failover("100"),
+        ),
+    );
+    assert!(standby.saw("peer_up", WAIT), "standby hears the active one");
+    assert!(
+        !standby.saw("child_started", Duration::from_millis(500)),
+        "cold standby"
+    );
+    assert!(marks(&dir.join("standby")).is_empty());
+
+    active.kill();
+    assert!(
+        standby.saw("elected", WAIT),
+        "standby takes over after kill -9"
+    );
+    assert!(standby.saw("child_started", WAIT));
+    assert!(
+        eventually(WAIT, || marks(&dir.join("standby"))
+            .contains(&"ready".to_string())),
+        "its service runs"
+    );
+    // The killed instance's service was stopped with it (parent-death signal).
+    assert!(
+        eventually(WAIT, || marks(&dir.join("active"))
+            .contains(&"term".to_string())),
+        "orphaned service stopped: {:?}",
+        marks(&dir.join("active"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn failover_service_death_hands_over_and_exits_non_zero() {
+    require_netns!();
+    let ns = Netns::new();
+    let dir = scratch("failover-death");
+    let complete = dir.join("handover-complete");
+    let failover = |prio: &'static str| ["--mode", "failover", "--priority", prio];
+    let mut active = start(
+        &ns,
+        &run_args(
+            "lo",
+            "svc",
+            &complete,
+            &dir.join("active"),
+            &failover("200"),
+        ),
+    );
+    assert!(active.saw("child_started", WAIT));
+    let mut standby = start(
+        &ns,
+        &run_args(
+            "lo",
+            "svc",
+            &complete,
+            &dir.join("standby"),
+            &failover("100"),
+        ),
+    );
+    assert!(standby.saw("peer_up", WAIT));
+    // The active service dies (its pid is in its mark file).
+    assert!(eventually(WAIT, || !marks(&dir.join("active")).is_empty()));
+    let text = std::fs::read_to_string(dir.join("active")).unwrap();
+    let pid: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let status = active.wait(WAIT).expect("handover exits");
+    assert_eq!(
+        status.code(),
+        Some(128 + 9),
+        "non-zero: the service died while active"
+    );
+    assert!(standby.saw("elected", WAIT), "the standby takes over");
+    assert!(standby.saw("child_started", WAIT));
+    let _ = std::fs::remove_dir_all(&dir);
+}
