@@ -79,3 +79,37 @@ async fn newer_instance_takes_over_on_loopback() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn blocking_api_hands_over() {
+    if !is_root() {
+        eprintln!("skipped: pinning sockets to the loopback interface needs root");
+        return;
+    }
+    use handover_std::blocking;
+    let dir = std::env::temp_dir().join(format!("handover-blocking-{}", std::process::id()));
+    let complete = dir.join("handover-complete");
+    let port = 20000 + ((std::process::id() + 7919) % 20000) as u16;
+    let scope = format!("blocking-test-{}", std::process::id());
+
+    let old = blocking::Handover::start(config(port, &scope, &complete)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    old.on_shutdown(move || tx.send(()).unwrap());
+    old.ready().unwrap();
+    let new = blocking::Handover::start(config(port, &scope, &complete)).unwrap();
+    assert!(
+        !old.wait_shutdown_timeout(Duration::from_millis(200)),
+        "no one newer yet"
+    );
+    new.ready().unwrap();
+    assert!(
+        old.wait_shutdown_timeout(Duration::from_secs(2)),
+        "superseded"
+    );
+    rx.recv_timeout(Duration::from_secs(1))
+        .expect("shutdown callback called");
+    old.shutdown_complete().unwrap();
+    assert!(complete.is_file());
+    assert_eq!(old.status().state, State::Done);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

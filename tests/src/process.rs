@@ -30,9 +30,13 @@ fn workspace_bin(package: &str, name: &str) -> PathBuf {
     bin
 }
 
-/// The `handover` command.
+/// The `handover` command: `$HANDOVER_BIN` if set (e.g. the `dist` build), else the
+/// one cargo built next to the test.
 pub fn handover_bin() -> PathBuf {
-    workspace_bin("handover-std", "handover")
+    match std::env::var_os("HANDOVER_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => workspace_bin("handover-std", "handover"),
+    }
 }
 
 /// The test service of this crate.

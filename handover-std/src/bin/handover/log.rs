@@ -7,6 +7,7 @@ use std::io::Write;
 use clap::ValueEnum;
 use handover_std::Event;
 use serde_json::{json, Map, Value};
+use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -27,20 +28,25 @@ pub fn monotonic_us() -> u64 {
 }
 
 impl Log {
-    /// Sets up logging; `HANDOVER_LOG` (e.g. `debug`) overrides `level`.
-    pub fn init(format: LogFormat, level: &str) -> Self {
-        let filter = tracing_subscriber::EnvFilter::try_from_env("HANDOVER_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    /// Sets up logging; `HANDOVER_LOG` (`error`, `warn`, `info`, `debug`, `trace`)
+    /// overrides `level`.
+    pub fn init(format: LogFormat, level: LevelFilter) -> Self {
+        let level = match std::env::var("HANDOVER_LOG") {
+            Ok(v) => v.parse().unwrap_or_else(|_| {
+                eprintln!("handover: HANDOVER_LOG: {v:?} is not a log level; using {level}");
+                level
+            }),
+            Err(_) => level,
+        };
         let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .with_target(false);
         match format {
-            LogFormat::Text => builder.init(),
-            // Events are printed as JSON lines below; only warnings and errors of the
-            // library go through tracing.
+            LogFormat::Text => builder.with_max_level(level).init(),
+            // Events are printed as JSON lines by `event`; only the library's warnings
+            // and errors go through tracing, as JSON too.
             LogFormat::Json => builder
-                .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+                .with_max_level(level.min(LevelFilter::WARN))
                 .json()
                 .init(),
         }

@@ -13,6 +13,7 @@ mod watch;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::log::{Log, LogFormat};
 
@@ -44,8 +45,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo tells its own story; library logs would interleave with it.
     let level = match cli.command {
-        Command::Demo(_) => "warn",
-        _ => "info",
+        Command::Demo(_) => LevelFilter::WARN,
+        _ => LevelFilter::INFO,
     };
     let log = Log::init(cli.log_format, level);
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,176 @@
+//! Timings of `handover run` processes in a network namespace (needs root):
+//! hand-over latency without and with 30 % loss (nftables), failover time after
+//! kill -9, and the idle cost of `handover run` around `sleep`.
+//!
+//! `cargo bench -p handover-tests --bench cli` (`HANDOVER_BENCH_ROUNDS`, default 100)
+
+use std::time::Duration;
+
+use handover_tests::netns::{unavailable, Netns};
+use handover_tests::process::{fake_service, monotonic_us, Run};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn rounds() -> usize {
+    std::env::var("HANDOVER_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+}
+
+fn start(ns: &Netns, heartbeat: &str, extra: &[&str], service: &[&str]) -> Run {
+    let dir = std::env::temp_dir();
+    let complete = dir.join(format!("handover-bench-{}", std::process::id()));
+    let mut args = vec![
+        "run",
+        "--interface",
+        "lo",
+        "--scope",
+        "bench",
+        "--heartbeat",
+        heartbeat,
+        "--stop-timeout",
+        "2s",
+        "--complete-file",
+        complete.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(service);
+    Run::start(ns, &args)
+}
+
+fn t_us(run: &mut Run, event: &str) -> u64 {
+    let e = run
+        .wait_event(event, WAIT)
+        .unwrap_or_else(|| panic!("no {event} event: {:?}", run.seen));
+    e["t_us"].as_u64().expect("t_us")
+}
+
+/// Percentile of sorted microsecond samples, in ms.
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1e3
+}
+
+fn report(what: &str, mut samples: Vec<u64>) {
+    samples.sort_unstable();
+    println!(
+        "{what}: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
+        samples.len(),
+        pct(&samples, 0.5),
+        pct(&samples, 0.9),
+        pct(&samples, 0.99),
+        pct(&samples, 1.0)
+    );
+}
+
+/// A chain of hand-overs: each new instance's readiness to the old one's shutdown
+/// request, on one clock.
+fn hand_overs(ns: &Netns, n: usize) -> Vec<u64> {
+    let mark = std::env::temp_dir().join(format!("handover-bench-mark-{}", std::process::id()));
+    let service = [
+        fake_service().to_str().unwrap().to_owned(),
+        mark.to_str().unwrap().to_owned(),
+    ];
+    let service: Vec<&str> = service.iter().map(String::as_str).collect();
+    let mut old = start(ns, "100ms", &[], &service);
+    t_us(&mut old, "ready");
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut new = start(ns, "100ms", &[], &service);
+        let ready = t_us(&mut new, "ready");
+        let shutdown = t_us(&mut old, "shutdown_requested");
+        samples.push(shutdown.saturating_sub(ready));
+        t_us(&mut new, "predecessor_done");
+        old.wait(WAIT);
+        old = new;
+    }
+    let _ = std::fs::remove_file(&mark);
+    samples
+}
+
+fn failovers(ns: &Netns, n: usize) -> Vec<u64> {
+    let mut samples = Vec::with_capacity(n);
+    let service = ["sleep", "1000"];
+    for _ in 0..n {
+        let failover = |p| ["--mode", "failover", "--priority", p];
+        let mut active = start(ns, "20ms", &failover("200"), &service);
+        t_us(&mut active, "elected");
+        let mut standby = start(ns, "20ms", &failover("100"), &service);
+        t_us(&mut standby, "peer_up");
+        let killed = monotonic_us();
+        active.kill();
+        let elected = t_us(&mut standby, "elected");
+        samples.push(elected.saturating_sub(killed));
+        standby.kill();
+    }
+    samples
+}
+
+/// Peak RSS (KiB) and CPU ticks of a process.
+fn usage(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may contain spaces): utime is 14th, stime 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let ticks = f[11] + f[12];
+    (hwm, ticks)
+}
+
+fn idle(ns: &Netns, seconds: u64) {
+    let mut run = start(ns, "1s", &["--ready-after", "0s"], &["sleep", "100000"]);
+    t_us(&mut run, "ready");
+    // `ip netns exec` execs the command: the pid is handover's.
+    let pid = run.pid();
+    let (_, before) = usage(pid);
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (hwm, after) = usage(pid);
+    let ticks_per_s = rustix::param::clock_ticks_per_second();
+    let cpu_s = (after - before) as f64 / ticks_per_s as f64;
+    println!(
+        "idle handover run -- sleep, {seconds} s at a 1 s heartbeat: peak RSS {:.2} MiB, CPU {:.3} % of one core ({} ticks)",
+        hwm as f64 / 1024.0,
+        cpu_s / seconds as f64 * 100.0,
+        after - before
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if let Some(why) = unavailable() {
+        println!("skipped: {why}");
+        return;
+    }
+    let n = rounds();
+    let ns = Netns::new();
+    report(
+        "hand-over latency (new ready -> old shutdown request)",
+        hand_overs(&ns, n),
+    );
+    ns.nft(
+        "add table inet loss; \
+         add chain inet loss input { type filter hook input priority 0; }; \
+         add rule inet loss input meta l4proto udp numgen random mod 100 < 30 drop",
+    );
+    report("hand-over latency with 30 % loss", hand_overs(&ns, n));
+    drop(ns);
+    let ns = Netns::new();
+    report(
+        "failover after kill -9, 20 ms heartbeat (kill -> standby elected)",
+        failovers(&ns, n),
+    );
+    idle(&ns, 30);
+}
