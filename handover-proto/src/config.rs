@@ -6,7 +6,9 @@ use core::time::Duration;
 
 use heapless::{String, Vec};
 
-use crate::wire::{MAX_ADDRESSES, MAX_NAME};
+use crate::time::Instant;
+use crate::wire::auth::{self, Key};
+use crate::wire::{MAX_ADDRESSES, MAX_NAME, TAG_LEN};
 
 /// Shortest heartbeat interval accepted.
 pub const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
@@ -59,6 +61,54 @@ pub struct Config {
     pub name: String<MAX_NAME>,
     /// Addresses announced in heartbeats.
     pub addresses: Vec<Ipv4Addr, MAX_ADDRESSES>,
+    /// The group's pre-shared key: when set, every datagram sent is tagged and every
+    /// v2 datagram received must carry a valid tag.
+    pub auth: Option<Auth>,
+}
+
+/// Authentication settings of a group with a pre-shared key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The key datagrams are tagged with.
+    pub key: Key,
+    /// A key still accepted (not used to send) until the given instant: rotation
+    /// without a flag day.
+    pub previous: Option<(Key, Instant)>,
+    /// Accept handover-lib's unauthenticated v1 datagrams anyway (refused by default:
+    /// anyone on the LAN can forge them).
+    pub accept_legacy: bool,
+}
+
+impl Auth {
+    /// Tags with `key`, accepts nothing else.
+    pub fn new(key: Key) -> Self {
+        Auth {
+            key,
+            previous: None,
+            accept_legacy: false,
+        }
+    }
+
+    /// Whether `tag` is valid under the current key, or the previous one before its
+    /// deadline.
+    pub(crate) fn verifies(&self, now: Instant, covered: &[u8], tag: &[u8; TAG_LEN]) -> bool {
+        auth::verify(&self.key, covered, tag)
+            || self
+                .previous
+                .as_ref()
+                .is_some_and(|(key, until)| now < *until && auth::verify(key, covered, tag))
+    }
+}
+
+impl fmt::Debug for Auth {
+    // Keys stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("key", &"<secret>")
+            .field("previous", &self.previous.as_ref().map(|(_, until)| until))
+            .field("accept_legacy", &self.accept_legacy)
+            .finish()
+    }
 }
 
 impl Config {
@@ -75,6 +125,7 @@ impl Config {
             legacy: false,
             name: String::new(),
             addresses: Vec::new(),
+            auth: None,
         }
     }
 

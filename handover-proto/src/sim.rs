@@ -137,6 +137,11 @@ pub struct Sim {
     records: Vec<Record>,
     /// Datagrams that the network lost.
     pub lost: u64,
+    /// When set, every datagram sent is recorded in [`captured`](Self::captured): an
+    /// eavesdropper's view, for replay tests.
+    pub capture: bool,
+    /// Datagrams sent while [`capture`](Self::capture) was set: sender and bytes.
+    pub captured: Vec<(NodeId, Vec<u8>)>,
 }
 
 /// A scope for simulated peers.
@@ -157,6 +162,8 @@ impl Sim {
             seq: 0,
             records: Vec::new(),
             lost: 0,
+            capture: false,
+            captured: Vec::new(),
         }
     }
 
@@ -301,6 +308,13 @@ impl Sim {
         self.schedule(at, to, from, bytes.to_vec());
     }
 
+    /// Delivers `bytes` to every node, as a datagram sent to the group from `from`.
+    pub fn inject_all(&mut self, from: SocketAddr, bytes: &[u8]) {
+        for to in 0..self.nodes.len() {
+            self.inject(to, from, bytes);
+        }
+    }
+
     /// Runs until the global clock reaches `until`.
     pub fn run_until(&mut self, until: Instant) {
         let mut steps_at_instant = 0u32;
@@ -400,6 +414,9 @@ impl Sim {
         while let Some(t) = self.nodes[id].peer.poll_transmit(now, &mut buf) {
             let from = self.nodes[id].addr;
             let bytes = &buf[..t.len];
+            if self.capture {
+                self.captured.push((id, bytes.to_vec()));
+            }
             match t.destination {
                 Destination::Group | Destination::LegacyGroup => {
                     for to in 0..self.nodes.len() {

@@ -31,13 +31,18 @@ pub struct Stats {
     pub dropped_malformed: u64,
     /// Another scope's datagrams (other devices or services on the group).
     pub dropped_foreign_scope: u64,
+    /// Without a tag on a group with a key.
+    pub dropped_unauthenticated: u64,
+    /// With a tag that does not verify under the group's keys: forged or corrupted.
+    pub dropped_bad_tag: u64,
     /// Our own datagrams, looped back by the network.
     pub dropped_own: u64,
-    /// Counter not above the last one from that sender: duplicate, reordered or replayed.
+    /// Counter not above the last one from that sender: duplicate, reordered or
+    /// replayed (also for senders recently forgotten).
     pub dropped_stale: u64,
     /// Acknowledgements addressed to another peer.
     pub dropped_misdirected: u64,
-    /// Legacy v1 datagrams while legacy interop is off.
+    /// Legacy v1 datagrams while legacy interop is off, or on a group with a key.
     pub dropped_legacy_refused: u64,
     /// Inputs refused because the adapter left too many events undrained.
     pub dropped_backlog: u64,
@@ -60,6 +65,8 @@ impl Stats {
             + self.dropped_bad_flags
             + self.dropped_malformed
             + self.dropped_foreign_scope
+            + self.dropped_unauthenticated
+            + self.dropped_bad_tag
             + self.dropped_own
             + self.dropped_stale
             + self.dropped_misdirected

@@ -11,6 +11,9 @@
 //!   last 16 bytes authentication tag, present only when FLAGS bit 0 is set
 //!   ```
 //!
+//!   The tag ([`auth`]) is HMAC-SHA256 under the group's pre-shared key over every
+//!   byte before it, truncated to 16 bytes.
+//!
 //!   The body is postcard: integers are varints, strings and byte strings are a varint
 //!   length then the bytes, enums a varint discriminant. A heartbeat with the longest
 //!   name, [`MAX_ADDRESSES`] addresses and [`MAX_STATE`] bytes of application state is
@@ -24,6 +27,7 @@
 //! documented limits (name length, address count, state length), so nothing downstream
 //! needs to check them again.
 
+pub mod auth;
 pub mod legacy;
 mod v2;
 

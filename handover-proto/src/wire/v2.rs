@@ -231,6 +231,20 @@ impl Packet<'_> {
         Ok(2 + len)
     }
 
+    /// Writes the packet as a tagged v2 datagram ([`auth`](super::auth)) into `buf`;
+    /// returns its length.
+    pub fn emit_tagged(&self, key: &super::auth::Key, buf: &mut [u8]) -> Result<usize, EmitError> {
+        let len = self.emit(buf)?;
+        let end = len + TAG_LEN;
+        if buf.len() < end {
+            return Err(EmitError::BufferTooSmall);
+        }
+        buf[1] = FLAG_TAGGED;
+        let tag = super::auth::tag(key, &buf[..len]);
+        buf[len..end].copy_from_slice(&tag);
+        Ok(end)
+    }
+
     /// The number of bytes [`emit`](Self::emit) writes.
     pub fn buffer_len(&self) -> usize {
         // Serializing into a size counter cannot fail for these types.

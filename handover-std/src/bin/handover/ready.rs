@@ -14,7 +14,8 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone, Args)]
 #[group(multiple = false)]
 pub struct Readiness {
-    /// Ready when a TCP connection to 127.0.0.1:PORT succeeds
+    /// Ready when a TCP connection to 127.0.0.1:PORT succeeds. Without any --ready-*
+    /// option: when the service sends READY=1 on $NOTIFY_SOCKET (sd_notify)
     #[arg(long, value_name = "PORT")]
     pub ready_tcp: Option<u16>,
 
