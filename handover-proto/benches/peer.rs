@@ -12,8 +12,16 @@ use handover_proto::{wire, Config, Event, Instant, Peer, Policy, State};
 
 const SCOPE: u32 = wire::scope_id(b"bench");
 
+thread_local! {
+    /// Whether `pair` builds a group with a key.
+    static KEYED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn failover(id: u64, priority: u8) -> Config {
     let mut c = Config::new(SCOPE, id, 1_700_000_000_000, id);
+    if KEYED.with(|k| k.get()) {
+        c.auth = Some(handover_proto::Auth::new([0x42; 32]));
+    }
     c.policy = Policy::Failover { preempt: false };
     c.priority = priority;
     c.name = "bench-service".try_into().unwrap();
@@ -61,8 +69,19 @@ fn heartbeats(active: &mut Peer<8>, mut now: Instant, n: u64) -> Vec<Vec<u8>> {
 }
 
 fn receive(c: &mut Criterion) {
+    receive_as(c, false);
+}
+
+fn receive_keyed(c: &mut Criterion) {
+    KEYED.with(|k| k.set(true));
+    receive_as(c, true);
+    KEYED.with(|k| k.set(false));
+}
+
+fn receive_as(c: &mut Criterion, keyed: bool) {
     let src: SocketAddr = "10.0.0.1:1538".parse().unwrap();
-    c.bench_function("receive heartbeat (decode + handle)", |b| {
+    let label = if keyed { " with a key" } else { "" };
+    c.bench_function(&format!("receive heartbeat (decode + handle){label}"), |b| {
         b.iter_custom(|iters| {
             let (mut active, mut standby, now) = pair();
             let datagrams = heartbeats(&mut active, now, iters);
@@ -80,13 +99,34 @@ fn receive(c: &mut Criterion) {
     });
     let (mut active, _, now) = pair();
     let datagram = heartbeats(&mut active, now, 1).pop().unwrap();
+    if keyed {
+        let frame = match wire::Datagram::parse(&datagram).unwrap() {
+            wire::Datagram::V2(f) => f,
+            _ => unreachable!(),
+        };
+        let tag = *frame.tag.expect("tagged");
+        c.bench_function("verify tag (HMAC-SHA256, wire only)", |b| {
+            b.iter(|| assert!(wire::auth::verify(&[0x42; 32], black_box(frame.covered), &tag)))
+        });
+        return;
+    }
     c.bench_function("decode heartbeat (wire only)", |b| {
         b.iter(|| wire::Datagram::parse(black_box(&datagram)).unwrap())
     });
 }
 
+fn emit_keyed(c: &mut Criterion) {
+    KEYED.with(|k| k.set(true));
+    emit_as(c, " with a key");
+    KEYED.with(|k| k.set(false));
+}
+
 fn emit(c: &mut Criterion) {
-    c.bench_function("emit heartbeat (timer + encode)", |b| {
+    emit_as(c, "");
+}
+
+fn emit_as(c: &mut Criterion, label: &str) {
+    c.bench_function(&format!("emit heartbeat (timer + encode){label}"), |b| {
         let (mut active, _, mut now) = pair();
         active.set_state(b"task-12345").unwrap();
         let mut buf = [0u8; wire::MAX_DATAGRAM];
@@ -106,5 +146,5 @@ fn emit(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, receive, emit);
+criterion_group!(benches, receive, emit, receive_keyed, emit_keyed);
 criterion_main!(benches);

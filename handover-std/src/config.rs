@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use handover_proto::{wire, Policy};
 
+use crate::key::GroupKey;
+
 /// Which interfaces the multicast group is joined on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkMode {
@@ -46,6 +48,15 @@ pub struct Config {
     pub name: String,
     /// Files written when the hand-over is complete (balena's, and the legacy one).
     pub complete_files: Vec<PathBuf>,
+    /// The group's pre-shared key: datagrams are tagged and checked.
+    pub key: Option<GroupKey>,
+    /// A previous key still accepted for [`key_transition`](Self::key_transition)
+    /// after start, while the fleet rolls over to the new one.
+    pub previous_key: Option<GroupKey>,
+    /// How long the previous key is accepted.
+    pub key_transition: Duration,
+    /// Accept handover-lib's unauthenticated datagrams even with a key.
+    pub accept_legacy_with_key: bool,
 }
 
 /// balena's hand-over-complete file inside a container.
@@ -67,6 +78,19 @@ pub enum ConfigError {
     /// The protocol core refused the configuration.
     #[error(transparent)]
     Protocol(#[from] handover_proto::ConfigError),
+    /// A key file was refused.
+    #[error("{setting} {path:?}: {error}")]
+    Key {
+        /// The setting that named the file.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: crate::key::KeyError,
+    },
+    /// A previous key without a current one.
+    #[error("previous key: set only together with a key")]
+    PreviousKeyAlone,
     /// The service name is longer than a heartbeat carries.
     #[error("name: {0:?} is longer than {max} bytes", max = wire::MAX_NAME)]
     NameTooLong(String),
@@ -87,6 +111,10 @@ impl Default for Config {
             heartbeat: handover_proto::DEFAULT_HEARTBEAT,
             name: String::new(),
             complete_files: vec![PathBuf::from(BALENA_COMPLETE_FILE)],
+            key: None,
+            previous_key: None,
+            key_transition: Duration::from_secs(3600),
+            accept_legacy_with_key: false,
         }
     }
 }
@@ -101,6 +129,7 @@ impl Config {
     /// | `BALENA_SERVICE_HANDOVER_COMPLETE_PATH` | complete file |
     /// | `HANDOVER_NETWORK_MODE` (`bridge`/`host`), `NETWORK_INTERFACE` | network mode |
     /// | `SHUTDOWN_BROADCAST_ADDRESS`, `SHUTDOWN_PORT` | handover-lib's group and port |
+    /// | `HANDOVER_KEY_FILE`, `HANDOVER_PREVIOUS_KEY_FILE` | group key and the one it replaces |
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -151,7 +180,22 @@ impl Config {
                 expected: "a UDP port (1-65535)",
             })?;
         }
+        if let Some(path) = get("HANDOVER_KEY_FILE") {
+            c.key = Some(Self::key_file("HANDOVER_KEY_FILE", path.as_ref())?);
+        }
+        if let Some(path) = get("HANDOVER_PREVIOUS_KEY_FILE") {
+            c.previous_key = Some(Self::key_file("HANDOVER_PREVIOUS_KEY_FILE", path.as_ref())?);
+        }
         Ok(c)
+    }
+
+    /// Reads a key file; the error names `setting`.
+    pub fn key_file(setting: &'static str, path: &std::path::Path) -> Result<GroupKey, ConfigError> {
+        crate::key::read_key_file(path).map_err(|error| ConfigError::Key {
+            setting,
+            path: path.to_owned(),
+            error,
+        })
     }
 
     /// The protocol core's configuration for one run of this instance.
@@ -178,6 +222,20 @@ impl Config {
             .copied()
             .take(wire::MAX_ADDRESSES)
             .collect();
+        c.auth = match (&self.key, &self.previous_key) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(ConfigError::PreviousKeyAlone),
+            (Some(key), previous) => Some(handover_proto::Auth {
+                key: key.0,
+                previous: previous.as_ref().map(|p| {
+                    let until = handover_proto::Instant::from_micros(
+                        self.key_transition.as_micros().min(u64::MAX as u128) as u64,
+                    );
+                    (p.0, until)
+                }),
+                accept_legacy: self.accept_legacy_with_key,
+            }),
+        };
         c.validate()?;
         Ok(c)
     }

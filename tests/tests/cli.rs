@@ -504,3 +504,87 @@ fn failover_service_death_hands_over_and_exits_non_zero() {
     assert!(standby.saw("child_started", WAIT));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn keyed_peer_ignores_forged_and_replayed_datagrams() {
+    use handover_proto::wire::{self, Announce, Body, Header, Packet, Role};
+    require_netns!();
+    let ns = Netns::new();
+    let dir = scratch("keyed");
+    let complete = dir.join("handover-complete");
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, "3c".repeat(32)).unwrap();
+    let keyed = ["--key-file", key_file.to_str().unwrap()];
+    let port = 1538;
+
+    // The eavesdropper listens from the start.
+    let tap = ns.enter(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into()).unwrap();
+        s.join_multicast_v4(&GROUP, &Ipv4Addr::LOCALHOST).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        UdpSocket::from(s)
+    });
+    let mut p = start(&ns, &run_args("lo", "svc", &complete, &dir.join("p"), &keyed));
+    assert!(p.saw("ready", WAIT));
+    let mut r = start(&ns, &run_args("lo", "svc", &complete, &dir.join("r"), &keyed));
+    assert!(r.saw("ready", WAIT));
+    assert_eq!(p.wait(WAIT).and_then(|s| s.code()), Some(0), "p handed over to r");
+    let mut captured = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = tap.recv_from(&mut buf) {
+        captured.push(buf[..n].to_vec());
+    }
+    assert!(captured.iter().all(|d| d[1] & 1 == 1), "every datagram is tagged");
+
+    let forged = |counter| Packet {
+        header: Header {
+            scope: wire::scope_id(b"svc"),
+            sender: 0xbad,
+            counter,
+        },
+        body: Body::Announce(Announce {
+            role: Role::Claiming,
+            rank: wire::Rank {
+                priority: 255,
+                generation: u32::MAX,
+                start_ms: i64::MAX,
+            },
+            ready_ms: 0,
+            heartbeat_ms: 100,
+            claim_heard: None,
+            name: "",
+            addresses: &[],
+            state: &[],
+        }),
+    };
+    let mut attacks = captured.clone();
+    let n = forged(1).emit(&mut buf).unwrap();
+    attacks.push(buf[..n].to_vec());
+    let n = forged(2).emit_tagged(&[0x3d; 32], &mut buf).unwrap();
+    attacks.push(buf[..n].to_vec());
+    ns.enter(|| {
+        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        socket2::SockRef::from(&s)
+            .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
+            .unwrap();
+        for d in &attacks {
+            s.send_to(d, (GROUP, port)).unwrap();
+        }
+    });
+    assert!(!r.saw("shutdown_requested", Duration::from_millis(500)), "r keeps running");
+    assert!(r.is_running());
+    assert!(!marks(&dir.join("r")).contains(&"term".to_string()), "its service too");
+
+    let mut s = start(&ns, &run_args("lo", "svc", &complete, &dir.join("s"), &keyed));
+    assert!(s.saw("ready", WAIT));
+    assert_eq!(r.wait(WAIT).and_then(|s| s.code()), Some(0), "r hands over to a keyed peer");
+    let stats = r.wait_event("exit", WAIT).unwrap()["stats"].clone();
+    let count = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("{k} in {stats}"));
+    assert!(count("dropped_unauthenticated") >= 1, "{stats}");
+    assert!(count("dropped_bad_tag") >= 1, "{stats}");
+    assert!(count("dropped_stale") >= 1, "replays counted: {stats}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -95,6 +95,25 @@ pub struct Protocol {
     /// [default: `$BALENA_SERVICE_HANDOVER_COMPLETE_PATH`, or /tmp/balena/handover-complete]
     #[arg(long = "complete-file")]
     pub complete_files: Vec<PathBuf>,
+
+    /// Group key: a file of 64 hex digits (`openssl rand -hex 32`). Every datagram is
+    /// then authenticated; forged and replayed ones are dropped [env: HANDOVER_KEY_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// The key being replaced, still accepted for --key-transition after start
+    /// [env: HANDOVER_PREVIOUS_KEY_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub previous_key_file: Option<PathBuf>,
+
+    /// How long the previous key is accepted
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub key_transition: Duration,
+
+    /// With a key, still accept handover-lib's unauthenticated datagrams (anyone on the
+    /// LAN can forge them)
+    #[arg(long)]
+    pub accept_legacy_with_key: bool,
 }
 
 impl Protocol {
@@ -110,6 +129,14 @@ impl Protocol {
         if !self.complete_files.is_empty() {
             c.complete_files = self.complete_files.clone();
         }
+        if let Some(path) = &self.key_file {
+            c.key = Some(Config::key_file("--key-file", path)?);
+        }
+        if let Some(path) = &self.previous_key_file {
+            c.previous_key = Some(Config::key_file("--previous-key-file", path)?);
+        }
+        c.key_transition = self.key_transition;
+        c.accept_legacy_with_key = self.accept_legacy_with_key;
         Ok(c)
     }
 }
