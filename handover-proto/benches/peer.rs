@@ -81,22 +81,25 @@ fn receive_keyed(c: &mut Criterion) {
 fn receive_as(c: &mut Criterion, keyed: bool) {
     let src: SocketAddr = "10.0.0.1:1538".parse().unwrap();
     let label = if keyed { " with a key" } else { "" };
-    c.bench_function(&format!("receive heartbeat (decode + handle){label}"), |b| {
-        b.iter_custom(|iters| {
-            let (mut active, mut standby, now) = pair();
-            let datagrams = heartbeats(&mut active, now, iters);
-            let start = WallInstant::now();
-            for d in &datagrams {
-                standby.handle_datagram(now, src, black_box(d));
-                while let Some(e) = standby.poll_event() {
-                    black_box(e);
+    c.bench_function(
+        &format!("receive heartbeat (decode + handle){label}"),
+        |b| {
+            b.iter_custom(|iters| {
+                let (mut active, mut standby, now) = pair();
+                let datagrams = heartbeats(&mut active, now, iters);
+                let start = WallInstant::now();
+                for d in &datagrams {
+                    standby.handle_datagram(now, src, black_box(d));
+                    while let Some(e) = standby.poll_event() {
+                        black_box(e);
+                    }
                 }
-            }
-            let elapsed = start.elapsed();
-            assert_eq!(standby.stats().accepted, iters + 1);
-            elapsed
-        })
-    });
+                let elapsed = start.elapsed();
+                assert_eq!(standby.stats().accepted, iters + 1);
+                elapsed
+            })
+        },
+    );
     let (mut active, _, now) = pair();
     let datagram = heartbeats(&mut active, now, 1).pop().unwrap();
     if keyed {
@@ -106,7 +109,13 @@ fn receive_as(c: &mut Criterion, keyed: bool) {
         };
         let tag = *frame.tag.expect("tagged");
         c.bench_function("verify tag (HMAC-SHA256, wire only)", |b| {
-            b.iter(|| assert!(wire::auth::verify(&[0x42; 32], black_box(frame.covered), &tag)))
+            b.iter(|| {
+                assert!(wire::auth::verify(
+                    &[0x42; 32],
+                    black_box(frame.covered),
+                    &tag
+                ))
+            })
         });
         return;
     }

@@ -121,7 +121,8 @@ pub mod wire;
 pub mod sim;
 
 pub use config::{
-    Auth, Config, ConfigError, Policy, DEFAULT_HEARTBEAT, DEFAULT_PRIORITY, MAX_HEARTBEAT, MIN_HEARTBEAT,
+    Auth, Config, ConfigError, Policy, DEFAULT_HEARTBEAT, DEFAULT_PRIORITY, MAX_HEARTBEAT,
+    MIN_HEARTBEAT,
 };
 pub use event::{Destination, Event, State, StateError, Transmit};
 pub use peer::{Peer, PeerInfo, StateTooLong};

@@ -190,7 +190,10 @@ impl Config {
     }
 
     /// Reads a key file; the error names `setting`.
-    pub fn key_file(setting: &'static str, path: &std::path::Path) -> Result<GroupKey, ConfigError> {
+    pub fn key_file(
+        setting: &'static str,
+        path: &std::path::Path,
+    ) -> Result<GroupKey, ConfigError> {
         crate::key::read_key_file(path).map_err(|error| ConfigError::Key {
             setting,
             path: path.to_owned(),

@@ -33,6 +33,7 @@ pub use complete::write_complete_file;
 pub use config::{Config, ConfigError, NetworkMode, BALENA_COMPLETE_FILE};
 pub use driver::{Error, Event, Status, TABLE};
 pub use handover_proto::{Policy, State};
+pub use key::GroupKey;
 
 use driver::{Command, Driver};
 use tokio::sync::{broadcast, mpsc, watch};

@@ -522,22 +522,36 @@ fn keyed_peer_ignores_forged_and_replayed_datagrams() {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
         s.set_reuse_address(true).unwrap();
         s.set_reuse_port(true).unwrap();
-        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into()).unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
+            .unwrap();
         s.join_multicast_v4(&GROUP, &Ipv4Addr::LOCALHOST).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         UdpSocket::from(s)
     });
-    let mut p = start(&ns, &run_args("lo", "svc", &complete, &dir.join("p"), &keyed));
+    let mut p = start(
+        &ns,
+        &run_args("lo", "svc", &complete, &dir.join("p"), &keyed),
+    );
     assert!(p.saw("ready", WAIT));
-    let mut r = start(&ns, &run_args("lo", "svc", &complete, &dir.join("r"), &keyed));
+    let mut r = start(
+        &ns,
+        &run_args("lo", "svc", &complete, &dir.join("r"), &keyed),
+    );
     assert!(r.saw("ready", WAIT));
-    assert_eq!(p.wait(WAIT).and_then(|s| s.code()), Some(0), "p handed over to r");
+    assert_eq!(
+        p.wait(WAIT).and_then(|s| s.code()),
+        Some(0),
+        "p handed over to r"
+    );
     let mut captured = Vec::new();
     let mut buf = [0u8; 2048];
     while let Ok((n, _)) = tap.recv_from(&mut buf) {
         captured.push(buf[..n].to_vec());
     }
-    assert!(captured.iter().all(|d| d[1] & 1 == 1), "every datagram is tagged");
+    assert!(
+        captured.iter().all(|d| d[1] & 1 == 1),
+        "every datagram is tagged"
+    );
 
     let forged = |counter| Packet {
         header: Header {
@@ -574,15 +588,32 @@ fn keyed_peer_ignores_forged_and_replayed_datagrams() {
             s.send_to(d, (GROUP, port)).unwrap();
         }
     });
-    assert!(!r.saw("shutdown_requested", Duration::from_millis(500)), "r keeps running");
+    assert!(
+        !r.saw("shutdown_requested", Duration::from_millis(500)),
+        "r keeps running"
+    );
     assert!(r.is_running());
-    assert!(!marks(&dir.join("r")).contains(&"term".to_string()), "its service too");
+    assert!(
+        !marks(&dir.join("r")).contains(&"term".to_string()),
+        "its service too"
+    );
 
-    let mut s = start(&ns, &run_args("lo", "svc", &complete, &dir.join("s"), &keyed));
+    let mut s = start(
+        &ns,
+        &run_args("lo", "svc", &complete, &dir.join("s"), &keyed),
+    );
     assert!(s.saw("ready", WAIT));
-    assert_eq!(r.wait(WAIT).and_then(|s| s.code()), Some(0), "r hands over to a keyed peer");
+    assert_eq!(
+        r.wait(WAIT).and_then(|s| s.code()),
+        Some(0),
+        "r hands over to a keyed peer"
+    );
     let stats = r.wait_event("exit", WAIT).unwrap()["stats"].clone();
-    let count = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("{k} in {stats}"));
+    let count = |k: &str| {
+        stats[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {stats}"))
+    };
     assert!(count("dropped_unauthenticated") >= 1, "{stats}");
     assert!(count("dropped_bad_tag") >= 1, "{stats}");
     assert!(count("dropped_stale") >= 1, "replays counted: {stats}");

@@ -13,7 +13,8 @@ use handover_tests::seeds;
 use proptest::prelude::*;
 
 const KEY: Key = [0x5a; 32];
-const ADVERSARY: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 6, 6, 6)), 1538);
+const ADVERSARY: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 6, 6, 6)), 1538);
 
 fn node(sim: &mut Sim, auth: Option<Auth>) -> NodeId {
     let mut config = sim.config(0);
@@ -56,7 +57,10 @@ fn history(sim: &mut Sim, auth: Option<Auth>) -> (NodeId, NodeId, Vec<Vec<u8>>) 
     sim.ready(b);
     sim.run_for(Duration::from_secs(1));
     sim.capture = false;
-    let captured = std::mem::take(&mut sim.captured).into_iter().map(|(_, d)| d).collect();
+    let captured = std::mem::take(&mut sim.captured)
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
     (a, b, captured)
 }
 
@@ -86,7 +90,8 @@ enum Attack {
 fn attack() -> impl Strategy<Value = Attack> {
     prop_oneof![
         any::<usize>().prop_map(Attack::Replay),
-        (any::<usize>(), any::<usize>(), 1u8..).prop_map(|(i, j, x)| Attack::ReplayFlipped(i, j, x)),
+        (any::<usize>(), any::<usize>(), 1u8..)
+            .prop_map(|(i, j, x)| Attack::ReplayFlipped(i, j, x)),
         (any::<u64>(), any::<u64>()).prop_map(|(s, c)| Attack::ForgedUntagged(s, c)),
         (any::<u64>(), any::<u64>()).prop_map(|(s, c)| Attack::ForgedWrongKey(s, c)),
         (any::<u64>(), any::<u64>()).prop_map(|(s, c)| Attack::ForgedGarbageTag(s, c)),
@@ -109,7 +114,9 @@ fn bytes_of(a: &Attack, captured: &[Vec<u8>]) -> Vec<u8> {
             buf[..n].to_vec()
         }
         Attack::ForgedWrongKey(s, c) => {
-            let n = forged_claim(*s, *c).emit_tagged(&[0xa5; 32], &mut buf).unwrap();
+            let n = forged_claim(*s, *c)
+                .emit_tagged(&[0xa5; 32], &mut buf)
+                .unwrap();
             buf[..n].to_vec()
         }
         Attack::ForgedGarbageTag(s, c) => {
@@ -190,7 +197,9 @@ fn with_a_key_the_forged_claim_is_counted_and_ignored() {
     let mut buf = [0u8; wire::MAX_DATAGRAM];
     let n = forged_claim(0xbad, 1).emit(&mut buf).unwrap();
     sim.inject_all(ADVERSARY, &buf[..n]);
-    let n = forged_claim(0xbad, 2).emit_tagged(&[1; 32], &mut buf).unwrap();
+    let n = forged_claim(0xbad, 2)
+        .emit_tagged(&[1; 32], &mut buf)
+        .unwrap();
     sim.inject_all(ADVERSARY, &buf[..n]);
     let v1 = wire::legacy::Announce { start_ms: i64::MAX };
     let n = v1.emit(&mut buf).unwrap();
@@ -243,10 +252,18 @@ fn previous_key_is_accepted_until_its_deadline() {
         while peer.poll_event().is_some() {}
     };
     deliver(&mut peer, 1_000_000, 1, &old_key);
-    assert_eq!(peer.stats().accepted, 1, "old key accepted during the transition");
+    assert_eq!(
+        peer.stats().accepted,
+        1,
+        "old key accepted during the transition"
+    );
     deliver(&mut peer, 2_000_000, 2, &new_key);
     assert_eq!(peer.stats().accepted, 2, "new key accepted");
     deliver(&mut peer, 3_000_000, 3, &old_key);
     assert_eq!(peer.stats().accepted, 2);
-    assert_eq!(peer.stats().dropped_bad_tag, 1, "old key refused after the deadline");
+    assert_eq!(
+        peer.stats().dropped_bad_tag,
+        1,
+        "old key refused after the deadline"
+    );
 }
