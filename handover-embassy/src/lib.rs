@@ -1,2 +1,435 @@
-//! embassy-net adapter for the handover protocol on Cortex-M.
+//! The handover protocol on [embassy-net]: hand-over and failover for Cortex-M
+//! firmware, never allocating and never failing on the network.
+//!
+//! One task owns the [`Peer`](handover_proto::Peer) and its UDP socket ([`Runner`]);
+//! the application talks to it through a [`Handover`] handle backed by embassy-sync
+//! primitives in a [`Shared`] block. Both, and the socket's buffers ([`Buffers`]), live
+//! in `static`s (e.g. `StaticCell`), so the adapter's memory is fixed at link time.
+//!
+//! ```ignore
+//! static SHARED: Shared<CriticalSectionRawMutex> = Shared::new();
+//! static BUFFERS: StaticCell<Buffers> = StaticCell::new();
+//!
+//! let config = handover_proto::Config::new(scope_id(b"pump-controller"), id, 0, seed);
+//! let (handover, runner) = handover_embassy::new::<_, 8>(
+//!     stack, BUFFERS.init(Buffers::new()), &SHARED, config, Network::default(),
+//! )?;
+//! spawner.spawn(handover_task(runner))?;    // async fn handover_task(r) { r.run().await }
+//! handover.ready().await;                   // claim
+//! let successor = handover.wait_shutdown().await;
+//! // ... stop the work ...
+//! handover.shutdown_complete().await;
+//! ```
+//!
+//! **Multicast on real hardware**: joining the group in the stack is not enough: the
+//! Ethernet MAC's destination-address filter must also pass the group's MAC address
+//! (`01:00:5e` + the low 23 bits of the group), or accept all multicast. With
+//! embassy-stm32's Ethernet driver, enable multicast reception in the MAC
+//! configuration; otherwise the peer hears nothing but unicast acknowledgements.
+//!
+//! **Send errors** (no route yet, neighbour resolution pending, a full buffer) are
+//! logged and counted, never fatal: the protocol retransmits claims and goodbyes with
+//! a backoff of 10 ms upwards, so the datagram smoltcp drops while it resolves a
+//! neighbour costs only a retransmission.
+//!
+//! [embassy-net]: https://docs.rs/embassy-net
 #![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(all(feature = "defmt", feature = "log"))]
+compile_error!("features `defmt` and `log` are exclusive: choose one logger");
+
+#[macro_use]
+mod fmt;
+
+use core::cell::Cell;
+use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use embassy_futures::select::{select3, Either3};
+use embassy_net::udp::{PacketMetadata, UdpSocket};
+use embassy_net::{IpAddress, IpEndpoint, Stack};
+use embassy_sync::blocking_mutex::raw::RawMutex;
+use embassy_sync::blocking_mutex::Mutex;
+use embassy_sync::channel::Channel;
+use embassy_sync::signal::Signal;
+use embassy_time::Timer;
+use handover_proto::wire::{self, MAX_DATAGRAM, MAX_STATE};
+use handover_proto::{Config, Destination, Event, Instant, Peer, State, StateError, Stats};
+use heapless::Vec;
+
+/// Datagrams the socket buffers in each direction.
+pub const QUEUE: usize = 4;
+/// Events buffered for the application; further ones are dropped and counted when it
+/// does not keep up (a shutdown request is never lost: see [`Handover::wait_shutdown`]).
+pub const EVENT_QUEUE: usize = 8;
+
+/// The UDP socket's buffers: [`QUEUE`] datagrams of up to [`MAX_DATAGRAM`] bytes each
+/// way.
+pub struct Buffers {
+    rx_meta: [PacketMetadata; QUEUE],
+    rx: [u8; QUEUE * MAX_DATAGRAM],
+    tx_meta: [PacketMetadata; QUEUE],
+    tx: [u8; QUEUE * MAX_DATAGRAM],
+}
+
+impl Buffers {
+    /// Empty buffers.
+    pub const fn new() -> Self {
+        Buffers {
+            rx_meta: [PacketMetadata::EMPTY; QUEUE],
+            rx: [0; QUEUE * MAX_DATAGRAM],
+            tx_meta: [PacketMetadata::EMPTY; QUEUE],
+            tx: [0; QUEUE * MAX_DATAGRAM],
+        }
+    }
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where the protocol runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Network {
+    /// Multicast group.
+    pub group: Ipv4Addr,
+    /// UDP port (also the source port of everything sent).
+    pub port: u16,
+    /// handover-lib's group and port, where v1 claims go in legacy mode.
+    pub legacy: SocketAddrV4,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            group: Ipv4Addr::from(wire::DEFAULT_GROUP),
+            port: wire::DEFAULT_PORT,
+            legacy: SocketAddrV4::new(Ipv4Addr::from(wire::DEFAULT_GROUP), wire::LEGACY_PORT),
+        }
+    }
+}
+
+/// What the application asks of the runner.
+#[derive(Debug, Clone)]
+enum Command {
+    Ready,
+    ShutdownComplete,
+    Leave,
+    SetState(Vec<u8, MAX_STATE>),
+}
+
+/// The adapter's view of the peer, kept current by the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Status {
+    /// Lifecycle state.
+    pub state: State,
+    /// The peer in charge, as far as this one knows.
+    pub leader: Option<u64>,
+    /// Datagram counters of the protocol.
+    pub stats: Stats,
+    /// Datagrams the stack refused to send (no route, buffer full).
+    pub send_failed: u32,
+    /// Events dropped because the application did not drain them.
+    pub events_dropped: u32,
+}
+
+/// The state shared between the [`Runner`] and its [`Handover`] handle: put it in a
+/// `static`.
+pub struct Shared<M: RawMutex> {
+    commands: Channel<M, Command, 2>,
+    events: Channel<M, Event, EVENT_QUEUE>,
+    shutdown: Signal<M, Option<u64>>,
+    /// Set when the goodbye is out (`Ok`) or `shutdown_complete`/`leave` was refused.
+    finished: Signal<M, Result<(), StateError>>,
+    status: Mutex<M, Cell<Option<Status>>>,
+}
+
+impl<M: RawMutex> Shared<M> {
+    /// An empty block.
+    pub const fn new() -> Self {
+        Shared {
+            commands: Channel::new(),
+            events: Channel::new(),
+            shutdown: Signal::new(),
+            finished: Signal::new(),
+            status: Mutex::new(Cell::new(None)),
+        }
+    }
+}
+
+impl<M: RawMutex> Default for Shared<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The application's handle.
+pub struct Handover<'a, M: RawMutex> {
+    shared: &'a Shared<M>,
+}
+
+impl<M: RawMutex> Clone for Handover<'_, M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<M: RawMutex> Copy for Handover<'_, M> {}
+
+impl<'a, M: RawMutex> Handover<'a, M> {
+    /// The service is ready: claim (hand-over) or stand by (failover).
+    pub async fn ready(&self) {
+        self.shared.commands.send(Command::Ready).await;
+    }
+
+    /// Waits until a newer instance has taken over; returns its id. Never missed, even
+    /// if events were not drained.
+    pub async fn wait_shutdown(&self) -> Option<u64> {
+        self.shared.shutdown.wait().await
+    }
+
+    /// The application has stopped its work after [`wait_shutdown`](Self::wait_shutdown):
+    /// send the goodbye, and wait until it was delivered (or given up on).
+    pub async fn shutdown_complete(&self) -> Result<(), StateError> {
+        self.shared.commands.send(Command::ShutdownComplete).await;
+        self.shared.finished.wait().await
+    }
+
+    /// Leaves at once (failover: a standby takes over without waiting), and waits
+    /// until the goodbyes are sent.
+    pub async fn leave(&self) -> Result<(), StateError> {
+        self.shared.commands.send(Command::Leave).await;
+        self.shared.finished.wait().await
+    }
+
+    /// Application state carried by heartbeats while active, at most [`MAX_STATE`]
+    /// bytes (longer is refused).
+    pub async fn set_state(&self, state: &[u8]) -> Result<(), handover_proto::StateTooLong> {
+        let state = Vec::from_slice(state)
+            .map_err(|_| handover_proto::StateTooLong { len: state.len() })?;
+        self.shared.commands.send(Command::SetState(state)).await;
+        Ok(())
+    }
+
+    /// The next event (failover and election events included).
+    pub async fn next_event(&self) -> Event {
+        self.shared.events.receive().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_event(&self) -> Option<Event> {
+        self.shared.events.try_receive().ok()
+    }
+
+    /// The runner's latest status (`None` before it first ran).
+    pub fn status(&self) -> Option<Status> {
+        self.shared.status.lock(Cell::get)
+    }
+}
+
+/// Why the adapter could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    /// The protocol configuration was refused.
+    Config(handover_proto::ConfigError),
+    /// The port is taken.
+    Bind,
+    /// The stack could not join the group (too many groups, or no multicast support).
+    Join,
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "{e}"),
+            Error::Bind => f.write_str("port: already bound"),
+            Error::Join => f.write_str("group: the stack could not join it"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// The task that owns the peer and its socket: run it with [`Runner::run`].
+pub struct Runner<'a, M: RawMutex, const N: usize> {
+    peer: Peer<N>,
+    socket: UdpSocket<'a>,
+    shared: &'a Shared<M>,
+    network: Network,
+    epoch: embassy_time::Instant,
+    send_failed: u32,
+    events_dropped: u32,
+}
+
+/// Opens the socket on `stack`, joins the group and creates the peer.
+pub fn new<'a, M: RawMutex, const N: usize>(
+    stack: Stack<'a>,
+    buffers: &'a mut Buffers,
+    shared: &'a Shared<M>,
+    config: Config,
+    network: Network,
+) -> Result<(Handover<'a, M>, Runner<'a, M, N>), Error> {
+    let peer = Peer::new(config, Instant::ZERO).map_err(Error::Config)?;
+    let Buffers {
+        rx_meta,
+        rx,
+        tx_meta,
+        tx,
+    } = buffers;
+    let mut socket = UdpSocket::new(stack, rx_meta, rx, tx_meta, tx);
+    socket.bind(network.port).map_err(|_| Error::Bind)?;
+    match stack.join_multicast_group(IpAddress::Ipv4(network.group)) {
+        Ok(()) => {}
+        Err(e) => {
+            debug!("joining the group failed: {:?}", e);
+            return Err(Error::Join);
+        }
+    }
+    let runner = Runner {
+        peer,
+        socket,
+        shared,
+        network,
+        epoch: embassy_time::Instant::now(),
+        send_failed: 0,
+        events_dropped: 0,
+    };
+    Ok((Handover { shared }, runner))
+}
+
+impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros())
+    }
+
+    /// The protocol's counters.
+    pub fn stats(&self) -> &Stats {
+        self.peer.stats()
+    }
+
+    /// Drives the protocol until this instance has finished (after its goodbye).
+    pub async fn run(mut self) {
+        let mut rx = [0u8; MAX_DATAGRAM];
+        loop {
+            self.flush().await;
+            if self.peer.is_finished() {
+                self.shared.finished.signal(Ok(()));
+                return;
+            }
+            let now = self.now();
+            let deadline = self.peer.poll_timeout();
+            if deadline.is_some_and(|d| d <= now) {
+                self.peer.handle_timeout(now);
+                continue;
+            }
+            let timer = match deadline {
+                Some(d) => {
+                    Timer::at(self.epoch + embassy_time::Duration::from_micros(d.as_micros()))
+                }
+                // Nothing scheduled: wake up now and then anyway.
+                None => Timer::after_secs(3600),
+            };
+            match select3(
+                self.socket.recv_from(&mut rx),
+                self.shared.commands.receive(),
+                timer,
+            )
+            .await
+            {
+                Either3::First(Ok((n, meta))) => {
+                    let now = self.now();
+                    let from = socket_addr(meta.endpoint);
+                    self.peer.handle_datagram(now, from, &rx[..n]);
+                }
+                Either3::First(Err(_)) => {
+                    // Longer than the largest valid datagram: dropped.
+                    trace!("oversized datagram dropped");
+                }
+                Either3::Second(cmd) => self.command(cmd),
+                Either3::Third(()) => {
+                    let now = self.now();
+                    self.peer.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::Ready => {
+                if let Err(e) = self.peer.ready(now) {
+                    warn!("ready ignored in state {:?}", e.state);
+                }
+            }
+            Command::ShutdownComplete => {
+                if let Err(e) = self.peer.shutdown_complete(now) {
+                    self.shared.finished.signal(Err(e));
+                }
+            }
+            Command::Leave => {
+                if let Err(e) = self.peer.leave(now) {
+                    self.shared.finished.signal(Err(e));
+                }
+            }
+            Command::SetState(s) => {
+                // Checked against MAX_STATE by the handle already.
+                let _ = self.peer.set_state(&s);
+            }
+        }
+    }
+
+    /// Sends what is queued, then hands events to the application.
+    async fn flush(&mut self) {
+        let now = self.now();
+        let mut buf = [0u8; MAX_DATAGRAM];
+        while let Some(t) = self.peer.poll_transmit(now, &mut buf) {
+            let to = match t.destination {
+                Destination::Group => {
+                    IpEndpoint::new(IpAddress::Ipv4(self.network.group), self.network.port)
+                }
+                Destination::LegacyGroup => IpEndpoint::new(
+                    IpAddress::Ipv4(*self.network.legacy.ip()),
+                    self.network.legacy.port(),
+                ),
+                Destination::Reply(SocketAddr::V4(a)) => {
+                    IpEndpoint::new(IpAddress::Ipv4(*a.ip()), a.port())
+                }
+                Destination::Reply(SocketAddr::V6(_)) => continue,
+            };
+            if let Err(e) = self.socket.send_to(&buf[..t.len], to).await {
+                // The protocol retransmits what matters.
+                self.send_failed = self.send_failed.wrapping_add(1);
+                debug!("send failed: {:?}", e);
+            }
+        }
+        while let Some(event) = self.peer.poll_event() {
+            if let Event::Shutdown { successor } = event {
+                self.shared.shutdown.signal(successor);
+            }
+            if self.shared.events.try_send(event).is_err() {
+                self.events_dropped = self.events_dropped.wrapping_add(1);
+            }
+        }
+        let status = Status {
+            state: self.peer.state(),
+            leader: self.peer.leader(),
+            stats: *self.peer.stats(),
+            send_failed: self.send_failed,
+            events_dropped: self.events_dropped,
+        };
+        self.shared.status.lock(|s| s.set(Some(status)));
+    }
+}
+
+fn socket_addr(endpoint: IpEndpoint) -> SocketAddr {
+    match endpoint.addr {
+        IpAddress::Ipv4(a) => SocketAddr::V4(SocketAddrV4::new(a, endpoint.port)),
+    }
+}

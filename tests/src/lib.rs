@@ -10,5 +10,6 @@ pub fn seeds() -> u32 {
     }
 }
 
+pub mod embassy;
 pub mod netns;
 pub mod process;

@@ -477,6 +477,16 @@ impl<const N: usize> Peer<N> {
                 Freshness::Reordered => matches!(body, Body::Ack(_)) && !entry.departed,
                 Freshness::Stale => false,
             };
+            // A predecessor repeats its goodbye until we acknowledge it: our first
+            // acknowledgement was lost, so send another.
+            let repeated_goodbye = entry.departed
+                && freshness != Freshness::Stale
+                && matches!(body, Body::Goodbye(g) if g.successor == Some(self.config.id));
+            if repeated_goodbye {
+                self.stats.accepted += 1;
+                self.queue_reply(source, header.sender, 0);
+                return;
+            }
             if !usable {
                 self.stats.dropped_stale += 1;
                 return;

@@ -34,7 +34,7 @@ struct Cli {
 enum Command {
     /// Run a service: signal it when a newer instance takes over (hand-over), or start
     /// it only while elected (failover).
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Show the peers on a group, live.
     Watch(watch::Args),
     /// Show a hand-over between two instances on loopback, step by step.
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::run(args, log).await,
+            Command::Run(args) => run::run(*args, log).await,
             Command::Watch(args) => watch::watch(args).await,
             Command::Demo(args) => demo::demo(args).await,
         }
