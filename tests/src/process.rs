@@ -44,6 +44,11 @@ pub fn fake_service() -> PathBuf {
     workspace_bin("handover-tests", "fake-service")
 }
 
+/// `handover-embassy` on a TAP device.
+pub fn embassy_peer() -> PathBuf {
+    workspace_bin("handover-tests", "embassy-peer")
+}
+
 /// `CLOCK_MONOTONIC` in microseconds, the clock of `t_us` in event lines.
 pub fn monotonic_us() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -62,13 +67,14 @@ pub struct Run {
 impl Run {
     /// Starts `handover --log-format json ARGS` in `ns`.
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
-        let mut child = ns
-            .command(handover_bin())
-            .args(["--log-format", "json"])
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn handover");
+        let mut cmd = ns.command(handover_bin());
+        cmd.args(["--log-format", "json"]).args(args);
+        Self::spawn(cmd)
+    }
+
+    /// Starts a command that prints JSON event lines on stderr.
+    pub fn spawn(mut cmd: std::process::Command) -> Self {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
