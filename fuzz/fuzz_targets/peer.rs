@@ -18,10 +18,16 @@ const SCOPE: u32 = wire::scope_id(b"fuzz");
 #[derive(Debug, Arbitrary)]
 enum Op {
     /// Raw bytes from the network.
-    Raw { from: u8, bytes: Vec<u8> },
+    Raw {
+        from: u8,
+        bytes: Vec<u8>,
+    },
     /// A v2 body in the peer's scope, tagged with the group key when there is one:
     /// what an honest (or compromised) member can send.
-    Member { from: u8, body: Vec<u8> },
+    Member {
+        from: u8,
+        body: Vec<u8>,
+    },
     /// Time passes.
     Advance(u32),
     /// Timers fire if due.

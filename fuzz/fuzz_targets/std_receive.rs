@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
         let mut peer = Peer::<32>::new(proto, Instant::ZERO).expect("valid");
         peer.handle_datagram(Instant::from_micros(1), from, data);
         let mut buf = [0u8; handover_proto::wire::MAX_DATAGRAM];
-        while peer.poll_transmit(Instant::from_micros(1), &mut buf).is_some() {}
+        while peer
+            .poll_transmit(Instant::from_micros(1), &mut buf)
+            .is_some()
+        {}
         while peer.poll_event().is_some() {}
         assert_eq!(peer.stats().received, 1);
     }

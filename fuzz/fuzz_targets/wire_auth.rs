@@ -19,18 +19,31 @@ struct Input<'a> {
 fuzz_target!(|input: Input<'_>| {
     if let Ok(frame) = Frame::parse(input.bytes) {
         if let Some(tag) = frame.tag {
-            assert!(!auth::verify(&KEY, frame.covered, tag), "forged tag accepted");
+            assert!(
+                !auth::verify(&KEY, frame.covered, tag),
+                "forged tag accepted"
+            );
         }
         // Tag what was decoded, then tamper with one byte.
         let mut buf = [0u8; handover_proto::wire::MAX_DATAGRAM];
-        let n = frame.packet.emit_tagged(&KEY, &mut buf).expect("re-encodes");
+        let n = frame
+            .packet
+            .emit_tagged(&KEY, &mut buf)
+            .expect("re-encodes");
         let valid = Frame::parse(&buf[..n]).expect("decodes");
-        assert!(auth::verify(&KEY, valid.covered, valid.tag.expect("tagged")));
+        assert!(auth::verify(
+            &KEY,
+            valid.covered,
+            valid.tag.expect("tagged")
+        ));
         if input.flip != 0 {
             buf[input.flip_at % n] ^= input.flip;
             if let Ok(tampered) = Frame::parse(&buf[..n]) {
                 if let Some(tag) = tampered.tag {
-                    assert!(!auth::verify(&KEY, tampered.covered, tag), "tampering undetected");
+                    assert!(
+                        !auth::verify(&KEY, tampered.covered, tag),
+                        "tampering undetected"
+                    );
                 }
             }
         }

@@ -99,7 +99,10 @@ fuzz_target!(|input: Input| {
         None => packet.emit(&mut buf),
     };
     let Ok(n) = emitted else {
-        assert!(!packet.within_limits(), "a packet within the limits fits MAX_DATAGRAM");
+        assert!(
+            !packet.within_limits(),
+            "a packet within the limits fits MAX_DATAGRAM"
+        );
         return;
     };
     let frame = Frame::parse(&buf[..n]).expect("encoded packets decode");

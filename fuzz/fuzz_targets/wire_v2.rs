@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(frame) = Frame::parse(data) {
         assert!(frame.packet.within_limits());
         let mut buf = [0u8; MAX_DATAGRAM];
-        let n = frame.packet.emit(&mut buf).expect("a decoded packet re-encodes");
+        let n = frame
+            .packet
+            .emit(&mut buf)
+            .expect("a decoded packet re-encodes");
         assert_eq!(n, frame.packet.buffer_len());
         let again = Frame::parse(&buf[..n]).expect("re-encoded packet decodes");
         assert_eq!(again.packet, frame.packet);

@@ -14,7 +14,7 @@
 //! let (handover, runner) = handover_embassy::new::<_, 8>(
 //!     stack, BUFFERS.init(Buffers::new()), &SHARED, config, Network::default(),
 //! )?;
-//! spawner.spawn(handover_task(runner))?;    // async fn handover_task(r) { r.run().await }
+//! spawner.spawn(handover_task(runner))?;    // async fn handover_task(mut r) { r.run().await }
 //! handover.ready().await;                   // claim
 //! let successor = handover.wait_shutdown().await;
 //! // ... stop the work ...
@@ -64,13 +64,20 @@ pub const QUEUE: usize = 4;
 /// does not keep up (a shutdown request is never lost: see [`Handover::wait_shutdown`]).
 pub const EVENT_QUEUE: usize = 8;
 
-/// The UDP socket's buffers: [`QUEUE`] datagrams of up to [`MAX_DATAGRAM`] bytes each
-/// way.
+/// The UDP socket's buffers ([`QUEUE`] datagrams of up to [`MAX_DATAGRAM`] bytes each
+/// way) and the runner's scratch space for one datagram each way.
 pub struct Buffers {
     rx_meta: [PacketMetadata; QUEUE],
     rx: [u8; QUEUE * MAX_DATAGRAM],
     tx_meta: [PacketMetadata; QUEUE],
     tx: [u8; QUEUE * MAX_DATAGRAM],
+    scratch: Scratch,
+}
+
+/// One datagram in, one out.
+struct Scratch {
+    rx: [u8; MAX_DATAGRAM],
+    tx: [u8; MAX_DATAGRAM],
 }
 
 impl Buffers {
@@ -81,6 +88,10 @@ impl Buffers {
             rx: [0; QUEUE * MAX_DATAGRAM],
             tx_meta: [PacketMetadata::EMPTY; QUEUE],
             tx: [0; QUEUE * MAX_DATAGRAM],
+            scratch: Scratch {
+                rx: [0; MAX_DATAGRAM],
+                tx: [0; MAX_DATAGRAM],
+            },
         }
     }
 }
@@ -260,6 +271,7 @@ impl core::error::Error for Error {}
 pub struct Runner<'a, M: RawMutex, const N: usize> {
     peer: Peer<N>,
     socket: UdpSocket<'a>,
+    scratch: &'a mut Scratch,
     shared: &'a Shared<M>,
     network: Network,
     epoch: embassy_time::Instant,
@@ -281,6 +293,7 @@ pub fn new<'a, M: RawMutex, const N: usize>(
         rx,
         tx_meta,
         tx,
+        scratch,
     } = buffers;
     let mut socket = UdpSocket::new(stack, rx_meta, rx, tx_meta, tx);
     socket.bind(network.port).map_err(|_| Error::Bind)?;
@@ -294,6 +307,7 @@ pub fn new<'a, M: RawMutex, const N: usize>(
     let runner = Runner {
         peer,
         socket,
+        scratch,
         shared,
         network,
         epoch: embassy_time::Instant::now(),
@@ -313,9 +327,9 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
         self.peer.stats()
     }
 
-    /// Drives the protocol until this instance has finished (after its goodbye).
-    pub async fn run(mut self) {
-        let mut rx = [0u8; MAX_DATAGRAM];
+    /// Drives the protocol until this instance has finished (after its goodbye). Takes
+    /// `&mut self` so that a task holding the runner does not store it twice.
+    pub async fn run(&mut self) {
         loop {
             self.flush().await;
             if self.peer.is_finished() {
@@ -336,7 +350,7 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
                 None => Timer::after_secs(3600),
             };
             match select3(
-                self.socket.recv_from(&mut rx),
+                self.socket.recv_from(&mut self.scratch.rx),
                 self.shared.commands.receive(),
                 timer,
             )
@@ -345,7 +359,7 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
                 Either3::First(Ok((n, meta))) => {
                     let now = self.now();
                     let from = socket_addr(meta.endpoint);
-                    self.peer.handle_datagram(now, from, &rx[..n]);
+                    self.peer.handle_datagram(now, from, &self.scratch.rx[..n]);
                 }
                 Either3::First(Err(_)) => {
                     // Longer than the largest valid datagram: dropped.
@@ -388,8 +402,8 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
     /// Sends what is queued, then hands events to the application.
     async fn flush(&mut self) {
         let now = self.now();
-        let mut buf = [0u8; MAX_DATAGRAM];
-        while let Some(t) = self.peer.poll_transmit(now, &mut buf) {
+        let buf = &mut self.scratch.tx;
+        while let Some(t) = self.peer.poll_transmit(now, buf) {
             let to = match t.destination {
                 Destination::Group => {
                     IpEndpoint::new(IpAddress::Ipv4(self.network.group), self.network.port)

@@ -63,10 +63,10 @@ where
     let shared_b = Shared::<NoopRawMutex>::new();
     let mut buffers_a = Buffers::new();
     let mut buffers_b = Buffers::new();
-    let (handle_a, peer_a) =
+    let (handle_a, mut peer_a) =
         handover_embassy::new::<_, 8>(stack_a, &mut buffers_a, &shared_a, a, Network::default())
             .unwrap();
-    let (handle_b, peer_b) =
+    let (handle_b, mut peer_b) =
         handover_embassy::new::<_, 8>(stack_b, &mut buffers_b, &shared_b, b, Network::default())
             .unwrap();
 

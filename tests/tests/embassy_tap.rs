@@ -58,12 +58,24 @@ fn embassy_hands_over_to_linux() {
     let ns = tap_namespace();
     let dir = scratch("e2l");
     let mut old = embassy(&ns, &[]);
-    assert!(old.saw("elected", WAIT), "embassy instance in charge: {:?}", old.seen);
+    assert!(
+        old.saw("elected", WAIT),
+        "embassy instance in charge: {:?}",
+        old.seen
+    );
     let mut new = linux(&ns, &dir, "new", &[]);
     assert!(new.saw("ready", WAIT));
-    assert!(old.saw("shutdown_requested", WAIT), "embassy yields: {:?}", old.seen);
+    assert!(
+        old.saw("shutdown_requested", WAIT),
+        "embassy yields: {:?}",
+        old.seen
+    );
     assert_eq!(old.wait(WAIT).and_then(|s| s.code()), Some(0));
-    assert!(new.saw("predecessor_done", WAIT), "Linux hears the goodbye: {:?}", new.seen);
+    assert!(
+        new.saw("predecessor_done", WAIT),
+        "Linux hears the goodbye: {:?}",
+        new.seen
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -76,10 +88,18 @@ fn linux_hands_over_to_embassy() {
     assert!(old.saw("ready", WAIT));
     std::thread::sleep(Duration::from_millis(300));
     let mut new = embassy(&ns, &[]);
-    assert!(old.saw("shutdown_requested", WAIT), "Linux yields: {:?}", old.seen);
+    assert!(
+        old.saw("shutdown_requested", WAIT),
+        "Linux yields: {:?}",
+        old.seen
+    );
     assert_eq!(old.wait(WAIT).and_then(|s| s.code()), Some(0));
     assert!(dir.join("complete").is_file());
-    assert!(new.saw("predecessor_done", WAIT), "embassy hears the goodbye: {:?}", new.seen);
+    assert!(
+        new.saw("predecessor_done", WAIT),
+        "embassy hears the goodbye: {:?}",
+        new.seen
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -90,11 +110,20 @@ fn failover_from_embassy_to_linux() {
     let dir = scratch("fe2l");
     let mut active = embassy(&ns, &["--failover", "200"]);
     assert!(active.saw("elected", WAIT));
-    let mut standby = linux(&ns, &dir, "standby", &["--mode", "failover", "--priority", "100"]);
+    let mut standby = linux(
+        &ns,
+        &dir,
+        "standby",
+        &["--mode", "failover", "--priority", "100"],
+    );
     assert!(standby.saw("peer_up", WAIT), "Linux hears the embassy peer");
     assert!(!standby.saw("elected", Duration::from_millis(500)));
     active.kill();
-    assert!(standby.saw("elected", WAIT), "Linux takes over: {:?}", standby.seen);
+    assert!(
+        standby.saw("elected", WAIT),
+        "Linux takes over: {:?}",
+        standby.seen
+    );
     assert!(standby.saw("child_started", WAIT));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -104,12 +133,25 @@ fn failover_from_linux_to_embassy() {
     require_netns!();
     let ns = tap_namespace();
     let dir = scratch("fl2e");
-    let mut active = linux(&ns, &dir, "active", &["--mode", "failover", "--priority", "200"]);
+    let mut active = linux(
+        &ns,
+        &dir,
+        "active",
+        &["--mode", "failover", "--priority", "200"],
+    );
     assert!(active.saw("elected", WAIT));
     let mut standby = embassy(&ns, &["--failover", "100"]);
-    assert!(standby.saw("peer_up", WAIT), "embassy hears Linux: {:?}", standby.seen);
+    assert!(
+        standby.saw("peer_up", WAIT),
+        "embassy hears Linux: {:?}",
+        standby.seen
+    );
     assert!(!standby.saw("elected", Duration::from_millis(500)));
     active.kill();
-    assert!(standby.saw("elected", WAIT), "embassy takes over: {:?}", standby.seen);
+    assert!(
+        standby.saw("elected", WAIT),
+        "embassy takes over: {:?}",
+        standby.seen
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

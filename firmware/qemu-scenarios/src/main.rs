@@ -78,7 +78,11 @@ impl Pair {
                     moved = true;
                     let other = 1 - i;
                     if self.alive[other] {
-                        self.peers[other].handle_datagram(self.now, addr(i as u8 + 1), &buf[..t.len]);
+                        self.peers[other].handle_datagram(
+                            self.now,
+                            addr(i as u8 + 1),
+                            &buf[..t.len],
+                        );
                     }
                 }
                 while let Some(e) = self.peers[i].poll_event() {
@@ -110,7 +114,9 @@ impl Pair {
                 Some(t) if t <= end => {
                     self.now = self.now.max(t);
                     for i in 0..2 {
-                        if self.alive[i] && self.peers[i].poll_timeout().is_some_and(|t| t <= self.now) {
+                        if self.alive[i]
+                            && self.peers[i].poll_timeout().is_some_and(|t| t <= self.now)
+                        {
                             self.peers[i].handle_timeout(self.now);
                         }
                     }
@@ -150,7 +156,10 @@ fn hand_over(keyed: bool) {
     check(pair.shutdown[0], "old told to shut down within 1 ms");
     pair.run_for(HEARTBEAT * 2);
     check(pair.peers[0].is_finished(), "old finished");
-    check(pair.predecessor_done[1], "new learns its predecessor is done");
+    check(
+        pair.predecessor_done[1],
+        "new learns its predecessor is done",
+    );
     check(pair.peers[1].state() == State::Active, "new active");
     check(!pair.shutdown[1], "new keeps running");
 }
@@ -162,8 +171,14 @@ fn failover() {
     check(pair.peers[0].ready(now).is_ok(), "active ready");
     check(pair.peers[1].ready(now).is_ok(), "standby ready");
     pair.run_for(HEARTBEAT * 10);
-    check(pair.peers[0].state() == State::Active, "priority 200 active");
-    check(pair.peers[1].state() == State::Standby, "priority 100 standby");
+    check(
+        pair.peers[0].state() == State::Active,
+        "priority 200 active",
+    );
+    check(
+        pair.peers[1].state() == State::Standby,
+        "priority 100 standby",
+    );
     pair.alive[0] = false;
     // Dead interval 3 × 100 ms + skew, plus a heartbeat.
     pair.run_for(HEARTBEAT * 5);
@@ -199,9 +214,13 @@ fn cost_per_heartbeat(keyed: bool) -> u32 {
     let mut handled = 0u32;
     for _ in 0..ROUNDS {
         // A fresh standby each round: repeated heartbeats would be dropped as replays.
-        let mut standby = P::new(config(2, fo, 100, keyed), Instant::ZERO).unwrap_or_else(|_| fail("peer"));
+        let mut standby =
+            P::new(config(2, fo, 100, keyed), Instant::ZERO).unwrap_or_else(|_| fail("peer"));
         let _ = standby.ready(now);
-        while standby.poll_transmit(now, &mut [0u8; MAX_DATAGRAM]).is_some() {}
+        while standby
+            .poll_transmit(now, &mut [0u8; MAX_DATAGRAM])
+            .is_some()
+        {}
         while standby.poll_event().is_some() {}
         for (d, len) in &datagrams {
             syst.clear_current();
@@ -237,7 +256,11 @@ fn main() -> ! {
     let plain = cost_per_heartbeat(false);
     let keyed = cost_per_heartbeat(true);
     hprintln!("cost: receive heartbeat ~{} instructions", plain);
-    hprintln!("cost: receive heartbeat with a key ~{} instructions (authentication ~{})", keyed, keyed.saturating_sub(plain));
+    hprintln!(
+        "cost: receive heartbeat with a key ~{} instructions (authentication ~{})",
+        keyed,
+        keyed.saturating_sub(plain)
+    );
     debug::exit(debug::EXIT_SUCCESS);
     loop {}
 }

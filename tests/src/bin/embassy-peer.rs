@@ -17,7 +17,10 @@ use handover_tests::process::monotonic_us;
 
 fn say(event: &str, fields: &str) {
     let sep = if fields.is_empty() { "" } else { "," };
-    eprintln!(r#"{{"t_us":{},"event":"{event}"{sep}{fields}}}"#, monotonic_us());
+    eprintln!(
+        r#"{{"t_us":{},"event":"{event}"{sep}{fields}}}"#,
+        monotonic_us()
+    );
 }
 
 fn main() {
@@ -40,13 +43,20 @@ fn main() {
     }
 
     let mut device = embassy_net_tuntap::TunTapDevice::new(tap).expect("open the TAP device");
-    let mac = [0x02, 0x48, address.octets()[1], address.octets()[2], address.octets()[3], 0x01];
+    let mac = [
+        0x02,
+        0x48,
+        address.octets()[1],
+        address.octets()[2],
+        address.octets()[3],
+        0x01,
+    ];
     device.set_hardware_address(mac);
     let mut resources = StackResources::<4>::new();
     let (stack, mut net) = embassy_net::new(device, ipv4(address.octets()), &mut resources, id);
     let shared = Shared::<NoopRawMutex>::new();
     let mut buffers = Buffers::new();
-    let (handover, runner) =
+    let (handover, mut runner) =
         handover_embassy::new::<_, 8>(stack, &mut buffers, &shared, config, Network::default())
             .expect("start handover");
     say("listening", &format!(r#""id":"{id:016x}""#));
@@ -57,7 +67,8 @@ fn main() {
         say("ready", "");
         loop {
             let fields = |id: Option<u64>| {
-                id.map(|id| format!(r#""id":"{id:016x}""#)).unwrap_or_default()
+                id.map(|id| format!(r#""id":"{id:016x}""#))
+                    .unwrap_or_default()
             };
             match handover.next_event().await {
                 Event::Shutdown { successor } => {

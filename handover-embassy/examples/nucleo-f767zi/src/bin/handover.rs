@@ -1,0 +1,80 @@
+//! A firmware service that hands over to its next version: flash the new version onto
+//! a second board on the same LAN (or run `handover run` on a Linux host with the same
+//! scope) and this one stops its work and says goodbye.
+#![no_std]
+#![no_main]
+
+use defmt::{info, unwrap, warn};
+use embassy_executor::Spawner;
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_time::Timer;
+use handover_embassy::{Buffers, Handover, Network, Runner, Shared};
+use handover_proto::{wire, Config, Event};
+use static_cell::StaticCell;
+use {defmt_rtt as _, panic_probe as _};
+
+/// Peers the table tracks.
+const PEERS: usize = 8;
+
+#[embassy_executor::task]
+async fn handover_task(mut runner: Runner<'static, CriticalSectionRawMutex, PEERS>) {
+    runner.run().await
+}
+
+#[embassy_executor::task]
+async fn log_events(handover: Handover<'static, CriticalSectionRawMutex>) {
+    loop {
+        match handover.next_event().await {
+            Event::PeerUp { id, .. } => info!("peer {=u64:x} up", id),
+            Event::PeerDown { id } => info!("peer {=u64:x} down", id),
+            Event::PredecessorDone { id } => info!("predecessor {=u64:x} has finished", id),
+            Event::LeaderChanged { id } => info!("leader: {:?}", id),
+            _ => {}
+        }
+    }
+}
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    let (stack, seed) = handover_example_nucleo_f767zi::network(spawner).await;
+
+    static SHARED: Shared<CriticalSectionRawMutex> = Shared::new();
+    static BUFFERS: StaticCell<Buffers> = StaticCell::new();
+    // The scope names the service; all its versions share it. No wall clock on this
+    // board: start time 0 ranks below any peer that knows the time, which is only a
+    // tie-breaker anyway.
+    let config = Config::new(
+        wire::scope_id(b"pump-controller"),
+        seed,
+        0,
+        seed.rotate_left(17),
+    );
+    let (handover, runner) = unwrap!(handover_embassy::new::<_, PEERS>(
+        stack,
+        BUFFERS.init(Buffers::new()),
+        &SHARED,
+        config,
+        Network::default(),
+    ));
+    spawner.spawn(unwrap!(handover_task(runner)));
+    spawner.spawn(unwrap!(log_events(handover)));
+
+    // The service is ready: claim.
+    handover.ready().await;
+    info!("ready and in charge");
+    let work = async {
+        loop {
+            // ... the service's work ...
+            Timer::after_millis(500).await;
+        }
+    };
+    let successor = embassy_futures::select::select(work, handover.wait_shutdown()).await;
+    if let embassy_futures::select::Either::Second(successor) = successor {
+        info!("superseded by {:?}: stopping", successor);
+    }
+    // ... stop the work, release what the successor needs ...
+    match handover.shutdown_complete().await {
+        Ok(()) => info!("hand-over complete"),
+        Err(e) => warn!("shutdown_complete refused in {:?}", e.state),
+    }
+}

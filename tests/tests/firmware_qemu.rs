@@ -1,0 +1,55 @@
+//! The protocol core on the real instruction set: builds the scenario firmware in
+//! `firmware/qemu-scenarios` for thumbv7em-none-eabihf and runs it on the emulated
+//! Cortex-M4 (qemu-system-arm, mps2-an386); the firmware exits with its verdict.
+
+use std::path::Path;
+use std::process::Command;
+
+fn available(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn scenarios_pass_on_the_emulated_cortex_m4() {
+    if !available("qemu-system-arm", "--version") {
+        eprintln!("skipped: qemu-system-arm is not installed (Debian: qemu-system-arm)");
+        return;
+    }
+    let targets = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !targets.contains("thumbv7em-none-eabihf") {
+        eprintln!("skipped: rustup target thumbv7em-none-eabihf is not installed");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/qemu-scenarios");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["run", "--release", "--quiet"])
+        .current_dir(&dir)
+        // The firmware has its own workspace and target: not this build's settings.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo run in firmware/qemu-scenarios");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "firmware failed:\n{stdout}\n{stderr}");
+    for scenario in [
+        "ok: hand-over",
+        "ok: failover",
+        "ok: hand-over with a group key",
+    ] {
+        assert!(
+            stdout.contains(scenario),
+            "missing {scenario:?} in:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("cost: receive heartbeat ~"), "{stdout}");
+}
