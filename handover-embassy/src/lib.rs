@@ -1,7 +1,7 @@
 //! The handover protocol on [embassy-net]: hand-over and failover for Cortex-M
 //! firmware, never allocating and never failing on the network.
 //!
-//! One task owns the [`Peer`](handover_proto::Peer) and its UDP socket ([`Runner`]);
+//! One task owns the [`Peer`] and its UDP socket ([`Runner`]);
 //! the application talks to it through a [`Handover`] handle backed by embassy-sync
 //! primitives in a [`Shared`] block. Both, and the socket's buffers ([`Buffers`]), live
 //! in `static`s (e.g. `StaticCell`), so the adapter's memory is fixed at link time.
