@@ -7,8 +7,7 @@ use core::time::Duration;
 use heapless::{String, Vec};
 
 use crate::time::Instant;
-use crate::wire::auth::{self, Key};
-use crate::wire::{MAX_ADDRESSES, MAX_NAME, TAG_LEN};
+use crate::wire::{Key, MAX_ADDRESSES, MAX_NAME};
 
 /// Shortest heartbeat interval accepted.
 pub const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
@@ -91,7 +90,14 @@ impl Auth {
 
     /// Whether `tag` is valid under the current key, or the previous one before its
     /// deadline.
-    pub(crate) fn verifies(&self, now: Instant, covered: &[u8], tag: &[u8; TAG_LEN]) -> bool {
+    #[cfg(feature = "auth")]
+    pub(crate) fn verifies(
+        &self,
+        now: Instant,
+        covered: &[u8],
+        tag: &[u8; crate::wire::TAG_LEN],
+    ) -> bool {
+        use crate::wire::auth;
         auth::verify(&self.key, covered, tag)
             || self
                 .previous
@@ -137,6 +143,9 @@ impl Config {
         if self.legacy && self.policy != Policy::HandOver {
             return Err(ConfigError::LegacyNeedsHandOver);
         }
+        if cfg!(not(feature = "auth")) && self.auth.is_some() {
+            return Err(ConfigError::AuthUnsupported);
+        }
         Ok(())
     }
 }
@@ -150,6 +159,8 @@ pub enum ConfigError {
     Heartbeat(Duration),
     /// `legacy` is set with the failover policy: handover-lib only knows hand-over.
     LegacyNeedsHandOver,
+    /// `auth` is set but the crate was built without its `auth` feature.
+    AuthUnsupported,
 }
 
 impl fmt::Display for ConfigError {
@@ -162,6 +173,9 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::LegacyNeedsHandOver => {
                 f.write_str("legacy: handover-lib interop needs the hand-over policy")
+            }
+            ConfigError::AuthUnsupported => {
+                f.write_str("auth: this build has no authentication (enable the `auth` feature)")
             }
         }
     }

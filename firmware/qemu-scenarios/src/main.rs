@@ -255,6 +255,7 @@ fn main() -> ! {
     hprintln!("ok: hand-over with a group key");
     let plain = cost_per_heartbeat(false);
     let keyed = cost_per_heartbeat(true);
+    hprintln!("size: Peer<8> is {} bytes on this target", core::mem::size_of::<Peer<8>>());
     hprintln!("cost: receive heartbeat ~{} instructions", plain);
     hprintln!(
         "cost: receive heartbeat with a key ~{} instructions (authentication ~{})",

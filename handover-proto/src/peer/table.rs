@@ -124,48 +124,86 @@ pub(crate) fn dead_interval(heartbeat_ms: u32, priority: u8) -> Duration {
     hb * 3 + hb * (256 - u32::from(priority)) / 256
 }
 
+/// The peers heard recently, and in the slots they leave free, senders recently
+/// forgotten with their last counters: their old datagrams replayed later are refused.
+/// A forgotten sender's slot is reused (oldest first) when a new peer needs it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Table<const N: usize> {
+    /// Live entries first (`..live`), then forgotten ones.
     entries: Vec<Entry, N>,
+    live: usize,
 }
 
 impl<const N: usize> Table<N> {
+    fn live(&self) -> &[Entry] {
+        &self.entries[..self.live]
+    }
+
     pub(crate) fn get(&self, id: u64) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.id() == id)
+        self.live().iter().find(|e| e.id() == id)
     }
 
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Entry> {
-        self.entries.iter_mut().find(|e| e.id() == id)
+        self.entries[..self.live].iter_mut().find(|e| e.id() == id)
     }
 
-    /// Adds an entry; gives it back if the table is full.
+    /// Adds an entry, in place of the forgotten sender heard longest ago if the table
+    /// is full; gives it back if every slot holds a live peer.
     pub(crate) fn insert(&mut self, entry: Entry) -> Result<&mut Entry, Entry> {
+        if self.entries.is_full() {
+            let oldest =
+                (self.live..self.entries.len()).min_by_key(|&i| self.entries[i].last_heard);
+            match oldest {
+                Some(i) => {
+                    self.entries.swap_remove(i);
+                }
+                None => return Err(entry),
+            }
+        }
         self.entries.push(entry)?;
+        // Move it from the end to the front of the forgotten region.
         let last = self.entries.len() - 1;
-        Ok(&mut self.entries[last])
+        self.entries.swap(self.live, last);
+        self.live += 1;
+        Ok(&mut self.entries[self.live - 1])
     }
 
+    /// Forgets a peer: it leaves the live entries, its counter is kept while there is
+    /// room.
     pub(crate) fn remove(&mut self, id: u64) -> Option<Entry> {
-        let at = self.entries.iter().position(|e| e.id() == id)?;
-        Some(self.entries.swap_remove(at))
+        let at = self.live().iter().position(|e| e.id() == id)?;
+        self.live -= 1;
+        self.entries.swap(at, self.live);
+        Some(self.entries[self.live])
+    }
+
+    /// The last counter of a forgotten sender.
+    pub(crate) fn forgotten_counter(&self, id: u64) -> Option<u64> {
+        self.entries[self.live..]
+            .iter()
+            .find(|e| e.id() == id)
+            .map(|e| e.counter)
+    }
+
+    /// Drops the memory of a forgotten sender that is back with newer datagrams.
+    pub(crate) fn unforget(&mut self, id: u64) {
+        if let Some(i) = (self.live..self.entries.len()).find(|&i| self.entries[i].id() == id) {
+            self.entries.swap_remove(i);
+        }
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.iter()
+        self.live().iter()
     }
 
     /// The entry that expires first.
     pub(crate) fn next_expiry(&self, own_priority: u8) -> Option<Instant> {
-        self.entries
-            .iter()
-            .map(|e| e.expires_at(own_priority))
-            .min()
+        self.iter().map(|e| e.expires_at(own_priority)).min()
     }
 
     /// The highest-ranked peer that announces itself active.
     pub(crate) fn leader(&self) -> Option<&Entry> {
-        self.entries
-            .iter()
+        self.iter()
             .filter(|e| e.role == Role::Active && !e.departed)
             .max_by_key(|e| e.rank())
     }
@@ -174,6 +212,33 @@ impl<const N: usize> Table<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forgotten_senders_keep_their_counter_until_the_slot_is_needed() {
+        let mut t = Table::<2>::default();
+        t.insert(Entry::new(1, Role::Active, Instant::from_millis(1), 10))
+            .unwrap();
+        t.insert(Entry::new(2, Role::Active, Instant::from_millis(2), 20))
+            .unwrap();
+        assert!(
+            t.insert(Entry::new(3, Role::Active, Instant::ZERO, 1))
+                .is_err(),
+            "full of live peers"
+        );
+        t.remove(1).unwrap();
+        assert!(t.get(1).is_none());
+        assert_eq!(t.iter().count(), 1);
+        assert_eq!(t.forgotten_counter(1), Some(10));
+        // A new peer takes the forgotten sender's slot.
+        t.insert(Entry::new(3, Role::Active, Instant::ZERO, 1))
+            .unwrap();
+        assert_eq!(t.forgotten_counter(1), None);
+        assert_eq!(t.iter().count(), 2);
+        t.remove(2).unwrap();
+        t.unforget(2);
+        assert_eq!(t.forgotten_counter(2), None);
+        assert_eq!(t.iter().map(Entry::id).collect::<Vec<_, 2>>(), [3]);
+    }
 
     #[test]
     fn replay_window_accepts_reordered_and_refuses_repeats() {

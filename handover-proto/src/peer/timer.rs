@@ -69,8 +69,9 @@ impl Timers {
 /// Exponential backoff for retransmissions: 10 ms, doubling up to a ceiling.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backoff {
-    delay: Duration,
-    ceiling: Duration,
+    // Whole milliseconds: the ceiling is a heartbeat, at most 60 s.
+    delay_ms: u32,
+    ceiling_ms: u32,
     pub(crate) attempts: u16,
 }
 
@@ -79,19 +80,20 @@ pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(10);
 
 impl Backoff {
     pub(crate) fn new(ceiling: Duration) -> Self {
+        let ceiling_ms = ceiling.as_millis().min(u128::from(u32::MAX)) as u32;
         Backoff {
-            delay: INITIAL_BACKOFF.min(ceiling),
-            ceiling,
+            delay_ms: (INITIAL_BACKOFF.as_millis() as u32).min(ceiling_ms),
+            ceiling_ms,
             attempts: 0,
         }
     }
 
     /// Counts an attempt and returns the delay before the next one.
     pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.delay;
-        self.delay = (self.delay * 2).min(self.ceiling);
+        let delay = self.delay_ms;
+        self.delay_ms = delay.saturating_mul(2).min(self.ceiling_ms);
         self.attempts = self.attempts.saturating_add(1);
-        delay
+        Duration::from_millis(u64::from(delay))
     }
 }
 

@@ -9,12 +9,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::TAG_LEN;
-
-/// Length of a group key.
-pub const KEY_LEN: usize = 32;
-
-/// A group key: 32 bytes shared by every peer of the group.
-pub type Key = [u8; KEY_LEN];
+pub use super::{Key, KEY_LEN};
 
 fn mac(key: &Key, covered: &[u8]) -> Hmac<Sha256> {
     // HMAC takes keys of any length: this cannot fail.

@@ -27,8 +27,15 @@
 //! documented limits (name length, address count, state length), so nothing downstream
 //! needs to check them again.
 
+#[cfg(feature = "auth")]
 pub mod auth;
 pub mod legacy;
+
+/// Length of a group key.
+pub const KEY_LEN: usize = 32;
+
+/// A group key: 32 bytes shared by every peer of the group.
+pub type Key = [u8; KEY_LEN];
 mod v2;
 
 pub use v2::{

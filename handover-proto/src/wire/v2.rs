@@ -231,6 +231,7 @@ impl Packet<'_> {
         Ok(2 + len)
     }
 
+    #[cfg(feature = "auth")]
     /// Writes the packet as a tagged v2 datagram ([`auth`](super::auth)) into `buf`;
     /// returns its length.
     pub fn emit_tagged(&self, key: &super::auth::Key, buf: &mut [u8]) -> Result<usize, EmitError> {
