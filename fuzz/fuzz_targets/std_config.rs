@@ -14,6 +14,7 @@ const VARIABLES: &[&str] = &[
     "NETWORK_INTERFACE",
     "SHUTDOWN_BROADCAST_ADDRESS",
     "SHUTDOWN_PORT",
+    "RESIN_SERVICE_KILL_ME_PATH",
 ];
 
 #[derive(Debug, Arbitrary)]

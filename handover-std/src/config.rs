@@ -127,6 +127,7 @@ impl Config {
     /// | `BALENA_DEVICE_UUID`, `BALENA_SERVICE_NAME` | scope (`uuid/service`) and name |
     /// | `HANDOVER_SCOPE` | scope, overriding the above |
     /// | `BALENA_SERVICE_HANDOVER_COMPLETE_PATH` | complete file |
+    /// | `RESIN_SERVICE_KILL_ME_PATH` | the legacy complete file, written too |
     /// | `HANDOVER_NETWORK_MODE` (`bridge`/`host`), `NETWORK_INTERFACE` | network mode |
     /// | `SHUTDOWN_BROADCAST_ADDRESS`, `SHUTDOWN_PORT` | handover-lib's group and port |
     /// | `HANDOVER_KEY_FILE`, `HANDOVER_PREVIOUS_KEY_FILE` | group key and the one it replaces |
@@ -150,6 +151,12 @@ impl Config {
         };
         if let Some(path) = get("BALENA_SERVICE_HANDOVER_COMPLETE_PATH") {
             c.complete_files = vec![PathBuf::from(path)];
+        }
+        // Older supervisors look for the legacy name: write both.
+        if let Some(path) = get("RESIN_SERVICE_KILL_ME_PATH").map(PathBuf::from) {
+            if !c.complete_files.contains(&path) {
+                c.complete_files.push(path);
+            }
         }
         match get("HANDOVER_NETWORK_MODE").as_deref() {
             None | Some("bridge") => {}
@@ -262,12 +269,19 @@ mod tests {
             ("BALENA_DEVICE_UUID", "abc123"),
             ("BALENA_SERVICE_NAME", "api"),
             ("BALENA_SERVICE_HANDOVER_COMPLETE_PATH", "/tmp/x/done"),
+            ("RESIN_SERVICE_KILL_ME_PATH", "/tmp/resin/resin-kill-me"),
             ("HANDOVER_NETWORK_MODE", "host"),
         ]))
         .unwrap();
         assert_eq!(c.scope, "abc123/api");
         assert_eq!(c.name, "api");
-        assert_eq!(c.complete_files, vec![PathBuf::from("/tmp/x/done")]);
+        assert_eq!(
+            c.complete_files,
+            vec![
+                PathBuf::from("/tmp/x/done"),
+                PathBuf::from("/tmp/resin/resin-kill-me")
+            ]
+        );
         assert_eq!(
             c.network,
             NetworkMode::Host {
