@@ -108,6 +108,14 @@ impl Handover {
         self.events.subscribe()
     }
 
+    /// Events from now on, as a stream. A reader more than 256 events behind skips
+    /// the oldest; the status ([`wait_for`](Self::wait_for)) never misses a change.
+    pub fn events(&self) -> impl tokio_stream::Stream<Item = Event> + Send + 'static {
+        use tokio_stream::StreamExt;
+        tokio_stream::wrappers::BroadcastStream::new(self.events.subscribe())
+            .filter_map(|e| e.ok())
+    }
+
     /// The current status.
     pub fn status(&self) -> Status {
         self.status.borrow().clone()

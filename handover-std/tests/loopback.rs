@@ -53,7 +53,7 @@ async fn newer_instance_takes_over_on_loopback() {
     let new = Handover::start(config(port, &scope, &complete))
         .await
         .unwrap();
-    let mut new_events = new.subscribe();
+    let mut new_events = Box::pin(new.events());
     let started = std::time::Instant::now();
     new.ready().unwrap();
     tokio::time::timeout(Duration::from_secs(2), old.shutdown_requested())
@@ -64,8 +64,8 @@ async fn newer_instance_takes_over_on_loopback() {
     assert!(complete.is_file(), "complete file written");
     let done = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
-            if let Ok(Event::Protocol(handover_proto::Event::PredecessorDone { .. })) =
-                new_events.recv().await
+            if let Some(Event::Protocol(handover_proto::Event::PredecessorDone { .. })) =
+                tokio_stream::StreamExt::next(&mut new_events).await
             {
                 break;
             }
