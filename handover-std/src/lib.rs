@@ -112,8 +112,7 @@ impl Handover {
     /// the oldest; the status ([`wait_for`](Self::wait_for)) never misses a change.
     pub fn events(&self) -> impl tokio_stream::Stream<Item = Event> + Send + 'static {
         use tokio_stream::StreamExt;
-        tokio_stream::wrappers::BroadcastStream::new(self.events.subscribe())
-            .filter_map(|e| e.ok())
+        tokio_stream::wrappers::BroadcastStream::new(self.events.subscribe()).filter_map(|e| e.ok())
     }
 
     /// The current status.

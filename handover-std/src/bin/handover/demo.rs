@@ -167,6 +167,6 @@ pub async fn demo(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ms(latencies[latencies.len() / 2]),
         ms(latencies[latencies.len() - 1]),
     );
-    println!("(handover-lib needs a 1 s status broadcast and 10 s per lost datagram)");
+    println!("(handover-lib sends one datagram when ready and repeats it every 10 s: each lost one costs 10 s)");
     Ok(ExitCode::SUCCESS)
 }
