@@ -13,3 +13,34 @@ pub fn seeds() -> u32 {
 pub mod embassy;
 pub mod netns;
 pub mod process;
+
+/// A claim an attacker forges: the highest priority and generation, so that it
+/// outranks every honest peer of `scope`.
+pub fn forged_claim(
+    scope: u32,
+    sender: u64,
+    counter: u64,
+) -> handover_proto::wire::Packet<'static> {
+    use handover_proto::wire::{Announce, Body, Header, Packet, Rank, Role};
+    Packet {
+        header: Header {
+            scope,
+            sender,
+            counter,
+        },
+        body: Body::Announce(Announce {
+            role: Role::Claiming,
+            rank: Rank {
+                priority: 255,
+                generation: u32::MAX,
+                start_ms: i64::MAX,
+            },
+            ready_ms: 0,
+            heartbeat_ms: 100,
+            claim_heard: None,
+            name: "",
+            addresses: &[],
+            state: &[],
+        }),
+    }
+}

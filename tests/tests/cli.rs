@@ -396,15 +396,13 @@ fn junk_is_counted_and_hand_over_still_works() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn failover_standby_starts_the_service_after_kill_9() {
-    require_netns!();
-    let ns = Netns::new();
-    let dir = scratch("failover");
+/// `handover run --mode failover` around the fake service: an active instance
+/// (priority 200) and a standby (100) that has heard it.
+fn failover_pair(ns: &Netns, dir: &std::path::Path) -> (Run, Run) {
     let complete = dir.join("handover-complete");
     let failover = |prio: &'static str| ["--mode", "failover", "--priority", prio];
     let mut active = start(
-        &ns,
+        ns,
         &run_args(
             "lo",
             "svc",
@@ -419,7 +417,7 @@ fn failover_standby_starts_the_service_after_kill_9() {
         "the service runs while active"
     );
     let mut standby = start(
-        &ns,
+        ns,
         &run_args(
             "lo",
             "svc",
@@ -429,6 +427,15 @@ fn failover_standby_starts_the_service_after_kill_9() {
         ),
     );
     assert!(standby.saw("peer_up", WAIT), "standby hears the active one");
+    (active, standby)
+}
+
+#[test]
+fn failover_standby_starts_the_service_after_kill_9() {
+    require_netns!();
+    let ns = Netns::new();
+    let dir = scratch("failover");
+    let (mut active, mut standby) = failover_pair(&ns, &dir);
     assert!(
         !standby.saw("child_started", Duration::from_millis(500)),
         "cold standby"
@@ -461,30 +468,7 @@ fn failover_service_death_hands_over_and_exits_non_zero() {
     require_netns!();
     let ns = Netns::new();
     let dir = scratch("failover-death");
-    let complete = dir.join("handover-complete");
-    let failover = |prio: &'static str| ["--mode", "failover", "--priority", prio];
-    let mut active = start(
-        &ns,
-        &run_args(
-            "lo",
-            "svc",
-            &complete,
-            &dir.join("active"),
-            &failover("200"),
-        ),
-    );
-    assert!(active.saw("child_started", WAIT));
-    let mut standby = start(
-        &ns,
-        &run_args(
-            "lo",
-            "svc",
-            &complete,
-            &dir.join("standby"),
-            &failover("100"),
-        ),
-    );
-    assert!(standby.saw("peer_up", WAIT));
+    let (mut active, mut standby) = failover_pair(&ns, &dir);
     // The active service dies (its pid is in its mark file).
     assert!(eventually(WAIT, || !marks(&dir.join("active")).is_empty()));
     let text = std::fs::read_to_string(dir.join("active")).unwrap();
@@ -507,7 +491,7 @@ fn failover_service_death_hands_over_and_exits_non_zero() {
 
 #[test]
 fn keyed_peer_ignores_forged_and_replayed_datagrams() {
-    use handover_proto::wire::{self, Announce, Body, Header, Packet, Role};
+    use handover_proto::wire;
     require_netns!();
     let ns = Netns::new();
     let dir = scratch("keyed");
@@ -553,27 +537,7 @@ fn keyed_peer_ignores_forged_and_replayed_datagrams() {
         "every datagram is tagged"
     );
 
-    let forged = |counter| Packet {
-        header: Header {
-            scope: wire::scope_id(b"svc"),
-            sender: 0xbad,
-            counter,
-        },
-        body: Body::Announce(Announce {
-            role: Role::Claiming,
-            rank: wire::Rank {
-                priority: 255,
-                generation: u32::MAX,
-                start_ms: i64::MAX,
-            },
-            ready_ms: 0,
-            heartbeat_ms: 100,
-            claim_heard: None,
-            name: "",
-            addresses: &[],
-            state: &[],
-        }),
-    };
+    let forged = |counter| handover_tests::forged_claim(wire::scope_id(b"svc"), 0xbad, counter);
     let mut attacks = captured.clone();
     let n = forged(1).emit(&mut buf).unwrap();
     attacks.push(buf[..n].to_vec());

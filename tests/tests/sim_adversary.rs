@@ -22,29 +22,8 @@ fn node(sim: &mut Sim, auth: Option<Auth>) -> NodeId {
     sim.add_node(config)
 }
 
-/// A claim that outranks everything: the highest generation and priority.
 fn forged_claim(sender: u64, counter: u64) -> Packet<'static> {
-    Packet {
-        header: Header {
-            scope: SCOPE,
-            sender,
-            counter,
-        },
-        body: Body::Announce(Announce {
-            role: Role::Claiming,
-            rank: wire::Rank {
-                priority: 255,
-                generation: u32::MAX,
-                start_ms: i64::MAX,
-            },
-            ready_ms: 0,
-            heartbeat_ms: 100,
-            claim_heard: None,
-            name: "",
-            addresses: &[],
-            state: &[],
-        }),
-    }
+    handover_tests::forged_claim(SCOPE, sender, counter)
 }
 
 /// A hand-over from a to b, all of it captured; returns (a, b, captured datagrams).
