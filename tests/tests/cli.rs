@@ -53,6 +53,34 @@ fn run_args(
     args
 }
 
+/// A socket in `ns` on the group's `port` (shared, as handover-lib's is), reading with
+/// `timeout`: what an eavesdropper or a legacy peer hears.
+fn group_listener(ns: &Netns, port: u16, timeout: Duration) -> UdpSocket {
+    ns.enter(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
+            .unwrap();
+        s.join_multicast_v4(&GROUP, &Ipv4Addr::LOCALHOST).unwrap();
+        s.set_read_timeout(Some(timeout)).unwrap();
+        UdpSocket::from(s)
+    })
+}
+
+/// Sends `datagrams` to the group's `port` from inside `ns`, over loopback.
+fn send_to_group(ns: &Netns, port: u16, datagrams: &[Vec<u8>]) {
+    ns.enter(|| {
+        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        socket2::SockRef::from(&s)
+            .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
+            .unwrap();
+        for d in datagrams {
+            s.send_to(d, (GROUP, port)).unwrap();
+        }
+    });
+}
+
 fn start(ns: &Netns, args: &[String]) -> Run {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Run::start(ns, &args)
@@ -252,16 +280,7 @@ fn legacy_peer_yields_to_a_newer_v1_timestamp_and_sends_only_v1_to_1536() {
     let dir = scratch("legacy");
     let complete = dir.join("handover-complete");
     // A handover-lib listener on its port, opened before the peer starts.
-    let listener = ns.enter(|| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.set_reuse_port(true).unwrap();
-        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 1536).into())
-            .unwrap();
-        s.join_multicast_v4(&GROUP, &Ipv4Addr::LOCALHOST).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        UdpSocket::from(s)
-    });
+    let listener = group_listener(&ns, 1536, Duration::from_millis(50));
     let mut peer = start(
         &ns,
         &run_args("lo", "svc", &complete, &dir.join("mark"), &["--legacy"]),
@@ -289,13 +308,7 @@ fn legacy_peer_yields_to_a_newer_v1_timestamp_and_sends_only_v1_to_1536() {
     let mut v1 = [0u8; 9];
     v1[0] = 0x01;
     v1[1..].copy_from_slice(&(now_ms + 5_000).to_be_bytes());
-    ns.enter(|| {
-        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        socket2::SockRef::from(&s)
-            .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
-            .unwrap();
-        s.send_to(&v1, (GROUP, 1536)).unwrap();
-    });
+    send_to_group(&ns, 1536, &[v1.to_vec()]);
     assert!(
         peer.saw("shutdown_requested", WAIT),
         "yields to the newer v1 peer"
@@ -318,15 +331,8 @@ fn junk_is_counted_and_hand_over_still_works() {
     assert!(old.saw("ready", WAIT));
 
     // A well-formed heartbeat of another scope, and the same truncated.
-    let foreign = ns.enter(|| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.set_reuse_port(true).unwrap();
-        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
-            .unwrap();
-        s.join_multicast_v4(&GROUP, &Ipv4Addr::LOCALHOST).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let s = UdpSocket::from(s);
+    let foreign = {
+        let s = group_listener(&ns, port, Duration::from_secs(2));
         let mut buf = [0u8; 2048];
         let (n, _) = s.recv_from(&mut buf).unwrap();
         let mut d = buf[..n].to_vec();
@@ -334,7 +340,7 @@ fn junk_is_counted_and_hand_over_still_works() {
         // foreign scope.
         d[2] ^= 0x55;
         d
-    });
+    };
     let mut random = [0u8; 64];
     for (i, b) in random.iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(97).wrapping_add(13);
@@ -347,15 +353,7 @@ fn junk_is_counted_and_hand_over_still_works() {
         foreign.clone(),
         vec![0x02, 0, 0, 0, 0, 0, 0, 0, 0],
     ];
-    ns.enter(|| {
-        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        socket2::SockRef::from(&s)
-            .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
-            .unwrap();
-        for d in &junk {
-            s.send_to(d, (GROUP, port)).unwrap();
-        }
-    });
+    send_to_group(&ns, port, &junk);
     std::thread::sleep(Duration::from_millis(200));
     assert!(old.is_running(), "still running after the junk");
     assert!(!old.saw("shutdown_requested", Duration::ZERO));
@@ -502,16 +500,7 @@ fn keyed_peer_ignores_forged_and_replayed_datagrams() {
     let port = 1538;
 
     // The eavesdropper listens from the start.
-    let tap = ns.enter(|| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.set_reuse_port(true).unwrap();
-        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
-            .unwrap();
-        s.join_multicast_v4(&GROUP, &Ipv4Addr::LOCALHOST).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        UdpSocket::from(s)
-    });
+    let tap = group_listener(&ns, port, Duration::from_millis(20));
     let mut p = start(
         &ns,
         &run_args("lo", "svc", &complete, &dir.join("p"), &keyed),
@@ -543,15 +532,7 @@ fn keyed_peer_ignores_forged_and_replayed_datagrams() {
     attacks.push(buf[..n].to_vec());
     let n = forged(2).emit_tagged(&[0x3d; 32], &mut buf).unwrap();
     attacks.push(buf[..n].to_vec());
-    ns.enter(|| {
-        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        socket2::SockRef::from(&s)
-            .set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
-            .unwrap();
-        for d in &attacks {
-            s.send_to(d, (GROUP, port)).unwrap();
-        }
-    });
+    send_to_group(&ns, port, &attacks);
     assert!(
         !r.saw("shutdown_requested", Duration::from_millis(500)),
         "r keeps running"

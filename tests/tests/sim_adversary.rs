@@ -7,7 +7,7 @@ use core::time::Duration;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use handover_proto::sim::{Network, NodeId, Sim, SCOPE};
-use handover_proto::wire::{self, auth::Key, Announce, Body, Header, Packet, Role};
+use handover_proto::wire::{self, auth::Key, Body, Packet, Role};
 use handover_proto::{Auth, Event, Instant, State};
 use handover_tests::seeds;
 use proptest::prelude::*;
