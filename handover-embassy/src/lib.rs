@@ -52,6 +52,7 @@ use embassy_net::{IpAddress, IpEndpoint, Stack};
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::channel::Channel;
+use embassy_sync::pubsub::{PubSubChannel, Subscriber, WaitResult};
 use embassy_sync::signal::Signal;
 use embassy_time::Timer;
 use handover_proto::wire::{self, MAX_DATAGRAM, MAX_STATE};
@@ -60,9 +61,14 @@ use heapless::Vec;
 
 /// Datagrams the socket buffers in each direction.
 pub const QUEUE: usize = 4;
-/// Events buffered for the application; further ones are dropped and counted when it
-/// does not keep up (a shutdown request is never lost: see [`Handover::wait_shutdown`]).
-pub const EVENT_QUEUE: usize = 8;
+/// Events buffered for each subscriber; one that falls further behind loses the
+/// oldest (counted in [`Events::missed`]). A shutdown request is never lost: see
+/// [`Handover::wait_shutdown`].
+pub const EVENT_QUEUE: usize = 4;
+/// Event subscribers a [`Shared`] block allows at once.
+pub const EVENT_SUBSCRIBERS: usize = 2;
+
+type EventChannel<M> = PubSubChannel<M, Event, EVENT_QUEUE, EVENT_SUBSCRIBERS, 0>;
 
 /// The UDP socket's buffers ([`QUEUE`] datagrams of up to [`MAX_DATAGRAM`] bytes each
 /// way) and the runner's scratch space for one datagram each way.
@@ -145,15 +151,13 @@ pub struct Status {
     pub stats: Stats,
     /// Datagrams the stack refused to send (no route, buffer full).
     pub send_failed: u32,
-    /// Events dropped because the application did not drain them.
-    pub events_dropped: u32,
 }
 
 /// The state shared between the [`Runner`] and its [`Handover`] handle: put it in a
 /// `static`.
 pub struct Shared<M: RawMutex> {
     commands: Channel<M, Command, 2>,
-    events: Channel<M, Event, EVENT_QUEUE>,
+    events: EventChannel<M>,
     shutdown: Signal<M, Option<u64>>,
     /// Set when the goodbye is out (`Ok`) or `shutdown_complete`/`leave` was refused.
     finished: Signal<M, Result<(), StateError>>,
@@ -165,7 +169,7 @@ impl<M: RawMutex> Shared<M> {
     pub const fn new() -> Self {
         Shared {
             commands: Channel::new(),
-            events: Channel::new(),
+            events: PubSubChannel::new(),
             shutdown: Signal::new(),
             finished: Signal::new(),
             status: Mutex::new(Cell::new(None)),
@@ -227,19 +231,53 @@ impl<'a, M: RawMutex> Handover<'a, M> {
         Ok(())
     }
 
-    /// The next event (failover and election events included).
-    pub async fn next_event(&self) -> Event {
-        self.shared.events.receive().await
-    }
-
-    /// The next event if one is waiting.
-    pub fn try_event(&self) -> Option<Event> {
-        self.shared.events.try_receive().ok()
+    /// A subscription to the events from now on (failover and election events
+    /// included); `None` if [`EVENT_SUBSCRIBERS`] are already taken. Subscribe before
+    /// [`ready`](Self::ready) to see every event.
+    pub fn events(&self) -> Option<Events<'a, M>> {
+        let subscriber = self.shared.events.subscriber().ok()?;
+        Some(Events {
+            subscriber,
+            missed: 0,
+        })
     }
 
     /// The runner's latest status (`None` before it first ran).
     pub fn status(&self) -> Option<Status> {
         self.shared.status.lock(Cell::get)
+    }
+}
+
+/// A subscription to a peer's events, from [`Handover::events`].
+pub struct Events<'a, M: RawMutex> {
+    subscriber: Subscriber<'a, M, Event, EVENT_QUEUE, EVENT_SUBSCRIBERS, 0>,
+    missed: u64,
+}
+
+impl<M: RawMutex> Events<'_, M> {
+    /// The next event.
+    pub async fn next(&mut self) -> Event {
+        loop {
+            match self.subscriber.next_message().await {
+                WaitResult::Message(event) => return event,
+                WaitResult::Lagged(n) => self.missed += n,
+            }
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_next(&mut self) -> Option<Event> {
+        loop {
+            match self.subscriber.try_next_message()? {
+                WaitResult::Message(event) => return Some(event),
+                WaitResult::Lagged(n) => self.missed += n,
+            }
+        }
+    }
+
+    /// Events this subscriber lost by falling more than [`EVENT_QUEUE`] behind.
+    pub fn missed(&self) -> u64 {
+        self.missed
     }
 }
 
@@ -276,7 +314,6 @@ pub struct Runner<'a, M: RawMutex, const N: usize> {
     network: Network,
     epoch: embassy_time::Instant,
     send_failed: u32,
-    events_dropped: u32,
 }
 
 /// Opens the socket on `stack`, joins the group and creates the peer.
@@ -312,7 +349,6 @@ pub fn new<'a, M: RawMutex, const N: usize>(
         network,
         epoch: embassy_time::Instant::now(),
         send_failed: 0,
-        events_dropped: 0,
     };
     Ok((Handover { shared }, runner))
 }
@@ -427,16 +463,17 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
             if let Event::Shutdown { successor } = event {
                 self.shared.shutdown.signal(successor);
             }
-            if self.shared.events.try_send(event).is_err() {
-                self.events_dropped = self.events_dropped.wrapping_add(1);
-            }
+            // A slow subscriber loses its oldest event, never the newest.
+            self.shared
+                .events
+                .immediate_publisher()
+                .publish_immediate(event);
         }
         let status = Status {
             state: self.peer.state(),
             leader: self.peer.leader(),
             stats: *self.peer.stats(),
             send_failed: self.send_failed,
-            events_dropped: self.events_dropped,
         };
         self.shared.status.lock(|s| s.set(Some(status)));
     }

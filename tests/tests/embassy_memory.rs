@@ -9,7 +9,7 @@ use embassy_futures::select::{select, Either};
 use embassy_net::StackResources;
 use embassy_net_driver_channel as ch;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
-use handover_embassy::{Buffers, Handover, Network, Shared};
+use handover_embassy::{Buffers, Events, Handover, Network, Shared};
 use handover_proto::{wire, Config, Event, Policy, State};
 use handover_tests::embassy::{cable, ipv4, MTU};
 
@@ -23,9 +23,12 @@ fn config(id: u64, policy: Policy, priority: u8) -> Config {
     c
 }
 
-async fn next(h: &Handover<'_, NoopRawMutex>, f: impl Fn(&Event) -> bool) -> Event {
+/// An instance in a scenario: its handle and its subscription to events.
+type Instance<'a> = (Handover<'a, NoopRawMutex>, Events<'a, NoopRawMutex>);
+
+async fn next(events: &mut Events<'_, NoopRawMutex>, f: impl Fn(&Event) -> bool) -> Event {
     loop {
-        let e = h.next_event().await;
+        let e = events.next().await;
         if f(&e) {
             return e;
         }
@@ -37,7 +40,7 @@ async fn next(h: &Handover<'_, NoopRawMutex>, f: impl Fn(&Event) -> bool) -> Eve
 /// each way, as a stack does while its neighbour's address is unresolved.
 fn two_stacks<F>(a: Config, b: Config, scenario: F)
 where
-    F: for<'a> AsyncFnOnce(Handover<'a, NoopRawMutex>, Handover<'a, NoopRawMutex>),
+    F: for<'a> AsyncFnOnce(Instance<'a>, Instance<'a>),
 {
     let mut state_a = ch::State::<MTU, 4, 4>::new();
     let mut state_b = ch::State::<MTU, 4, 4>::new();
@@ -75,7 +78,9 @@ where
         join(net_a.run(), net_b.run()),
     );
     let peers = join(peer_a.run(), peer_b.run());
-    let scenario = scenario(handle_a, handle_b);
+    let a = (handle_a, handle_a.events().unwrap());
+    let b = (handle_b, handle_b.events().unwrap());
+    let scenario = scenario(a, b);
     let timeout = embassy_time::Timer::after_secs(10);
     let all = select(select(network, peers), select(scenario, timeout));
     match embassy_futures::block_on(all) {
@@ -90,9 +95,9 @@ fn hand_over_between_two_stacks() {
     two_stacks(
         config(1, Policy::HandOver, 100),
         config(2, Policy::HandOver, 100),
-        async |old, new| {
+        async |(old, mut old_events), (new, mut new_events)| {
             old.ready().await;
-            next(&old, |e| matches!(e, Event::Elected)).await;
+            next(&mut old_events, |e| matches!(e, Event::Elected)).await;
             // The new instance has been listening for longer than the dead interval, so
             // its claim completes as soon as the old one acknowledges it. That unicast
             // acknowledgement is the first datagram between the two, and it is lost.
@@ -102,7 +107,10 @@ fn hand_over_between_two_stacks() {
             let successor = old.wait_shutdown().await;
             let latency = started.elapsed();
             old.shutdown_complete().await.unwrap();
-            next(&new, |e| matches!(e, Event::PredecessorDone { .. })).await;
+            next(&mut new_events, |e| {
+                matches!(e, Event::PredecessorDone { .. })
+            })
+            .await;
             // Wait until the new instance is alone in charge.
             while new.status().map(|s| s.state) != Some(State::Active) {
                 embassy_time::Timer::after_millis(5).await;
@@ -136,17 +144,17 @@ fn failover_between_two_stacks() {
     two_stacks(
         config(1, failover, 200),
         config(2, failover, 100),
-        async |active, standby| {
+        async |(active, mut active_events), (standby, mut standby_events)| {
             active.ready().await;
-            next(&active, |e| matches!(e, Event::Elected)).await;
+            next(&mut active_events, |e| matches!(e, Event::Elected)).await;
             standby.ready().await;
-            next(&standby, |e| {
+            next(&mut standby_events, |e| {
                 matches!(e, Event::LeaderChanged { id: Some(1) })
             })
             .await;
             assert_eq!(standby.status().unwrap().state, State::Standby);
             active.leave().await.unwrap();
-            next(&standby, |e| matches!(e, Event::Elected)).await;
+            next(&mut standby_events, |e| matches!(e, Event::Elected)).await;
         },
     );
 }

@@ -61,6 +61,7 @@ fn main() {
             .expect("start handover");
     say("listening", &format!(r#""id":"{id:016x}""#));
 
+    let mut events = handover.events().expect("a subscriber");
     let app = async {
         stack.wait_config_up().await;
         handover.ready().await;
@@ -70,7 +71,7 @@ fn main() {
                 id.map(|id| format!(r#""id":"{id:016x}""#))
                     .unwrap_or_default()
             };
-            match handover.next_event().await {
+            match events.next().await {
                 Event::Shutdown { successor } => {
                     say("shutdown_requested", &fields(successor));
                     handover.shutdown_complete().await.expect("yielding");

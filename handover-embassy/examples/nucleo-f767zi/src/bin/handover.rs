@@ -8,7 +8,7 @@ use defmt::{info, unwrap, warn};
 use embassy_executor::Spawner;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_time::Timer;
-use handover_embassy::{Buffers, Handover, Network, Runner, Shared};
+use handover_embassy::{Buffers, Events, Network, Runner, Shared};
 use handover_proto::{wire, Config, Event};
 use static_cell::StaticCell;
 use {defmt_rtt as _, panic_probe as _};
@@ -16,15 +16,19 @@ use {defmt_rtt as _, panic_probe as _};
 /// Peers the table tracks.
 const PEERS: usize = 8;
 
+// Not an `async fn`: an async fn keeps its by-value arguments twice in its future,
+// and the runner is most of the task's memory.
 #[embassy_executor::task]
-async fn handover_task(mut runner: Runner<'static, CriticalSectionRawMutex, PEERS>) {
-    runner.run().await
+fn handover_task(
+    mut runner: Runner<'static, CriticalSectionRawMutex, PEERS>,
+) -> impl core::future::Future<Output = ()> {
+    async move { runner.run().await }
 }
 
 #[embassy_executor::task]
-async fn log_events(handover: Handover<'static, CriticalSectionRawMutex>) {
+async fn log_events(mut events: Events<'static, CriticalSectionRawMutex>) {
     loop {
-        match handover.next_event().await {
+        match events.next().await {
             Event::PeerUp { id, .. } => info!("peer {=u64:x} up", id),
             Event::PeerDown { id } => info!("peer {=u64:x} down", id),
             Event::PredecessorDone { id } => info!("predecessor {=u64:x} has finished", id),
@@ -57,7 +61,7 @@ async fn main(spawner: Spawner) {
         Network::default(),
     ));
     spawner.spawn(unwrap!(handover_task(runner)));
-    spawner.spawn(unwrap!(log_events(handover)));
+    spawner.spawn(unwrap!(log_events(unwrap!(handover.events()))));
 
     // The service is ready: claim.
     handover.ready().await;
