@@ -95,7 +95,7 @@ fn receive_as(c: &mut Criterion, keyed: bool) {
                     }
                 }
                 let elapsed = start.elapsed();
-                assert_eq!(standby.stats().accepted, iters + 1);
+                assert_eq!(u64::from(standby.stats().accepted), iters + 1);
                 elapsed
             })
         },

@@ -4,74 +4,80 @@ use crate::wire::DecodeError;
 
 /// Counters kept by a [`Peer`](crate::Peer); read them with
 /// [`Peer::stats`](crate::Peer::stats). Every datagram handed to the peer is either
-/// accepted or counted in exactly one `dropped_*` field.
+/// accepted or counted in exactly one `dropped_*` field. Counters are 32 bits (they
+/// live in a microcontroller's RAM) and wrap around.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub struct Stats {
     /// Datagrams handed in.
-    pub received: u64,
+    pub received: u32,
     /// Datagrams accepted and acted upon.
-    pub accepted: u64,
+    pub accepted: u32,
     /// Datagrams emitted (v2 and legacy).
-    pub sent: u64,
+    pub sent: u32,
     /// Zero-length datagrams.
-    pub dropped_empty: u64,
+    pub dropped_empty: u32,
     /// First byte of no known format.
-    pub dropped_unknown_format: u64,
+    pub dropped_unknown_format: u32,
     /// handover-lib status messages (not used by this protocol).
-    pub dropped_legacy_status: u64,
+    pub dropped_legacy_status: u32,
     /// Shorter than the format requires.
-    pub dropped_truncated: u64,
+    pub dropped_truncated: u32,
     /// Longer than the format allows.
-    pub dropped_trailing: u64,
+    pub dropped_trailing: u32,
     /// Reserved flag bits set.
-    pub dropped_bad_flags: u64,
+    pub dropped_bad_flags: u32,
     /// Body that does not decode or exceeds a limit.
-    pub dropped_malformed: u64,
+    pub dropped_malformed: u32,
     /// Another scope's datagrams (other devices or services on the group).
-    pub dropped_foreign_scope: u64,
+    pub dropped_foreign_scope: u32,
     /// Without a tag on a group with a key.
-    pub dropped_unauthenticated: u64,
+    pub dropped_unauthenticated: u32,
     /// With a tag that does not verify under the group's keys: forged or corrupted.
-    pub dropped_bad_tag: u64,
+    pub dropped_bad_tag: u32,
     /// Our own datagrams, looped back by the network.
-    pub dropped_own: u64,
+    pub dropped_own: u32,
     /// Counter not above the last one from that sender: duplicate, reordered or
     /// replayed (also for senders recently forgotten).
-    pub dropped_stale: u64,
+    pub dropped_stale: u32,
     /// Acknowledgements addressed to another peer.
-    pub dropped_misdirected: u64,
+    pub dropped_misdirected: u32,
     /// Legacy v1 datagrams while legacy interop is off, or on a group with a key.
-    pub dropped_legacy_refused: u64,
+    pub dropped_legacy_refused: u32,
     /// Inputs refused because the adapter left too many events undrained.
-    pub dropped_backlog: u64,
+    pub dropped_backlog: u32,
     /// Acknowledgements not sent because the reply queue was full (the claimer retries).
-    pub dropped_replies: u64,
+    pub dropped_replies: u32,
     /// Datagrams not emitted because the caller's buffer was too small.
-    pub emit_failed: u64,
+    pub emit_failed: u32,
     /// New peers not tracked because the peer table was full.
-    pub table_full: u64,
+    pub table_full: u32,
 }
 
 impl Stats {
     /// Total datagrams dropped, whatever the reason.
     pub fn dropped(&self) -> u64 {
-        self.dropped_empty
-            + self.dropped_unknown_format
-            + self.dropped_legacy_status
-            + self.dropped_truncated
-            + self.dropped_trailing
-            + self.dropped_bad_flags
-            + self.dropped_malformed
-            + self.dropped_foreign_scope
-            + self.dropped_unauthenticated
-            + self.dropped_bad_tag
-            + self.dropped_own
-            + self.dropped_stale
-            + self.dropped_misdirected
-            + self.dropped_legacy_refused
-            + self.dropped_backlog
+        [
+            self.dropped_empty,
+            self.dropped_unknown_format,
+            self.dropped_legacy_status,
+            self.dropped_truncated,
+            self.dropped_trailing,
+            self.dropped_bad_flags,
+            self.dropped_malformed,
+            self.dropped_foreign_scope,
+            self.dropped_unauthenticated,
+            self.dropped_bad_tag,
+            self.dropped_own,
+            self.dropped_stale,
+            self.dropped_misdirected,
+            self.dropped_legacy_refused,
+            self.dropped_backlog,
+        ]
+        .iter()
+        .map(|&n| u64::from(n))
+        .sum()
     }
 
     pub(crate) fn count_decode_error(&mut self, e: DecodeError) {
@@ -84,6 +90,17 @@ impl Stats {
             DecodeError::BadFlags => &mut self.dropped_bad_flags,
             DecodeError::Malformed => &mut self.dropped_malformed,
         };
-        *counter += 1;
+        counter.bump();
+    }
+}
+
+/// Counting that wraps instead of overflowing.
+pub(crate) trait Bump {
+    fn bump(&mut self);
+}
+
+impl Bump for u32 {
+    fn bump(&mut self) {
+        *self = self.wrapping_add(1);
     }
 }
