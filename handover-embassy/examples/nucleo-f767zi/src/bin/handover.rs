@@ -53,13 +53,15 @@ async fn main(spawner: Spawner) {
         0,
         seed.rotate_left(17),
     );
-    let (handover, runner) = unwrap!(handover_embassy::new::<_, PEERS>(
+    let Ok((handover, runner)) = handover_embassy::new::<_, PEERS>(
         stack,
         BUFFERS.init(Buffers::new()),
         &SHARED,
         config,
         Network::default(),
-    ));
+    ) else {
+        defmt::panic!("handover: the configuration or the stack refused");
+    };
     spawner.spawn(unwrap!(handover_task(runner)));
     spawner.spawn(unwrap!(log_events(unwrap!(handover.events()))));
 
@@ -79,6 +81,6 @@ async fn main(spawner: Spawner) {
     // ... stop the work, release what the successor needs ...
     match handover.shutdown_complete().await {
         Ok(()) => info!("hand-over complete"),
-        Err(e) => warn!("shutdown_complete refused in {:?}", e.state),
+        Err(_) => warn!("shutdown_complete refused: not superseded"),
     }
 }
