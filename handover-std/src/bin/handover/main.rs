@@ -19,7 +19,7 @@ use crate::log::{Log, LogFormat};
 
 /// Hand-over, failover and leader election for services updated in place.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None, propagate_version = true)]
+#[command(version, propagate_version = true)]
 struct Cli {
     /// Log format: human-readable text, or one JSON object per line for each event
     /// (with `t_us`, a monotonic timestamp in microseconds).
