@@ -151,6 +151,9 @@ pub struct Status {
     pub stats: Stats,
     /// Datagrams the stack refused to send (no route, buffer full).
     pub send_failed: u32,
+    /// Datagrams received longer than the largest valid one ([`MAX_DATAGRAM`]):
+    /// dropped before the protocol sees them.
+    pub dropped_oversized: u32,
 }
 
 /// The state shared between the [`Runner`] and its [`Handover`] handle: put it in a
@@ -314,6 +317,7 @@ pub struct Runner<'a, M: RawMutex, const N: usize> {
     network: Network,
     epoch: embassy_time::Instant,
     send_failed: u32,
+    dropped_oversized: u32,
 }
 
 /// Opens the socket on `stack`, joins the group and creates the peer.
@@ -349,6 +353,7 @@ pub fn new<'a, M: RawMutex, const N: usize>(
         network,
         epoch: embassy_time::Instant::now(),
         send_failed: 0,
+        dropped_oversized: 0,
     };
     Ok((Handover { shared }, runner))
 }
@@ -398,7 +403,8 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
                     self.peer.handle_datagram(now, from, &self.scratch.rx[..n]);
                 }
                 Either3::First(Err(_)) => {
-                    // Longer than the largest valid datagram: dropped.
+                    // Longer than the largest valid datagram: dropped, and counted.
+                    self.dropped_oversized = self.dropped_oversized.wrapping_add(1);
                     trace!("oversized datagram dropped");
                 }
                 Either3::Second(cmd) => self.command(cmd),
@@ -474,6 +480,7 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
             leader: self.peer.leader(),
             stats: *self.peer.stats(),
             send_failed: self.send_failed,
+            dropped_oversized: self.dropped_oversized,
         };
         self.shared.status.lock(|s| s.set(Some(status)));
     }
