@@ -173,26 +173,19 @@ impl Config {
                 })
             }
         }
-        if let Some(addr) = get("SHUTDOWN_BROADCAST_ADDRESS") {
-            c.legacy_group = addr.parse().map_err(|_| ConfigError::Invalid {
-                setting: "SHUTDOWN_BROADCAST_ADDRESS",
-                value: addr,
-                expected: "an IPv4 address",
-            })?;
+        if let Some(group) = parse_var(&get, "SHUTDOWN_BROADCAST_ADDRESS", "an IPv4 address")? {
+            c.legacy_group = group;
         }
-        if let Some(port) = get("SHUTDOWN_PORT") {
-            c.legacy_port = port.parse().map_err(|_| ConfigError::Invalid {
-                setting: "SHUTDOWN_PORT",
-                value: port,
-                expected: "a UDP port (1-65535)",
-            })?;
+        if let Some(port) = parse_var(&get, "SHUTDOWN_PORT", "a UDP port (1-65535)")? {
+            c.legacy_port = port;
         }
-        if let Some(path) = get("HANDOVER_KEY_FILE") {
-            c.key = Some(Self::key_file("HANDOVER_KEY_FILE", path.as_ref())?);
-        }
-        if let Some(path) = get("HANDOVER_PREVIOUS_KEY_FILE") {
-            c.previous_key = Some(Self::key_file("HANDOVER_PREVIOUS_KEY_FILE", path.as_ref())?);
-        }
+        let key = |setting| {
+            get(setting)
+                .map(|path| Self::key_file(setting, path.as_ref()))
+                .transpose()
+        };
+        c.key = key("HANDOVER_KEY_FILE")?;
+        c.previous_key = key("HANDOVER_PREVIOUS_KEY_FILE")?;
         Ok(c)
     }
 
@@ -249,6 +242,24 @@ impl Config {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// The variable `setting` parsed, if set; the error names it and says what was
+/// `expected`.
+fn parse_var<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    setting: &'static str,
+    expected: &'static str,
+) -> Result<Option<T>, ConfigError> {
+    get(setting)
+        .map(|value| {
+            value.parse().map_err(|_| ConfigError::Invalid {
+                setting,
+                value,
+                expected,
+            })
+        })
+        .transpose()
 }
 
 #[cfg(test)]

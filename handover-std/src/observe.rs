@@ -53,7 +53,7 @@ pub struct Watcher {
 impl Watcher {
     /// Opens the sockets `config` describes.
     pub fn open(config: &Config) -> io::Result<Self> {
-        let sockets = transport::Sockets::open(config)?;
+        let sockets = transport::Listeners::open_passive(config)?;
         Ok(Watcher {
             group: UdpSocket::from_std(sockets.group)?,
             legacy: sockets.legacy.map(UdpSocket::from_std).transpose()?,

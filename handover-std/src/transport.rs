@@ -108,25 +108,47 @@ fn unicast_socket(iface: &Interface, device: Option<&str>) -> io::Result<UdpSock
     Ok(s.into())
 }
 
-impl Sockets {
-    pub(crate) fn open(config: &Config) -> io::Result<Self> {
-        let ifaces = interfaces(&config.network)?;
-        let device = match &config.network {
-            NetworkMode::Host { interface } => Some(interface.as_str()),
-            NetworkMode::Bridge => None,
-        };
-        let group = group_socket(config.group, config.port, &ifaces, device)?;
-        let unicast = unicast_socket(&ifaces[0], device)?;
+/// The receiving side only: the group socket, and handover-lib's in legacy mode.
+pub(crate) struct Listeners {
+    pub(crate) group: UdpSocket,
+    pub(crate) legacy: Option<UdpSocket>,
+}
+
+fn device(config: &Config) -> Option<&str> {
+    match &config.network {
+        NetworkMode::Host { interface } => Some(interface.as_str()),
+        NetworkMode::Bridge => None,
+    }
+}
+
+impl Listeners {
+    fn open(config: &Config, ifaces: &[Interface]) -> io::Result<Self> {
+        let device = device(config);
+        let group = group_socket(config.group, config.port, ifaces, device)?;
         let legacy = if config.legacy {
             Some(group_socket(
                 config.legacy_group,
                 config.legacy_port,
-                &ifaces,
+                ifaces,
                 device,
             )?)
         } else {
             None
         };
+        Ok(Listeners { group, legacy })
+    }
+
+    /// Opens the listening sockets `config` describes (a passive observer).
+    pub(crate) fn open_passive(config: &Config) -> io::Result<Self> {
+        Self::open(config, &interfaces(&config.network)?)
+    }
+}
+
+impl Sockets {
+    pub(crate) fn open(config: &Config) -> io::Result<Self> {
+        let ifaces = interfaces(&config.network)?;
+        let Listeners { group, legacy } = Listeners::open(config, &ifaces)?;
+        let unicast = unicast_socket(&ifaces[0], device(config))?;
         let addresses = ifaces
             .iter()
             .map(|i| i.address)
