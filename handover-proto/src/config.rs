@@ -40,7 +40,7 @@ pub struct Config {
     /// Scope id ([`wire::scope_id`](crate::wire::scope_id) of e.g. device + service):
     /// peers of other scopes on the same group are ignored.
     pub scope: u32,
-    /// This instance's id: random, unique per process start.
+    /// This instance's id: random, unique per process start, never 0 (reserved).
     pub id: u64,
     /// Wall-clock start time in ms since the Unix epoch. Used only as a tie-breaker
     /// between peers that never heard of each other, and in legacy announcements.
@@ -137,6 +137,9 @@ impl Config {
 
     /// Checks every setting; the error names the one at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == 0 {
+            return Err(ConfigError::ReservedId);
+        }
         if !(MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(&self.heartbeat) {
             return Err(ConfigError::Heartbeat(self.heartbeat));
         }
@@ -161,6 +164,8 @@ pub enum ConfigError {
     LegacyNeedsHandOver,
     /// `auth` is set but the crate was built without its `auth` feature.
     AuthUnsupported,
+    /// `id` is 0, which the protocol reserves for "nobody".
+    ReservedId,
 }
 
 impl fmt::Display for ConfigError {
@@ -174,6 +179,7 @@ impl fmt::Display for ConfigError {
             ConfigError::LegacyNeedsHandOver => {
                 f.write_str("legacy: handover-lib interop needs the hand-over policy")
             }
+            ConfigError::ReservedId => f.write_str("id: 0 is reserved; draw another"),
             ConfigError::AuthUnsupported => {
                 f.write_str("auth: this build has no authentication (enable the `auth` feature)")
             }

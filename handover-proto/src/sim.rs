@@ -186,7 +186,7 @@ impl Sim {
     /// start time is the simulated wall clock plus `wall_offset_ms`.
     pub fn config(&mut self, wall_offset_ms: i64) -> Config {
         let start_ms = self.wall_base_ms + (self.now.as_micros() / 1000) as i64 + wall_offset_ms;
-        let mut config = Config::new(SCOPE, self.random(), start_ms, self.random());
+        let mut config = Config::new(SCOPE, self.random().max(1), start_ms, self.random());
         config.heartbeat = self.heartbeat;
         config
     }

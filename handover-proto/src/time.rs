@@ -32,6 +32,18 @@ impl Instant {
         self.0
     }
 
+    /// `micros` microseconds later. The core keeps its intervals in `u32`
+    /// microseconds (at most 71 minutes; its longest is a 4-minute dead interval), so
+    /// its time arithmetic needs no 64-bit division on 32-bit targets.
+    pub(crate) fn add_micros(self, micros: u32) -> Instant {
+        Instant(self.0.saturating_add(u64::from(micros)))
+    }
+
+    /// Microseconds from `earlier` to `self`, zero if `earlier` is later.
+    pub(crate) fn micros_since(self, earlier: Instant) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
     /// Time elapsed from `earlier` to `self`, zero if `earlier` is later.
     pub fn saturating_since(self, earlier: Instant) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))

@@ -117,7 +117,9 @@ impl Driver {
         let start_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let proto = config.to_proto(random_u64(), start_ms, random_u64(), &sockets.addresses)?;
+        // Id 0 is reserved by the protocol.
+        let id = random_u64().max(1);
+        let proto = config.to_proto(id, start_ms, random_u64(), &sockets.addresses)?;
         let epoch = std::time::Instant::now();
         let peer = Peer::new(proto, Instant::ZERO).map_err(crate::ConfigError::from)?;
         let (cmd_tx, commands) = mpsc::unbounded_channel();

@@ -1,51 +1,48 @@
 //! The bounded table of peers heard recently.
 
-use core::time::Duration;
-
 use heapless::Vec;
 
 use crate::wire::Role;
 use crate::{Instant, Rank};
 
-/// What is known of one remote peer.
+/// What is known of one remote peer: 40 bytes, so that eight fit in 320.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Entry {
     // The rank, flattened so the small fields share padding.
     id: u64,
     start_ms: i64,
-    generation: u32,
-    priority: u8,
-    pub(crate) role: Role,
-    /// Its advertised heartbeat interval in ms (at most 60 000).
-    pub(crate) heartbeat_ms: u16,
-    pub(crate) last_heard: Instant,
     /// Highest counter accepted from it.
     pub(crate) counter: u64,
+    /// When it was last heard: microseconds since the table's epoch.
+    heard: u32,
+    generation: u32,
+    /// Its advertised heartbeat interval in ms (at most 60 000); 0 until it announces
+    /// itself (and so gets a `PeerUp`).
+    heartbeat_ms: u16,
     /// Which of the `WINDOW` counters below `counter` were seen (bit k: counter − 1 − k).
     window: u16,
-    /// The latest of our claim generations it acknowledged (0: none).
-    pub(crate) acked: u32,
-    /// Whether it announced itself (and so got a `PeerUp`).
-    pub(crate) announced: bool,
+    priority: u8,
+    pub(crate) role: Role,
     /// It said goodbye; kept until it expires so that repeated goodbyes are known.
     pub(crate) departed: bool,
+    /// It acknowledged our current claim generation.
+    pub(crate) acked: bool,
 }
 
 impl Entry {
-    pub(crate) fn new(id: u64, role: Role, now: Instant, counter: u64) -> Self {
+    pub(crate) fn new(id: u64, role: Role, heard: u32, counter: u64) -> Self {
         Entry {
             id,
             start_ms: 0,
+            counter,
+            heard,
             generation: 0,
+            heartbeat_ms: 0,
+            window: 0,
             priority: 0,
             role,
-            heartbeat_ms: 1000,
-            last_heard: now,
-            counter,
-            window: 0,
-            acked: 0,
-            announced: false,
             departed: false,
+            acked: false,
         }
     }
 
@@ -67,6 +64,21 @@ impl Entry {
         self.priority = rank.priority;
         self.generation = rank.generation;
         self.start_ms = rank.start_ms;
+    }
+
+    /// Whether it has announced itself (the first announcement brings a `PeerUp`).
+    pub(crate) fn announced(&self) -> bool {
+        self.heartbeat_ms != 0
+    }
+
+    /// Records its heartbeat interval, 10 ms to 60 s, from an announcement.
+    pub(crate) fn set_heartbeat_ms(&mut self, heartbeat_ms: u16) {
+        self.heartbeat_ms = heartbeat_ms.max(1);
+    }
+
+    /// Records that it was heard at `stamp` (from [`Table::stamp`]).
+    pub(crate) fn heard_at(&mut self, stamp: u32) {
+        self.heard = stamp;
     }
 
     /// Checks a datagram's counter against the anti-replay window and records it.
@@ -94,13 +106,6 @@ impl Entry {
         self.window |= bit;
         Freshness::Reordered
     }
-
-    /// When it counts as dead: VRRP's master-down interval, three of its heartbeats plus
-    /// a skew that grows as our priority falls, so the highest-priority standby reacts
-    /// first.
-    pub(crate) fn expires_at(&self, own_priority: u8) -> Instant {
-        self.last_heard + dead_interval(u32::from(self.heartbeat_ms), own_priority)
-    }
 }
 
 /// How many counters below the highest are still accepted if not seen before:
@@ -118,23 +123,87 @@ pub(crate) enum Freshness {
     Stale,
 }
 
-/// `3 × heartbeat + (256 − priority) × heartbeat / 256`.
-pub(crate) fn dead_interval(heartbeat_ms: u32, priority: u8) -> Duration {
-    let hb = Duration::from_millis(u64::from(heartbeat_ms));
-    hb * 3 + hb * (256 - u32::from(priority)) / 256
+/// `3 × heartbeat + (256 − priority) × heartbeat / 256`, in microseconds (at most
+/// 4 × 60 s, well within `u32`).
+pub(crate) fn dead_interval(heartbeat_us: u32, priority: u8) -> u32 {
+    let skew = (u64::from(heartbeat_us) * (256 - u64::from(priority))) >> 8;
+    heartbeat_us * 3 + skew as u32
 }
+
+/// How far `heard` stamps may run from the epoch before the epoch moves (2^31 µs,
+/// about 36 minutes), and how far back it moves to (2^30 µs, about 18 minutes: longer
+/// than any dead interval, so a stamp clamped to the new epoch is an expired one).
+const REBASE_AFTER: u64 = 1 << 31;
+const REBASE_TO: u64 = 1 << 30;
 
 /// The peers heard recently, and in the slots they leave free, senders recently
 /// forgotten with their last counters: their old datagrams replayed later are refused.
 /// A forgotten sender's slot is reused (oldest first) when a new peer needs it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Table<const N: usize> {
     /// Live entries first (`..live`), then forgotten ones.
     entries: Vec<Entry, N>,
     live: usize,
+    /// Origin of the entries' 32-bit `heard` stamps (half the size of an `Instant`).
+    epoch: Instant,
 }
 
 impl<const N: usize> Table<N> {
+    pub(crate) fn new(now: Instant) -> Self {
+        Table {
+            entries: Vec::new(),
+            live: 0,
+            epoch: now,
+        }
+    }
+
+    /// The origin of the stamps: the table's creation until the first rebase, after
+    /// that always more than a dead interval ago.
+    pub(crate) fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// Moves the epoch forward before stamps overflow. Call with every new `now`.
+    pub(crate) fn advance(&mut self, now: Instant) {
+        if now.micros_since(self.epoch) < REBASE_AFTER {
+            return;
+        }
+        let epoch = Instant::from_micros(now.as_micros() - REBASE_TO);
+        let shift = epoch.micros_since(self.epoch);
+        for e in self.entries.iter_mut() {
+            // Heard before the new epoch: long dead, and it stays the oldest.
+            e.heard = u64::from(e.heard).saturating_sub(shift) as u32;
+        }
+        self.epoch = epoch;
+    }
+
+    /// `now` as a stamp; `now` must have been passed to [`advance`](Self::advance).
+    pub(crate) fn stamp(&self, now: Instant) -> u32 {
+        now.micros_since(self.epoch).min(u64::from(u32::MAX)) as u32
+    }
+
+    /// When `entry` was last heard.
+    pub(crate) fn last_heard(&self, entry: &Entry) -> Instant {
+        self.epoch.add_micros(entry.heard)
+    }
+
+    /// When `entry` counts as dead: VRRP's master-down interval, three of its
+    /// heartbeats plus a skew that grows as our priority falls, so the highest-priority
+    /// standby reacts first. Until it announces its heartbeat, ours stands in.
+    pub(crate) fn expires_at(
+        &self,
+        entry: &Entry,
+        own_priority: u8,
+        own_heartbeat_us: u32,
+    ) -> Instant {
+        let heartbeat_us = match entry.heartbeat_ms {
+            0 => own_heartbeat_us,
+            ms => u32::from(ms) * 1000,
+        };
+        self.last_heard(entry)
+            .add_micros(dead_interval(heartbeat_us, own_priority))
+    }
+
     fn live(&self) -> &[Entry] {
         &self.entries[..self.live]
     }
@@ -147,23 +216,35 @@ impl<const N: usize> Table<N> {
         self.entries[..self.live].iter_mut().find(|e| e.id() == id)
     }
 
+    /// Swaps two slots (a `mem::swap` of disjoint halves, which needs no `memmove`).
+    fn swap(&mut self, a: usize, b: usize) {
+        let (low, high) = (a.min(b), a.max(b));
+        if low != high {
+            let (left, right) = self.entries.split_at_mut(high);
+            core::mem::swap(&mut left[low], &mut right[0]);
+        }
+    }
+
+    /// Drops slot `i`, the last one taking its place (heapless's `swap_remove` moves
+    /// with `memmove`, a kilobyte and a half of flash on Cortex-M).
+    fn swap_remove(&mut self, i: usize) {
+        self.swap(i, self.entries.len() - 1);
+        self.entries.pop();
+    }
+
     /// Adds an entry, in place of the forgotten sender heard longest ago if the table
     /// is full; gives it back if every slot holds a live peer.
     pub(crate) fn insert(&mut self, entry: Entry) -> Result<&mut Entry, Entry> {
         if self.entries.is_full() {
-            let oldest =
-                (self.live..self.entries.len()).min_by_key(|&i| self.entries[i].last_heard);
+            let oldest = (self.live..self.entries.len()).min_by_key(|&i| self.entries[i].heard);
             match oldest {
-                Some(i) => {
-                    self.entries.swap_remove(i);
-                }
+                Some(i) => self.swap_remove(i),
                 None => return Err(entry),
             }
         }
         self.entries.push(entry)?;
         // Move it from the end to the front of the forgotten region.
-        let last = self.entries.len() - 1;
-        self.entries.swap(self.live, last);
+        self.swap(self.live, self.entries.len() - 1);
         self.live += 1;
         Ok(&mut self.entries[self.live - 1])
     }
@@ -173,7 +254,7 @@ impl<const N: usize> Table<N> {
     pub(crate) fn remove(&mut self, id: u64) -> Option<Entry> {
         let at = self.live().iter().position(|e| e.id() == id)?;
         self.live -= 1;
-        self.entries.swap(at, self.live);
+        self.swap(at, self.live);
         Some(self.entries[self.live])
     }
 
@@ -188,7 +269,7 @@ impl<const N: usize> Table<N> {
     /// Drops the memory of a forgotten sender that is back with newer datagrams.
     pub(crate) fn unforget(&mut self, id: u64) {
         if let Some(i) = (self.live..self.entries.len()).find(|&i| self.entries[i].id() == id) {
-            self.entries.swap_remove(i);
+            self.swap_remove(i);
         }
     }
 
@@ -196,9 +277,18 @@ impl<const N: usize> Table<N> {
         self.live().iter()
     }
 
+    /// Forgets every acknowledgement: our claim generation changed.
+    pub(crate) fn clear_acks(&mut self) {
+        for e in self.entries.iter_mut() {
+            e.acked = false;
+        }
+    }
+
     /// The entry that expires first.
-    pub(crate) fn next_expiry(&self, own_priority: u8) -> Option<Instant> {
-        self.iter().map(|e| e.expires_at(own_priority)).min()
+    pub(crate) fn next_expiry(&self, own_priority: u8, own_heartbeat_us: u32) -> Option<Instant> {
+        self.iter()
+            .map(|e| self.expires_at(e, own_priority, own_heartbeat_us))
+            .min()
     }
 
     /// The highest-ranked peer that announces itself active.
@@ -215,14 +305,11 @@ mod tests {
 
     #[test]
     fn forgotten_senders_keep_their_counter_until_the_slot_is_needed() {
-        let mut t = Table::<2>::default();
-        t.insert(Entry::new(1, Role::Active, Instant::from_millis(1), 10))
-            .unwrap();
-        t.insert(Entry::new(2, Role::Active, Instant::from_millis(2), 20))
-            .unwrap();
+        let mut t = Table::<2>::new(Instant::ZERO);
+        t.insert(Entry::new(1, Role::Active, 1000, 10)).unwrap();
+        t.insert(Entry::new(2, Role::Active, 2000, 20)).unwrap();
         assert!(
-            t.insert(Entry::new(3, Role::Active, Instant::ZERO, 1))
-                .is_err(),
+            t.insert(Entry::new(3, Role::Active, 0, 1)).is_err(),
             "full of live peers"
         );
         t.remove(1).unwrap();
@@ -230,8 +317,7 @@ mod tests {
         assert_eq!(t.iter().count(), 1);
         assert_eq!(t.forgotten_counter(1), Some(10));
         // A new peer takes the forgotten sender's slot.
-        t.insert(Entry::new(3, Role::Active, Instant::ZERO, 1))
-            .unwrap();
+        t.insert(Entry::new(3, Role::Active, 0, 1)).unwrap();
         assert_eq!(t.forgotten_counter(1), None);
         assert_eq!(t.iter().count(), 2);
         t.remove(2).unwrap();
@@ -242,7 +328,7 @@ mod tests {
 
     #[test]
     fn replay_window_accepts_reordered_and_refuses_repeats() {
-        let mut e = Entry::new(1, Role::Active, Instant::ZERO, 10);
+        let mut e = Entry::new(1, Role::Active, 0, 10);
         assert_eq!(e.accept_counter(10), Freshness::Stale);
         assert_eq!(e.accept_counter(12), Freshness::Newest);
         assert_eq!(e.accept_counter(11), Freshness::Reordered);
@@ -260,11 +346,42 @@ mod tests {
     }
 
     #[test]
+    fn stamps_survive_a_rebase_and_old_ones_stay_expired() {
+        let mut t = Table::<2>::new(Instant::ZERO);
+        let heard = Instant::from_millis(5_000);
+        t.advance(heard);
+        t.insert(Entry::new(1, Role::Active, t.stamp(heard), 1))
+            .unwrap();
+        // A second peer heard just before the epoch has to move.
+        let recent = Instant::from_micros(REBASE_AFTER - 1);
+        t.advance(recent);
+        t.insert(Entry::new(2, Role::Active, t.stamp(recent), 1))
+            .unwrap();
+        assert_eq!(t.epoch(), Instant::ZERO);
+        // Days later, without a single call in between.
+        let later = Instant::from_millis(3 * 24 * 3600 * 1000);
+        t.advance(later);
+        assert!(t.epoch() > recent);
+        assert_eq!(t.stamp(later), REBASE_TO as u32);
+        for e in t.iter() {
+            // Clamped to the new epoch: older than any dead interval, never younger
+            // than it really is.
+            assert_eq!(t.last_heard(e), t.epoch());
+            assert!(t.expires_at(e, 0, 60_000_000) < later, "must count as dead");
+        }
+        // Within range nothing moves.
+        let soon = later.add_micros(1_000);
+        t.advance(soon);
+        assert_eq!(t.stamp(soon), REBASE_TO as u32 + 1_000);
+    }
+
+    #[test]
     fn dead_interval_follows_vrrp() {
-        let hb = 1000;
+        let hb = 1_000_000;
         // 3 s + (256 - 255) / 256 s
-        assert_eq!(dead_interval(hb, 255), Duration::from_nanos(3_003_906_250));
-        assert_eq!(dead_interval(hb, 0), Duration::from_secs(4));
+        assert_eq!(dead_interval(hb, 255), 3_003_906);
+        assert_eq!(dead_interval(hb, 0), 4_000_000);
+        assert_eq!(dead_interval(60_000_000, 0), 240_000_000);
         assert!(dead_interval(hb, 200) < dead_interval(hb, 100));
     }
 }

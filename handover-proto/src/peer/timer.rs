@@ -2,7 +2,6 @@
 //! deadline is the minimum of the table.
 
 use crate::Instant;
-use core::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Timer {
@@ -69,31 +68,31 @@ impl Timers {
 /// Exponential backoff for retransmissions: 10 ms, doubling up to a ceiling.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backoff {
-    // Whole milliseconds: the ceiling is a heartbeat, at most 60 s.
-    delay_ms: u32,
-    ceiling_ms: u32,
+    // Microseconds: the ceiling is a heartbeat, at most 60 s.
+    delay_us: u32,
+    ceiling_us: u32,
     pub(crate) attempts: u16,
 }
 
-/// First retransmission delay: short, so one lost datagram costs tens of milliseconds.
-pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(10);
+/// First retransmission delay in microseconds: short, so one lost datagram costs tens
+/// of milliseconds.
+pub(crate) const INITIAL_BACKOFF_US: u32 = 10_000;
 
 impl Backoff {
-    pub(crate) fn new(ceiling: Duration) -> Self {
-        let ceiling_ms = ceiling.as_millis().min(u128::from(u32::MAX)) as u32;
+    pub(crate) fn new(ceiling_us: u32) -> Self {
         Backoff {
-            delay_ms: (INITIAL_BACKOFF.as_millis() as u32).min(ceiling_ms),
-            ceiling_ms,
+            delay_us: INITIAL_BACKOFF_US.min(ceiling_us),
+            ceiling_us,
             attempts: 0,
         }
     }
 
-    /// Counts an attempt and returns the delay before the next one.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.delay_ms;
-        self.delay_ms = delay.saturating_mul(2).min(self.ceiling_ms);
+    /// Counts an attempt and returns the delay in microseconds before the next one.
+    pub(crate) fn next_delay(&mut self) -> u32 {
+        let delay = self.delay_us;
+        self.delay_us = delay.saturating_mul(2).min(self.ceiling_us);
         self.attempts = self.attempts.saturating_add(1);
-        Duration::from_millis(u64::from(delay))
+        delay
     }
 }
 
@@ -116,9 +115,9 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_ceiling() {
-        let mut b = Backoff::new(Duration::from_millis(50));
-        let delays: [u64; 4] = core::array::from_fn(|_| b.next_delay().as_millis() as u64);
-        assert_eq!(delays, [10, 20, 40, 50]);
+        let mut b = Backoff::new(50_000);
+        let delays: [u32; 4] = core::array::from_fn(|_| b.next_delay());
+        assert_eq!(delays, [10_000, 20_000, 40_000, 50_000]);
         assert_eq!(b.attempts, 4);
     }
 }

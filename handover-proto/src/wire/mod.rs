@@ -40,7 +40,7 @@ mod v2;
 
 pub use v2::{
     Ack, Announce, Body, Frame, Goodbye, Header, Packet, Rank, Role, MAGIC, MAX_ADDRESSES,
-    MAX_DATAGRAM, MAX_DATAGRAM_BASE, MAX_NAME, MAX_STATE, TAG_LEN,
+    MAX_DATAGRAM, MAX_DATAGRAM_BASE, MAX_NAME, MAX_READY_MS, MAX_STATE, TAG_LEN,
 };
 
 use core::fmt;
@@ -97,7 +97,7 @@ impl core::error::Error for DecodeError {}
 pub enum EmitError {
     /// The output buffer is too small; [`MAX_DATAGRAM`] always suffices.
     BufferTooSmall,
-    /// A field is beyond its documented limit.
+    /// A field is beyond its documented limit, or the sender is the reserved id 0.
     FieldTooLong,
 }
 

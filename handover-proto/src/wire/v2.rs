@@ -38,7 +38,7 @@ pub struct Header {
     /// Hash of the scope string ([`scope_id`](super::scope_id)); datagrams of another
     /// scope are ignored.
     pub scope: u32,
-    /// The sender's instance id.
+    /// The sender's instance id; never 0 (reserved: "nobody").
     pub sender: u64,
     /// A per-sender counter that grows with every datagram it sends.
     pub counter: u64,
@@ -57,6 +57,11 @@ pub struct Rank {
     /// The sender's wall-clock start time in ms since the Unix epoch (a tie-breaker only).
     pub start_ms: i64,
 }
+
+/// Where `ready_ms` stops growing: about 71.6 minutes (peers keep it in 32-bit
+/// microseconds). Only a claimer compares it, against a peer it hears during its claim;
+/// two peers both ready for longer are ordered by rank alone.
+pub const MAX_READY_MS: u32 = u32::MAX / 1000;
 
 /// The role a sender announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +85,8 @@ pub struct Announce<'a> {
     /// Rank of the sender.
     pub rank: Rank,
     /// Milliseconds since the sender became ready, on its own clock: lets a claimer
-    /// tell an earlier peer from a concurrent one without comparing clocks.
+    /// tell an earlier peer from a concurrent one without comparing clocks. Stops
+    /// growing at [`MAX_READY_MS`].
     pub ready_ms: u32,
     /// The sender's heartbeat interval in ms, from which receivers derive when to
     /// consider it dead.
@@ -202,17 +208,19 @@ impl<'a> Frame<'a> {
 }
 
 impl Packet<'_> {
-    /// True when every variable-length field is within its documented limit.
+    /// True when every variable-length field is within its documented limit and the
+    /// sender is not the reserved id 0.
     pub fn within_limits(&self) -> bool {
-        match &self.body {
-            Body::Announce(a) => {
-                a.name.len() <= MAX_NAME
-                    && a.addresses.len() % 4 == 0
-                    && a.addresses.len() <= 4 * MAX_ADDRESSES
-                    && a.state.len() <= MAX_STATE
+        self.header.sender != 0
+            && match &self.body {
+                Body::Announce(a) => {
+                    a.name.len() <= MAX_NAME
+                        && a.addresses.len() % 4 == 0
+                        && a.addresses.len() <= 4 * MAX_ADDRESSES
+                        && a.state.len() <= MAX_STATE
+                }
+                Body::Ack(_) | Body::Goodbye(_) => true,
             }
-            Body::Ack(_) | Body::Goodbye(_) => true,
-        }
     }
 
     /// Writes the packet as an untagged v2 datagram into `buf`; returns its length.

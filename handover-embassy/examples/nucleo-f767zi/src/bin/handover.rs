@@ -49,7 +49,7 @@ async fn main(spawner: Spawner) {
     // tie-breaker anyway.
     let config = Config::new(
         wire::scope_id(b"pump-controller"),
-        seed,
+        seed.max(1), // id 0 is reserved
         0,
         seed.rotate_left(17),
     );
