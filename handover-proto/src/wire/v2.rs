@@ -37,10 +37,13 @@ const ANNOUNCE_BASE_MAX: usize = 1 + 16 + 5 + 5 + 11 + 1 + MAX_NAME + 2;
 pub struct Header {
     /// Hash of the scope string ([`scope_id`](super::scope_id)); datagrams of another
     /// scope are ignored.
+    #[serde(with = "varint")]
     pub scope: u32,
     /// The sender's instance id; never 0 (reserved: "nobody").
+    #[serde(with = "varint")]
     pub sender: u64,
     /// A per-sender counter that grows with every datagram it sends.
+    #[serde(with = "varint")]
     pub counter: u64,
 }
 
@@ -53,6 +56,7 @@ pub struct Rank {
     pub priority: u8,
     /// Lamport-style generation: one more than the highest generation the sender had
     /// heard when it claimed.
+    #[serde(with = "varint")]
     pub generation: u32,
     /// The sender's wall-clock start time in ms since the Unix epoch (a tie-breaker only).
     pub start_ms: i64,
@@ -87,9 +91,11 @@ pub struct Announce<'a> {
     /// Milliseconds since the sender became ready, on its own clock: lets a claimer
     /// tell an earlier peer from a concurrent one without comparing clocks. Stops
     /// growing at [`MAX_READY_MS`].
+    #[serde(with = "varint")]
     pub ready_ms: u32,
     /// The sender's heartbeat interval in ms, from which receivers derive when to
     /// consider it dead.
+    #[serde(with = "varint")]
     pub heartbeat_ms: u32,
     /// The last claimer whose claim the sender acknowledged: tells that claimer its
     /// claim was heard even if every acknowledgement was lost.
@@ -110,14 +116,17 @@ pub struct Announce<'a> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Ack {
     /// The peer whose claim or goodbye is acknowledged.
+    #[serde(with = "varint")]
     pub to: u64,
     /// The claim generation acknowledged.
+    #[serde(with = "varint")]
     pub generation: u32,
     /// Role of the acknowledging peer.
     pub role: Role,
     /// Rank of the acknowledging peer.
     pub rank: Rank,
     /// Milliseconds since the acknowledging peer became ready.
+    #[serde(with = "varint")]
     pub ready_ms: u32,
 }
 
@@ -263,6 +272,32 @@ impl Packet<'_> {
 
 /// Serializes byte strings as postcard bytes (a length and the raw bytes); the
 /// borrowed `&[u8]` deserializer reads the same layout.
+/// Every unsigned integer goes through one `u64` varint encoder and decoder: the
+/// bytes are the same as postcard's own `u32` and `u64` encodings, and a 32-bit
+/// target carries one copy of each instead of one inlined per field (about 2 KB).
+mod varint {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, T: Copy + Into<u64>>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        put((*v).into(), s)
+    }
+
+    #[inline(never)]
+    fn put<S: Serializer>(v: u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+        T::try_from(take(d)?).map_err(|_| D::Error::custom("varint out of range"))
+    }
+
+    #[inline(never)]
+    fn take<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        u64::deserialize(d)
+    }
+}
+
 mod bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
