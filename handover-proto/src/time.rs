@@ -32,9 +32,7 @@ impl Instant {
         self.0
     }
 
-    /// `micros` microseconds later. The core keeps its intervals in `u32`
-    /// microseconds (at most 71 minutes; its longest is a 4-minute dead interval), so
-    /// its time arithmetic needs no 64-bit division on 32-bit targets.
+    /// `micros` microseconds later.
     pub(crate) fn add_micros(self, micros: u32) -> Instant {
         Instant(self.0.saturating_add(u64::from(micros)))
     }
@@ -62,5 +60,91 @@ impl Sub<Instant> for Instant {
     type Output = Duration;
     fn sub(self, rhs: Instant) -> Duration {
         self.saturating_since(rhs)
+    }
+}
+
+/// Microseconds since the peer's [`Clock`] epoch. The core keeps its deadlines and
+/// last-heard times as ticks: half the memory of an [`Instant`], and 32-bit arithmetic
+/// on 32-bit targets. Intervals are ticks too (the longest, a dead interval, is 4 min).
+pub(crate) type Tick = u32;
+
+/// How far the current tick may run before the epoch moves (2^31 µs, about 36
+/// minutes), and where it moves to (2^30 µs before now, about 18 minutes: longer than
+/// any dead interval, so a tick clamped to the new epoch is an expired one).
+const REBASE_AFTER: u64 = 1 << 31;
+const REBASE_TO: u64 = 1 << 30;
+
+/// The peer's view of time: the latest `now` it was given and the epoch its ticks
+/// count from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    epoch: Instant,
+    now: Instant,
+}
+
+impl Clock {
+    pub(crate) fn new(now: Instant) -> Self {
+        Clock { epoch: now, now }
+    }
+
+    /// Moves to `now` (never backwards). When the epoch has to move, returns by how
+    /// many ticks: every stored tick must be lowered by that much, saturating at 0.
+    pub(crate) fn advance(&mut self, now: Instant) -> Option<Tick> {
+        self.now = self.now.max(now);
+        if self.now.micros_since(self.epoch) < REBASE_AFTER {
+            return None;
+        }
+        let epoch = Instant(self.now.0 - REBASE_TO);
+        let shift = epoch.micros_since(self.epoch);
+        self.epoch = epoch;
+        Some(Tick::try_from(shift).unwrap_or(Tick::MAX))
+    }
+
+    /// The latest instant seen.
+    pub(crate) fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The latest instant seen, as a tick (below 2^31 once `advance` has run).
+    pub(crate) fn tick(&self) -> Tick {
+        self.now.micros_since(self.epoch) as Tick
+    }
+
+    /// `delay` ticks from now.
+    pub(crate) fn after(&self, delay: Tick) -> Tick {
+        self.tick().saturating_add(delay)
+    }
+
+    /// The instant a tick stands for.
+    pub(crate) fn instant(&self, tick: Tick) -> Instant {
+        self.epoch.add_micros(tick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_moves_before_ticks_overflow() {
+        let mut clock = Clock::new(Instant::from_millis(5));
+        assert_eq!(
+            clock.advance(Instant::from_micros(5_000 + REBASE_AFTER - 1)),
+            None
+        );
+        assert_eq!(clock.tick(), (REBASE_AFTER - 1) as Tick);
+        // Time never runs backwards.
+        assert_eq!(clock.advance(Instant::ZERO), None);
+        assert_eq!(clock.tick(), (REBASE_AFTER - 1) as Tick);
+        let now = Instant::from_micros(5_000 + REBASE_AFTER);
+        assert_eq!(clock.advance(now), Some((REBASE_AFTER - REBASE_TO) as Tick));
+        assert_eq!(clock.tick(), REBASE_TO as Tick);
+        assert_eq!(clock.instant(clock.tick()), now);
+        // Days without a call: the shift saturates, every stored tick becomes 0.
+        assert_eq!(
+            clock.advance(Instant::from_millis(3 * 24 * 3600 * 1000)),
+            Some(Tick::MAX)
+        );
+        assert_eq!(clock.after(Tick::MAX), Tick::MAX);
     }
 }

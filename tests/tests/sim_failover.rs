@@ -180,3 +180,56 @@ fn leave_fails_over_at_once() {
     sim.run_for(Duration::from_millis(50));
     assert_eq!(sim.active(), vec![nodes[1]]);
 }
+
+/// Hours of steady running move every peer's clock epoch several times (every ~36
+/// minutes): nobody changes role or loses a peer, and failover still takes the usual
+/// time afterwards.
+#[test]
+fn hours_of_steady_running_change_nothing() {
+    let hb = Duration::from_secs(1);
+    let mut sim = Sim::new(7, Network::reliable());
+    sim.heartbeat = hb;
+    let nodes = cluster(&mut sim, &[200, 150, 100], false);
+    sim.run_for(hb * 5);
+    let active = sim.active();
+    assert_eq!(active.len(), 1);
+    let settled = sim.now();
+    sim.run_for(Duration::from_secs(3 * 3600));
+    assert_eq!(role_changes(&sim, settled), 0);
+    let peer_downs = sim
+        .records()
+        .iter()
+        .filter(|r| r.at >= settled && matches!(r.event, Event::PeerDown { .. }))
+        .count();
+    assert_eq!(peer_downs, 0, "no peer may look dead after an epoch move");
+
+    sim.kill(active[0]);
+    let killed_at = sim.now();
+    sim.run_until(killed_at + dead_interval(hb, 150) + hb);
+    let now_active = sim.active();
+    assert_eq!(now_active.len(), 1);
+    assert_ne!(now_active[0], active[0]);
+    assert!(nodes.contains(&now_active[0]));
+}
+
+/// The active peer dies just before its standbys' clock epochs move (2^31 µs after
+/// they start): the move must not make its last heartbeat look recent.
+#[test]
+fn failover_across_an_epoch_move() {
+    let hb = Duration::from_secs(1);
+    let mut sim = Sim::new(11, Network::reliable());
+    sim.heartbeat = hb;
+    let started = sim.now();
+    cluster(&mut sim, &[200, 150], false);
+    sim.run_for(hb * 5);
+    let active = sim.active();
+    assert_eq!(active.len(), 1);
+    // 100 ms before the epoch moves.
+    sim.run_until(started + Duration::from_micros((1 << 31) - 100_000));
+    sim.kill(active[0]);
+    let killed_at = sim.now();
+    sim.run_until(killed_at + dead_interval(hb, 150) + hb);
+    let now_active = sim.active();
+    assert_eq!(now_active.len(), 1);
+    assert_ne!(now_active[0], active[0]);
+}

@@ -10,6 +10,7 @@ use heapless::{Deque, Vec};
 use crate::config::{Config, ConfigError, Policy, MAX_HEARTBEAT, MIN_HEARTBEAT};
 use crate::event::{Destination, Event, State, StateError, Transmit};
 use crate::stats::{Bump, Stats};
+use crate::time::{Clock, Tick};
 use crate::wire::{self, legacy, Body, Datagram, Frame, Header, Packet, Role, MAX_STATE};
 use crate::{Instant, Rank};
 
@@ -69,8 +70,9 @@ pub struct Peer<const N: usize> {
     max_heard: u32,
     /// When `ready` was called; [`NOT_READY`] before.
     ready_at: Instant,
-    /// Latest instant seen; time never runs backwards inside the peer.
-    now: Instant,
+    /// Latest instant seen (time never runs backwards inside the peer) and the epoch
+    /// of the ticks in `table` and `timers`.
+    clock: Clock,
     counter: u64,
     rng: u64,
     table: Table<N>,
@@ -184,9 +186,9 @@ impl<const N: usize> Peer<N> {
             generation: 0,
             max_heard: 0,
             ready_at: NOT_READY,
-            now,
+            clock: Clock::new(now),
             counter: 0,
-            table: Table::new(now),
+            table: Table::default(),
             timers: Timers::default(),
             backoff,
             successor: None,
@@ -246,7 +248,7 @@ impl<const N: usize> Peer<N> {
         self.table.iter().filter(|e| !e.departed).map(|e| PeerInfo {
             rank: e.rank(),
             role: e.role,
-            last_heard: self.table.last_heard(e),
+            last_heard: self.clock.instant(e.heard),
         })
     }
 
@@ -276,24 +278,25 @@ impl<const N: usize> Peer<N> {
             Ok(Datagram::Legacy(announce)) => self.handle_legacy(announce),
             Ok(Datagram::V2(frame)) => self.handle_frame(now, source, frame),
         }
-        self.after_input(now);
+        self.after_input();
     }
 
     /// Handles expired timers. Calls before the deadline do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.advance(now);
-        if self.timers.take_expired(Timer::Heartbeat, now) {
+        self.advance(now);
+        let tick = self.clock.tick();
+        if self.timers.take_expired(Timer::Heartbeat, tick) {
             self.announce_due = true;
             self.legacy_due = self.config.legacy && self.state == State::Active;
-            self.schedule_heartbeat(now);
+            self.schedule_heartbeat();
         }
-        if self.timers.take_expired(Timer::Retransmit, now) {
-            self.retransmit(now);
+        if self.timers.take_expired(Timer::Retransmit, tick) {
+            self.retransmit();
         }
         // The window only needs to be over: `check_claim` reads its absence.
-        self.timers.take_expired(Timer::ClaimWindow, now);
-        self.expire_peers(now);
-        self.after_input(now);
+        self.timers.take_expired(Timer::ClaimWindow, tick);
+        self.expire_peers();
+        self.after_input();
     }
 
     // ----- commands -----
@@ -307,35 +310,35 @@ impl<const N: usize> Peer<N> {
         match self.config.policy {
             Policy::Failover { preempt } => match self.table.leader() {
                 Some(leader) if !(preempt && self.config.priority > leader.rank().priority) => {
-                    self.stand_by(now)
+                    self.stand_by()
                 }
-                _ => self.start_claim(now),
+                _ => self.start_claim(),
             },
-            Policy::HandOver => self.start_claim(now),
+            Policy::HandOver => self.start_claim(),
         }
-        self.after_input(now);
+        self.after_input();
         Ok(())
     }
 
     /// The application has finished shutting down after [`Event::Shutdown`]: emit
     /// [`Event::MarkComplete`] and tell the successor.
     pub fn shutdown_complete(&mut self, now: Instant) -> Result<(), StateError> {
-        let now = self.advance(now);
+        self.advance(now);
         self.expect(State::Yielding)?;
         self.push_event(Pending::MarkComplete);
-        self.finish(now);
+        self.finish();
         Ok(())
     }
 
     /// Leaves the group at once, e.g. on SIGTERM: a goodbye tells the others so a
     /// standby takes over without waiting for the dead interval.
     pub fn leave(&mut self, now: Instant) -> Result<(), StateError> {
-        let now = self.advance(now);
+        self.advance(now);
         if self.state == State::Done {
             return Err(StateError { state: self.state });
         }
         self.successor = None;
-        self.finish(now);
+        self.finish();
         Ok(())
     }
 
@@ -418,19 +421,20 @@ impl<const N: usize> Peer<N> {
     /// nothing is scheduled. While output is queued this is the latest `now` seen.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.has_pending_output() {
-            return Some(self.now);
+            return Some(self.clock.now());
         }
         let timers = self.timers.next();
-        if self.state == State::Done {
-            return timers;
-        }
-        let expiry = self
-            .table
-            .next_expiry(self.config.priority, self.heartbeat_us());
-        match (timers, expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let expiry = match self.state {
+            State::Done => None,
+            _ => self
+                .table
+                .next_expiry(self.config.priority, self.heartbeat_us()),
+        };
+        let next = match (timers, expiry) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(self.clock.instant(next))
     }
 
     // ----- receiving -----
@@ -531,7 +535,7 @@ impl<const N: usize> Peer<N> {
                     MAX_HEARTBEAT.as_millis() as u32,
                 ) as u16;
                 let announced = self.table.get(header.sender).is_some_and(Entry::announced);
-                self.upsert(now, &header, a.role, rank, Some(heartbeat));
+                self.upsert(&header, a.role, rank, Some(heartbeat));
                 // The first announcement (the entry may have come from an ack) tells
                 // its name and addresses.
                 if !announced && self.table.get(header.sender).is_some() {
@@ -551,7 +555,7 @@ impl<const N: usize> Peer<N> {
             }
             Body::Ack(ack) => {
                 let rank = Rank::from_wire(header.sender, ack.rank);
-                self.upsert(now, &header, ack.role, rank, None);
+                self.upsert(&header, ack.role, rank, None);
                 if ack.generation >= self.generation {
                     if let Some(entry) = self.table.get_mut(header.sender) {
                         entry.acked = true;
@@ -567,31 +571,25 @@ impl<const N: usize> Peer<N> {
                     self.on_remote(now, ack.role, rank, ack.ready_ms, true);
                 }
             }
-            Body::Goodbye(goodbye) => self.handle_goodbye(now, source, &header, goodbye),
+            Body::Goodbye(goodbye) => self.handle_goodbye(source, &header, goodbye),
         }
     }
 
-    fn handle_goodbye(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        header: &Header,
-        goodbye: wire::Goodbye,
-    ) {
+    fn handle_goodbye(&mut self, source: SocketAddr, header: &Header, goodbye: wire::Goodbye) {
         let id = header.sender;
         if goodbye.successor == Some(self.config.id) {
             self.queue_reply(source, id, 0);
         }
-        let stamp = self.table.stamp(now);
+        let tick = self.clock.tick();
         let announced = match self.table.get_mut(id) {
             Some(entry) => {
                 entry.departed = true;
-                entry.heard_at(stamp);
+                entry.heard = tick;
                 entry.announced()
             }
             None => {
                 // Remember the departure so retransmitted goodbyes are recognised.
-                let mut entry = Entry::new(id, Role::Yielding, stamp, header.counter);
+                let mut entry = Entry::new(id, Role::Yielding, tick, header.counter);
                 entry.departed = true;
                 if self.table.insert(entry).is_err() {
                     self.stats.table_full.bump();
@@ -609,12 +607,12 @@ impl<const N: usize> Peer<N> {
 
     /// Records what a datagram says of its sender (announcements also tell its
     /// heartbeat interval).
-    fn upsert(&mut self, now: Instant, header: &Header, role: Role, rank: Rank, hb: Option<u16>) {
+    fn upsert(&mut self, header: &Header, role: Role, rank: Rank, hb: Option<u16>) {
         self.max_heard = self.max_heard.max(rank.generation);
-        let stamp = self.table.stamp(now);
+        let tick = self.clock.tick();
         let entry = match self.table.get_mut(header.sender) {
             Some(entry) => {
-                entry.heard_at(stamp);
+                entry.heard = tick;
                 // A reordered ack must not roll back what a newer datagram said.
                 if header.counter != entry.counter {
                     return;
@@ -623,7 +621,7 @@ impl<const N: usize> Peer<N> {
             }
             None => match self
                 .table
-                .insert(Entry::new(header.sender, role, stamp, header.counter))
+                .insert(Entry::new(header.sender, role, tick, header.counter))
             {
                 Ok(entry) => entry,
                 Err(_) => {
@@ -669,7 +667,7 @@ impl<const N: usize> Peer<N> {
                     self.table.clear_acks();
                     debug!("raising claim generation to {}", self.generation);
                     if self.state == State::Claiming {
-                        self.restart_claim(now);
+                        self.restart_claim();
                     } else {
                         self.announce_due = true;
                     }
@@ -684,7 +682,7 @@ impl<const N: usize> Peer<N> {
                     _ => false,
                 };
                 if defer {
-                    self.stand_by(now);
+                    self.stand_by();
                 }
             }
             (Policy::Failover { preempt }, State::Active) => {
@@ -695,13 +693,13 @@ impl<const N: usize> Peer<N> {
                 };
                 if demote {
                     self.push_event(Pending::Demoted);
-                    self.stand_by(now);
+                    self.stand_by();
                 }
             }
             (Policy::Failover { preempt: true }, State::Standby)
                 if role == Role::Active && mine.priority > rank.priority =>
             {
-                self.start_claim(now);
+                self.start_claim();
             }
             _ => {}
         }
@@ -723,7 +721,7 @@ impl<const N: usize> Peer<N> {
 
     // ----- transitions -----
 
-    fn start_claim(&mut self, now: Instant) {
+    fn start_claim(&mut self) {
         self.state = State::Claiming;
         self.generation = self.max_heard.max(self.generation) + 1;
         self.max_heard = self.generation;
@@ -731,39 +729,44 @@ impl<const N: usize> Peer<N> {
         self.timers.stop(Timer::Heartbeat);
         // Listen for peers we do not know yet for up to one heartbeat; a peer that has
         // listened for a whole dead interval already knows them all.
-        let known_all = self.table.epoch().add_micros(self.dead_interval());
-        let window_end = now.add_micros(self.heartbeat_us()).min(known_all.max(now));
+        // Ticks count from the peer's creation until the clock's epoch first moves,
+        // more than a dead interval later.
+        let known_all: Tick = self.dead_interval();
+        let now = self.clock.tick();
+        let window_end = now
+            .saturating_add(self.heartbeat_us())
+            .min(known_all.max(now));
         self.timers.set(Timer::ClaimWindow, window_end);
         info!("claiming with generation {}", self.generation);
-        self.restart_claim(now);
+        self.restart_claim();
     }
 
     /// Sends the claim at once and retransmits it with a fresh backoff.
-    fn restart_claim(&mut self, now: Instant) {
+    fn restart_claim(&mut self) {
         self.announce_due = true;
         self.legacy_due = self.config.legacy;
         self.backoff = Backoff::new(self.heartbeat_us());
         let delay = self.backoff.next_delay();
-        self.timers.set(Timer::Retransmit, now.add_micros(delay));
+        self.timers.set(Timer::Retransmit, self.clock.after(delay));
     }
 
-    fn become_active(&mut self, now: Instant) {
+    fn become_active(&mut self) {
         info!("elected with generation {}", self.generation);
         self.state = State::Active;
         self.timers.stop(Timer::Retransmit);
         self.timers.stop(Timer::ClaimWindow);
         self.announce_due = true;
         self.legacy_due = self.config.legacy;
-        self.schedule_heartbeat(now);
+        self.schedule_heartbeat();
         self.push_event(Pending::Elected);
     }
 
-    fn stand_by(&mut self, now: Instant) {
+    fn stand_by(&mut self) {
         self.state = State::Standby;
         self.timers.stop(Timer::Retransmit);
         self.timers.stop(Timer::ClaimWindow);
         self.announce_due = true;
-        self.schedule_heartbeat(now);
+        self.schedule_heartbeat();
     }
 
     fn yield_to(&mut self, successor: Option<NonZeroU64>) {
@@ -773,14 +776,14 @@ impl<const N: usize> Peer<N> {
         self.timers.stop(Timer::Retransmit);
         self.timers.stop(Timer::ClaimWindow);
         self.announce_due = true;
-        if self.timers.get(Timer::Heartbeat).is_none() {
-            self.schedule_heartbeat(self.now);
+        if !self.timers.is_set(Timer::Heartbeat) {
+            self.schedule_heartbeat();
         }
         self.push_event(Pending::Shutdown);
     }
 
     /// Enters `Done` and starts sending the goodbye.
-    fn finish(&mut self, now: Instant) {
+    fn finish(&mut self) {
         self.state = State::Done;
         self.timers.stop(Timer::Heartbeat);
         self.timers.stop(Timer::ClaimWindow);
@@ -789,11 +792,11 @@ impl<const N: usize> Peer<N> {
         self.goodbye_due = true;
         self.backoff = Backoff::new(self.heartbeat_us());
         let delay = self.backoff.next_delay();
-        self.timers.set(Timer::Retransmit, now.add_micros(delay));
+        self.timers.set(Timer::Retransmit, self.clock.after(delay));
         self.refresh_leader();
     }
 
-    fn retransmit(&mut self, now: Instant) {
+    fn retransmit(&mut self) {
         let limit = match (self.state, self.successor) {
             (State::Claiming, _) => u16::MAX,
             (State::Done, Some(_)) => GOODBYE_ATTEMPTS,
@@ -811,22 +814,23 @@ impl<const N: usize> Peer<N> {
         }
         let delay = self.backoff.next_delay();
         if self.backoff.attempts < limit {
-            self.timers.set(Timer::Retransmit, now.add_micros(delay));
+            self.timers.set(Timer::Retransmit, self.clock.after(delay));
         }
     }
 
-    fn expire_peers(&mut self, now: Instant) {
+    fn expire_peers(&mut self) {
         if self.state == State::Done {
             return;
         }
         let (priority, heartbeat_us) = (self.config.priority, self.heartbeat_us());
+        let tick = self.clock.tick();
         // Expire only as many as the event queue can report; the rest wait for the
         // next call, which `poll_timeout` schedules at once.
         while self.events.capacity() - self.events.len() >= EVENTS_PER_INPUT {
             let Some(id) = self
                 .table
                 .iter()
-                .find(|e| self.table.expires_at(e, priority, heartbeat_us) <= now)
+                .find(|e| Table::<N>::expires_at(e, priority, heartbeat_us) <= tick)
                 .map(Entry::id)
             else {
                 break;
@@ -842,7 +846,7 @@ impl<const N: usize> Peer<N> {
 
     /// Work common to every input: leader bookkeeping, failover takeover, claim
     /// completion.
-    fn after_input(&mut self, now: Instant) {
+    fn after_input(&mut self) {
         self.refresh_leader();
         // A standby takes over when nobody is in charge and no claimer of higher
         // (priority, id) is known. Generations are left out: a new claim always carries
@@ -853,17 +857,16 @@ impl<const N: usize> Peer<N> {
             .iter()
             .any(|e| e.role == Role::Claiming && !e.departed && (e.rank().priority, e.id()) > me);
         if self.state == State::Standby && self.leader.is_none() && !stronger_claimer {
-            self.start_claim(now);
+            self.start_claim();
         }
         if self.state == State::Claiming && self.claim_complete() {
-            self.become_active(now);
+            self.become_active();
             self.refresh_leader();
         }
     }
 
     fn claim_complete(&self) -> bool {
-        self.timers.get(Timer::ClaimWindow).is_none()
-            && self.table.iter().all(|e| e.departed || e.acked)
+        !self.timers.is_set(Timer::ClaimWindow) && self.table.iter().all(|e| e.departed || e.acked)
     }
 
     fn refresh_leader(&mut self) {
@@ -909,7 +912,7 @@ impl<const N: usize> Peer<N> {
             body: Body::Announce(wire::Announce {
                 role,
                 rank: self.rank().to_wire(),
-                ready_ms: self.ready_ms(self.now),
+                ready_ms: self.ready_ms(self.clock.now()),
                 heartbeat_ms: self.heartbeat_ms(),
                 claim_heard: self.claim_heard.map(NonZeroU64::get),
                 name: &self.config.name,
@@ -928,7 +931,7 @@ impl<const N: usize> Peer<N> {
                 generation: reply.generation,
                 role: self.role().unwrap_or(Role::Yielding),
                 rank: self.rank().to_wire(),
-                ready_ms: self.ready_ms(self.now),
+                ready_ms: self.ready_ms(self.clock.now()),
             }),
         };
         self.seal(&packet, buf)
@@ -974,9 +977,11 @@ impl<const N: usize> Peer<N> {
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
-        self.now = self.now.max(now);
-        self.table.advance(self.now);
-        self.now
+        if let Some(shift) = self.clock.advance(now) {
+            self.table.rebase(shift);
+            self.timers.rebase(shift);
+        }
+        self.clock.now()
     }
 
     fn has_pending_output(&self) -> bool {
@@ -1012,11 +1017,11 @@ impl<const N: usize> Peer<N> {
     }
 
     /// Next heartbeat, up to 10 % early so peers do not stay in lockstep.
-    fn schedule_heartbeat(&mut self, now: Instant) {
+    fn schedule_heartbeat(&mut self) {
         let hb = self.heartbeat_us();
         let jitter = (self.next_random() as u32) % (hb / 10 + 1);
         self.timers
-            .set(Timer::Heartbeat, now.add_micros(hb - jitter));
+            .set(Timer::Heartbeat, self.clock.after(hb - jitter));
     }
 
     fn next_random(&mut self) -> u64 {

@@ -2,8 +2,9 @@
 
 use heapless::Vec;
 
+use crate::time::Tick;
 use crate::wire::Role;
-use crate::{Instant, Rank};
+use crate::Rank;
 
 /// What is known of one remote peer: 40 bytes, so that eight fit in 320.
 #[derive(Debug, Clone, Copy)]
@@ -13,8 +14,8 @@ pub(crate) struct Entry {
     start_ms: i64,
     /// Highest counter accepted from it.
     pub(crate) counter: u64,
-    /// When it was last heard: microseconds since the table's epoch.
-    heard: u32,
+    /// When it was last heard.
+    pub(crate) heard: Tick,
     generation: u32,
     /// Its advertised heartbeat interval in ms (at most 60 000); 0 until it announces
     /// itself (and so gets a `PeerUp`).
@@ -30,7 +31,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub(crate) fn new(id: u64, role: Role, heard: u32, counter: u64) -> Self {
+    pub(crate) fn new(id: u64, role: Role, heard: Tick, counter: u64) -> Self {
         Entry {
             id,
             start_ms: 0,
@@ -74,11 +75,6 @@ impl Entry {
     /// Records its heartbeat interval, 10 ms to 60 s, from an announcement.
     pub(crate) fn set_heartbeat_ms(&mut self, heartbeat_ms: u16) {
         self.heartbeat_ms = heartbeat_ms.max(1);
-    }
-
-    /// Records that it was heard at `stamp` (from [`Table::stamp`]).
-    pub(crate) fn heard_at(&mut self, stamp: u32) {
-        self.heard = stamp;
     }
 
     /// Checks a datagram's counter against the anti-replay window and records it.
@@ -130,78 +126,36 @@ pub(crate) fn dead_interval(heartbeat_us: u32, priority: u8) -> u32 {
     heartbeat_us * 3 + skew as u32
 }
 
-/// How far `heard` stamps may run from the epoch before the epoch moves (2^31 µs,
-/// about 36 minutes), and how far back it moves to (2^30 µs, about 18 minutes: longer
-/// than any dead interval, so a stamp clamped to the new epoch is an expired one).
-const REBASE_AFTER: u64 = 1 << 31;
-const REBASE_TO: u64 = 1 << 30;
-
 /// The peers heard recently, and in the slots they leave free, senders recently
 /// forgotten with their last counters: their old datagrams replayed later are refused.
 /// A forgotten sender's slot is reused (oldest first) when a new peer needs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Table<const N: usize> {
     /// Live entries first (`..live`), then forgotten ones.
     entries: Vec<Entry, N>,
     live: usize,
-    /// Origin of the entries' 32-bit `heard` stamps (half the size of an `Instant`).
-    epoch: Instant,
 }
 
 impl<const N: usize> Table<N> {
-    pub(crate) fn new(now: Instant) -> Self {
-        Table {
-            entries: Vec::new(),
-            live: 0,
-            epoch: now,
-        }
-    }
-
-    /// The origin of the stamps: the table's creation until the first rebase, after
-    /// that always more than a dead interval ago.
-    pub(crate) fn epoch(&self) -> Instant {
-        self.epoch
-    }
-
-    /// Moves the epoch forward before stamps overflow. Call with every new `now`.
-    pub(crate) fn advance(&mut self, now: Instant) {
-        if now.micros_since(self.epoch) < REBASE_AFTER {
-            return;
-        }
-        let epoch = Instant::from_micros(now.as_micros() - REBASE_TO);
-        let shift = epoch.micros_since(self.epoch);
+    /// The clock's epoch moved `by` ticks.
+    pub(crate) fn rebase(&mut self, by: Tick) {
         for e in self.entries.iter_mut() {
             // Heard before the new epoch: long dead, and it stays the oldest.
-            e.heard = u64::from(e.heard).saturating_sub(shift) as u32;
+            e.heard = e.heard.saturating_sub(by);
         }
-        self.epoch = epoch;
-    }
-
-    /// `now` as a stamp; `now` must have been passed to [`advance`](Self::advance).
-    pub(crate) fn stamp(&self, now: Instant) -> u32 {
-        now.micros_since(self.epoch).min(u64::from(u32::MAX)) as u32
-    }
-
-    /// When `entry` was last heard.
-    pub(crate) fn last_heard(&self, entry: &Entry) -> Instant {
-        self.epoch.add_micros(entry.heard)
     }
 
     /// When `entry` counts as dead: VRRP's master-down interval, three of its
     /// heartbeats plus a skew that grows as our priority falls, so the highest-priority
     /// standby reacts first. Until it announces its heartbeat, ours stands in.
-    pub(crate) fn expires_at(
-        &self,
-        entry: &Entry,
-        own_priority: u8,
-        own_heartbeat_us: u32,
-    ) -> Instant {
+    pub(crate) fn expires_at(entry: &Entry, own_priority: u8, own_heartbeat_us: u32) -> Tick {
         let heartbeat_us = match entry.heartbeat_ms {
             0 => own_heartbeat_us,
             ms => u32::from(ms) * 1000,
         };
-        self.last_heard(entry)
-            .add_micros(dead_interval(heartbeat_us, own_priority))
+        entry
+            .heard
+            .saturating_add(dead_interval(heartbeat_us, own_priority))
     }
 
     fn live(&self) -> &[Entry] {
@@ -285,9 +239,9 @@ impl<const N: usize> Table<N> {
     }
 
     /// The entry that expires first.
-    pub(crate) fn next_expiry(&self, own_priority: u8, own_heartbeat_us: u32) -> Option<Instant> {
+    pub(crate) fn next_expiry(&self, own_priority: u8, own_heartbeat_us: u32) -> Option<Tick> {
         self.iter()
-            .map(|e| self.expires_at(e, own_priority, own_heartbeat_us))
+            .map(|e| Self::expires_at(e, own_priority, own_heartbeat_us))
             .min()
     }
 
@@ -305,7 +259,7 @@ mod tests {
 
     #[test]
     fn forgotten_senders_keep_their_counter_until_the_slot_is_needed() {
-        let mut t = Table::<2>::new(Instant::ZERO);
+        let mut t = Table::<2>::default();
         t.insert(Entry::new(1, Role::Active, 1000, 10)).unwrap();
         t.insert(Entry::new(2, Role::Active, 2000, 20)).unwrap();
         assert!(
@@ -346,33 +300,14 @@ mod tests {
     }
 
     #[test]
-    fn stamps_survive_a_rebase_and_old_ones_stay_expired() {
-        let mut t = Table::<2>::new(Instant::ZERO);
-        let heard = Instant::from_millis(5_000);
-        t.advance(heard);
-        t.insert(Entry::new(1, Role::Active, t.stamp(heard), 1))
-            .unwrap();
-        // A second peer heard just before the epoch has to move.
-        let recent = Instant::from_micros(REBASE_AFTER - 1);
-        t.advance(recent);
-        t.insert(Entry::new(2, Role::Active, t.stamp(recent), 1))
-            .unwrap();
-        assert_eq!(t.epoch(), Instant::ZERO);
-        // Days later, without a single call in between.
-        let later = Instant::from_millis(3 * 24 * 3600 * 1000);
-        t.advance(later);
-        assert!(t.epoch() > recent);
-        assert_eq!(t.stamp(later), REBASE_TO as u32);
-        for e in t.iter() {
-            // Clamped to the new epoch: older than any dead interval, never younger
-            // than it really is.
-            assert_eq!(t.last_heard(e), t.epoch());
-            assert!(t.expires_at(e, 0, 60_000_000) < later, "must count as dead");
-        }
-        // Within range nothing moves.
-        let soon = later.add_micros(1_000);
-        t.advance(soon);
-        assert_eq!(t.stamp(soon), REBASE_TO as u32 + 1_000);
+    fn a_rebase_keeps_recent_peers_and_old_ones_expired() {
+        let mut t = Table::<2>::default();
+        t.insert(Entry::new(1, Role::Active, 5_000_000, 1)).unwrap();
+        t.insert(Entry::new(2, Role::Active, 1_000, 1)).unwrap();
+        t.rebase(2_000);
+        let heard: Vec<Tick, 2> = t.iter().map(|e| e.heard).collect();
+        assert_eq!(heard, [4_998_000, 0]);
+        assert_eq!(t.next_expiry(0, 1_000_000), Some(4_000_000));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A fixed table of timers, as quinn-proto keeps them: no allocation, and the next
 //! deadline is the minimum of the table.
 
-use crate::Instant;
+use crate::time::Tick;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Timer {
@@ -15,12 +15,12 @@ pub(crate) enum Timer {
 
 const COUNT: usize = 3;
 
-/// Deadlines in microseconds; `OFF` marks a stopped timer (it saves the `Option`
+/// Deadlines as ticks; `OFF` marks a stopped timer (it saves the `Option`
 /// discriminant, a quarter of the table).
 #[derive(Debug, Clone)]
-pub(crate) struct Timers([u64; COUNT]);
+pub(crate) struct Timers([Tick; COUNT]);
 
-const OFF: u64 = u64::MAX;
+const OFF: Tick = Tick::MAX;
 
 impl Default for Timers {
     fn default() -> Self {
@@ -29,39 +29,38 @@ impl Default for Timers {
 }
 
 impl Timers {
-    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
-        // An instant at the very end of time is as good as never.
-        self.0[timer as usize] = at.as_micros();
+    pub(crate) fn set(&mut self, timer: Timer, at: Tick) {
+        // A deadline at the very end of time is as good as never.
+        self.0[timer as usize] = at;
     }
 
     pub(crate) fn stop(&mut self, timer: Timer) {
         self.0[timer as usize] = OFF;
     }
 
-    pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
-        Some(self.0[timer as usize])
-            .filter(|&at| at != OFF)
-            .map(Instant::from_micros)
+    pub(crate) fn is_set(&self, timer: Timer) -> bool {
+        self.0[timer as usize] != OFF
     }
 
     /// True (and the timer stopped) if it was set and has expired.
-    pub(crate) fn take_expired(&mut self, timer: Timer, now: Instant) -> bool {
-        match self.get(timer) {
-            Some(at) if at <= now => {
-                self.stop(timer);
-                true
-            }
-            _ => false,
+    pub(crate) fn take_expired(&mut self, timer: Timer, now: Tick) -> bool {
+        let at = self.0[timer as usize];
+        let expired = at != OFF && at <= now;
+        if expired {
+            self.stop(timer);
         }
+        expired
     }
 
-    pub(crate) fn next(&self) -> Option<Instant> {
-        self.0
-            .iter()
-            .copied()
-            .filter(|&at| at != OFF)
-            .min()
-            .map(Instant::from_micros)
+    pub(crate) fn next(&self) -> Option<Tick> {
+        self.0.iter().copied().filter(|&at| at != OFF).min()
+    }
+
+    /// The clock's epoch moved `by` ticks.
+    pub(crate) fn rebase(&mut self, by: Tick) {
+        for at in self.0.iter_mut().filter(|at| **at != OFF) {
+            *at = at.saturating_sub(by);
+        }
     }
 }
 
@@ -104,13 +103,18 @@ mod tests {
     fn next_is_minimum_and_expiry_is_once() {
         let mut t = Timers::default();
         assert_eq!(t.next(), None);
-        t.set(Timer::Heartbeat, Instant::from_millis(30));
-        t.set(Timer::Retransmit, Instant::from_millis(10));
-        assert_eq!(t.next(), Some(Instant::from_millis(10)));
-        assert!(!t.take_expired(Timer::Retransmit, Instant::from_millis(9)));
-        assert!(t.take_expired(Timer::Retransmit, Instant::from_millis(10)));
-        assert!(!t.take_expired(Timer::Retransmit, Instant::from_millis(10)));
-        assert_eq!(t.next(), Some(Instant::from_millis(30)));
+        t.set(Timer::Heartbeat, 30);
+        t.set(Timer::Retransmit, 10);
+        assert_eq!(t.next(), Some(10));
+        assert!(!t.take_expired(Timer::Retransmit, 9));
+        assert!(t.take_expired(Timer::Retransmit, 10));
+        assert!(!t.take_expired(Timer::Retransmit, 10));
+        assert_eq!(t.next(), Some(30));
+        t.rebase(20);
+        assert_eq!(t.next(), Some(10));
+        t.rebase(20);
+        assert_eq!(t.next(), Some(0), "overdue, not lost");
+        assert!(!t.is_set(Timer::Retransmit));
     }
 
     #[test]
