@@ -74,7 +74,10 @@ pub struct Peer<const N: usize> {
     /// of the ticks in `table` and `timers`.
     clock: Clock,
     counter: u64,
-    rng: u64,
+    /// Heartbeat jitter source (xorshift32).
+    rng: u32,
+    /// The configured heartbeat in microseconds, converted once.
+    heartbeat_us: u32,
     table: Table<N>,
     timers: Timers,
     backoff: Backoff,
@@ -177,10 +180,11 @@ impl<const N: usize> Peer<N> {
     /// A peer that starts listening at `now`.
     pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
-        let backoff = Backoff::new(heartbeat_us(&config));
+        let heartbeat_us = heartbeat_us(&config);
         Ok(Peer {
             // xorshift needs a non-zero state.
-            rng: config.seed | 1,
+            rng: (config.seed ^ config.seed >> 32) as u32 | 1,
+            heartbeat_us,
             config,
             state: State::Listening,
             generation: 0,
@@ -190,7 +194,7 @@ impl<const N: usize> Peer<N> {
             counter: 0,
             table: Table::default(),
             timers: Timers::default(),
-            backoff,
+            backoff: Backoff::default(),
             successor: None,
             claim_heard: None,
             leader: None,
@@ -745,8 +749,8 @@ impl<const N: usize> Peer<N> {
     fn restart_claim(&mut self) {
         self.announce_due = true;
         self.legacy_due = self.config.legacy;
-        self.backoff = Backoff::new(self.heartbeat_us());
-        let delay = self.backoff.next_delay();
+        self.backoff = Backoff::default();
+        let delay = self.backoff.next_delay(self.heartbeat_us);
         self.timers.set(Timer::Retransmit, self.clock.after(delay));
     }
 
@@ -790,8 +794,8 @@ impl<const N: usize> Peer<N> {
         self.announce_due = false;
         self.legacy_due = false;
         self.goodbye_due = true;
-        self.backoff = Backoff::new(self.heartbeat_us());
-        let delay = self.backoff.next_delay();
+        self.backoff = Backoff::default();
+        let delay = self.backoff.next_delay(self.heartbeat_us);
         self.timers.set(Timer::Retransmit, self.clock.after(delay));
         self.refresh_leader();
     }
@@ -812,7 +816,7 @@ impl<const N: usize> Peer<N> {
         } else {
             self.goodbye_due = true;
         }
-        let delay = self.backoff.next_delay();
+        let delay = self.backoff.next_delay(self.heartbeat_us);
         if self.backoff.attempts < limit {
             self.timers.set(Timer::Retransmit, self.clock.after(delay));
         }
@@ -1005,7 +1009,7 @@ impl<const N: usize> Peer<N> {
     }
 
     fn heartbeat_us(&self) -> u32 {
-        heartbeat_us(&self.config)
+        self.heartbeat_us
     }
 
     fn heartbeat_ms(&self) -> u32 {
@@ -1019,17 +1023,17 @@ impl<const N: usize> Peer<N> {
     /// Next heartbeat, up to 10 % early so peers do not stay in lockstep.
     fn schedule_heartbeat(&mut self) {
         let hb = self.heartbeat_us();
-        let jitter = (self.next_random() as u32) % (hb / 10 + 1);
+        let jitter = self.next_random() % (hb / 10 + 1);
         self.timers
             .set(Timer::Heartbeat, self.clock.after(hb - jitter));
     }
 
-    fn next_random(&mut self) -> u64 {
-        // xorshift64
+    fn next_random(&mut self) -> u32 {
+        // xorshift32: plenty for jitter, and 32-bit arithmetic on 32-bit targets.
         let mut x = self.rng;
         x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        x ^= x >> 17;
+        x ^= x << 5;
         self.rng = x;
         x
     }

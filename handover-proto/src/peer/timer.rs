@@ -64,12 +64,11 @@ impl Timers {
     }
 }
 
-/// Exponential backoff for retransmissions: 10 ms, doubling up to a ceiling.
+/// Exponential backoff for retransmissions: 10 ms, doubling up to a ceiling (the
+/// heartbeat interval).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backoff {
-    // Microseconds: the ceiling is a heartbeat, at most 60 s.
     delay_us: u32,
-    ceiling_us: u32,
     pub(crate) attempts: u16,
 }
 
@@ -77,19 +76,20 @@ pub(crate) struct Backoff {
 /// of milliseconds.
 pub(crate) const INITIAL_BACKOFF_US: u32 = 10_000;
 
-impl Backoff {
-    pub(crate) fn new(ceiling_us: u32) -> Self {
+impl Default for Backoff {
+    fn default() -> Self {
         Backoff {
-            delay_us: INITIAL_BACKOFF_US.min(ceiling_us),
-            ceiling_us,
+            delay_us: INITIAL_BACKOFF_US,
             attempts: 0,
         }
     }
+}
 
+impl Backoff {
     /// Counts an attempt and returns the delay in microseconds before the next one.
-    pub(crate) fn next_delay(&mut self) -> u32 {
-        let delay = self.delay_us;
-        self.delay_us = delay.saturating_mul(2).min(self.ceiling_us);
+    pub(crate) fn next_delay(&mut self, ceiling_us: u32) -> u32 {
+        let delay = self.delay_us.min(ceiling_us);
+        self.delay_us = delay.saturating_mul(2).min(ceiling_us);
         self.attempts = self.attempts.saturating_add(1);
         delay
     }
@@ -119,9 +119,14 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_ceiling() {
-        let mut b = Backoff::new(50_000);
-        let delays: [u32; 4] = core::array::from_fn(|_| b.next_delay());
+        let mut b = Backoff::default();
+        let delays: [u32; 4] = core::array::from_fn(|_| b.next_delay(50_000));
         assert_eq!(delays, [10_000, 20_000, 40_000, 50_000]);
+        assert_eq!(
+            Backoff::default().next_delay(5_000),
+            5_000,
+            "never above the ceiling"
+        );
         assert_eq!(b.attempts, 4);
     }
 }
