@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let from = SocketAddr::from(([192, 168, 1, 2], 1538));
     if let Ok(Some(s)) = handover_std::observe::sighting(from, data) {
-        assert!(s.name.len() <= handover_proto::wire::MAX_NAME);
+        assert!(s.name.chars().count() <= handover_proto::wire::MAX_NAME);
         assert!(s.addresses.len() <= handover_proto::wire::MAX_ADDRESSES);
     }
     for key in [None, Some(GroupKey([3; 32]))] {

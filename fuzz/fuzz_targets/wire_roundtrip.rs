@@ -15,7 +15,7 @@ enum Kind {
         ready_ms: u32,
         heartbeat_ms: u32,
         claim_heard: Option<u64>,
-        name: String,
+        name: Vec<u8>,
         addresses: Vec<u8>,
         state: Vec<u8>,
     },

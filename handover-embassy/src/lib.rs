@@ -7,12 +7,16 @@
 //! in `static`s (e.g. `StaticCell`), so the adapter's memory is fixed at link time.
 //!
 //! ```ignore
-//! static SHARED: Shared<CriticalSectionRawMutex> = Shared::new();
+//! static SHARED: StaticCell<Shared<CriticalSectionRawMutex>> = StaticCell::new();
 //! static BUFFERS: StaticCell<Buffers> = StaticCell::new();
 //!
 //! let config = handover_proto::Config::new(scope_id(b"pump-controller"), id, 0, seed);
 //! let (handover, runner) = handover_embassy::new::<_, 8>(
-//!     stack, BUFFERS.init(Buffers::new()), &SHARED, config, Network::default(),
+//!     stack,
+//!     BUFFERS.init(Buffers::new()),
+//!     SHARED.init(Shared::new()),
+//!     config,
+//!     Network::default(),
 //! )?;
 //! spawner.spawn(handover_task(runner))?;    // async fn handover_task(mut r) { r.run().await }
 //! handover.ready().await;                   // claim
@@ -156,8 +160,9 @@ pub struct Status {
     pub dropped_oversized: u32,
 }
 
-/// The state shared between the [`Runner`] and its [`Handover`] handle: put it in a
-/// `static`.
+/// The state shared between the [`Runner`] and its [`Handover`] handle. Put it in a
+/// `StaticCell`: a plain `static` works too, but a few non-zero initial bytes put the
+/// whole block in `.data`, whose initial image costs its size in flash again.
 pub struct Shared<M: RawMutex> {
     commands: Channel<M, Command, 2>,
     events: EventChannel<M>,

@@ -2,7 +2,7 @@
 
 use core::net::{Ipv4Addr, SocketAddr};
 
-use heapless::{String, Vec};
+use heapless::Vec;
 
 use crate::wire::{MAX_ADDRESSES, MAX_NAME, MAX_STATE};
 
@@ -46,8 +46,9 @@ pub enum Event {
     PeerUp {
         /// Its id.
         id: u64,
-        /// Its service name.
-        name: String<MAX_NAME>,
+        /// Its service name as announced: UTF-8 from this crate's peers, but the
+        /// protocol passes it on without looking (`core::str::from_utf8` to read it).
+        name: Vec<u8, MAX_NAME>,
         /// The addresses it announces.
         addresses: Vec<Ipv4Addr, MAX_ADDRESSES>,
     },

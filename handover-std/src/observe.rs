@@ -111,7 +111,7 @@ pub fn sighting(from: SocketAddr, bytes: &[u8]) -> Result<Option<Sighting>, wire
                     s.priority = Some(a.rank.priority);
                     s.start_ms = a.rank.start_ms;
                     s.heartbeat = std::time::Duration::from_millis(a.heartbeat_ms.into());
-                    s.name = a.name.to_owned();
+                    s.name = String::from_utf8_lossy(a.name).into_owned();
                     s.addresses = a
                         .addresses
                         .chunks_exact(4)

@@ -38,7 +38,7 @@ pub fn forged_claim(
             ready_ms: 0,
             heartbeat_ms: 100,
             claim_heard: None,
-            name: "",
+            name: b"",
             addresses: &[],
             state: &[],
         }),

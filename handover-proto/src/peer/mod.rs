@@ -100,7 +100,7 @@ pub struct Peer<const N: usize> {
     /// cause keep their payload in a slot until polled.
     events: Deque<Pending, EVENT_QUEUE>,
     peer_up: (
-        heapless::String<{ wire::MAX_NAME }>,
+        Vec<u8, { wire::MAX_NAME }>,
         Vec<Ipv4Addr, { wire::MAX_ADDRESSES }>,
     ),
     stats: Stats,
@@ -642,7 +642,7 @@ impl<const N: usize> Peer<N> {
     }
 
     fn peer_up(&mut self, id: u64, announce: &wire::Announce<'_>) {
-        let name = heapless::String::try_from(announce.name).unwrap_or_default();
+        let name = Vec::from_slice(announce.name).unwrap_or_default();
         let addresses = announce
             .addresses
             .chunks_exact(4)
@@ -919,7 +919,7 @@ impl<const N: usize> Peer<N> {
                 ready_ms: self.ready_ms(self.clock.now()),
                 heartbeat_ms: self.heartbeat_ms(),
                 claim_heard: self.claim_heard.map(NonZeroU64::get),
-                name: &self.config.name,
+                name: self.config.name.as_bytes(),
                 addresses: &addresses[..4 * self.config.addresses.len()],
                 state,
             }),

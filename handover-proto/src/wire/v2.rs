@@ -10,7 +10,7 @@ pub const MAGIC: u8 = 0x48;
 const FLAG_TAGGED: u8 = 0x01;
 /// Length of the authentication tag.
 pub const TAG_LEN: usize = 16;
-/// Longest service name a heartbeat carries, in bytes of UTF-8.
+/// Longest service name a heartbeat carries, in bytes.
 pub const MAX_NAME: usize = 32;
 /// Most IPv4 addresses a heartbeat carries.
 pub const MAX_ADDRESSES: usize = 8;
@@ -100,9 +100,11 @@ pub struct Announce<'a> {
     /// The last claimer whose claim the sender acknowledged: tells that claimer its
     /// claim was heard even if every acknowledgement was lost.
     pub claim_heard: Option<u64>,
-    /// Service name, at most [`MAX_NAME`] bytes.
-    #[serde(borrow)]
-    pub name: &'a str,
+    /// Service name, at most [`MAX_NAME`] bytes: UTF-8 from this crate's peers, but
+    /// opaque to the protocol, which never interprets it (on the wire a postcard
+    /// string and a byte string are the same bytes).
+    #[serde(borrow, with = "bytes")]
+    pub name: &'a [u8],
     /// IPv4 addresses, 4 bytes each, at most [`MAX_ADDRESSES`].
     #[serde(borrow, with = "bytes")]
     pub addresses: &'a [u8],
@@ -331,7 +333,7 @@ mod tests {
                 ready_ms: 250,
                 heartbeat_ms: 1000,
                 claim_heard: Some(3),
-                name,
+                name: name.as_bytes(),
                 addresses,
                 state,
             }),
@@ -434,10 +436,18 @@ mod tests {
             Frame::parse(&[0x48, 0, 1, 2, 3, 9]),
             Err(DecodeError::Malformed)
         );
-        // Name not UTF-8.
-        let mut bad = HEARTBEAT;
-        bad[21] = 0xff;
-        assert_eq!(Frame::parse(&bad[..LEN]), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn names_pass_through_unread() {
+        // Not UTF-8: the protocol never interprets the name, so it does not reject it.
+        let mut odd = HEARTBEAT;
+        odd[21] = 0xff;
+        let frame = Frame::parse(&odd[..LEN]).unwrap();
+        let Body::Announce(a) = frame.packet.body else {
+            panic!("a heartbeat")
+        };
+        assert_eq!(a.name, [0xff, b'b']);
     }
 
     #[test]

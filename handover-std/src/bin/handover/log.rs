@@ -107,7 +107,7 @@ impl Log {
                 "peer_up",
                 json!({
                     "id": hex(*id),
-                    "name": name.as_str(),
+                    "name": String::from_utf8_lossy(name),
                     "addresses": addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 }),
             ),

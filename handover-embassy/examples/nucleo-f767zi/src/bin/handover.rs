@@ -42,7 +42,9 @@ async fn log_events(mut events: Events<'static, CriticalSectionRawMutex>) {
 async fn main(spawner: Spawner) {
     let (stack, seed) = handover_example_nucleo_f767zi::network(spawner).await;
 
-    static SHARED: Shared<CriticalSectionRawMutex> = Shared::new();
+    // In a `StaticCell`, not a plain `static`: its few non-zero initial bytes would
+    // otherwise put all of it in `.data`, whose initial image takes as much flash.
+    static SHARED: StaticCell<Shared<CriticalSectionRawMutex>> = StaticCell::new();
     static BUFFERS: StaticCell<Buffers> = StaticCell::new();
     // The scope names the service; all its versions share it. No wall clock on this
     // board: start time 0 ranks below any peer that knows the time, which is only a
@@ -56,7 +58,7 @@ async fn main(spawner: Spawner) {
     let Ok((handover, runner)) = handover_embassy::new::<_, PEERS>(
         stack,
         BUFFERS.init(Buffers::new()),
-        &SHARED,
+        SHARED.init(Shared::new()),
         config,
         Network::default(),
     ) else {
