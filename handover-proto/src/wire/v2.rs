@@ -68,7 +68,7 @@ pub struct Rank {
 pub const MAX_READY_MS: u32 = u32::MAX / 1000;
 
 /// The role a sender announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Role {
     /// Ready and claiming to be in charge.
@@ -79,6 +79,39 @@ pub enum Role {
     Standby,
     /// Superseded and shutting down (hand-over).
     Yielding,
+}
+
+impl From<Role> for u64 {
+    fn from(role: Role) -> u64 {
+        role as u64
+    }
+}
+
+impl TryFrom<u64> for Role {
+    type Error = ();
+    fn try_from(index: u64) -> Result<Self, ()> {
+        Ok(match index {
+            0 => Role::Claiming,
+            1 => Role::Active,
+            2 => Role::Standby,
+            3 => Role::Yielding,
+            _ => return Err(()),
+        })
+    }
+}
+
+// Postcard writes a unit variant as the varint of its index: the same bytes go through
+// the shared varint coder instead of serde's enum machinery.
+impl Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        varint::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        varint::deserialize(d)
+    }
 }
 
 /// A claim (role [`Role::Claiming`]) or a heartbeat (any other role).
