@@ -59,6 +59,7 @@ pub struct Rank {
     #[serde(with = "varint")]
     pub generation: u32,
     /// The sender's wall-clock start time in ms since the Unix epoch (a tie-breaker only).
+    #[serde(with = "varint::signed")]
     pub start_ms: i64,
 }
 
@@ -132,6 +133,7 @@ pub struct Announce<'a> {
     pub heartbeat_ms: u32,
     /// The last claimer whose claim the sender acknowledged: tells that claimer its
     /// claim was heard even if every acknowledgement was lost.
+    #[serde(with = "varint::option")]
     pub claim_heard: Option<u64>,
     /// Service name, at most [`MAX_NAME`] bytes: UTF-8 from this crate's peers, but
     /// opaque to the protocol, which never interprets it (on the wire a postcard
@@ -170,6 +172,7 @@ pub struct Ack {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Goodbye {
     /// The peer it handed over to, if any.
+    #[serde(with = "varint::option")]
     pub successor: Option<u64>,
 }
 
@@ -331,6 +334,65 @@ mod varint {
     fn take<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         u64::deserialize(d)
     }
+
+    /// `i64` as postcard writes it: zigzag (0, -1, 1, -2 … as 0, 1, 2, 3 …), then
+    /// the varint, through the same coder.
+    pub mod signed {
+        use serde::{Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+            super::put(((*v << 1) ^ (*v >> 63)) as u64, s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+            let z = super::take(d)?;
+            Ok((z >> 1) as i64 ^ -((z & 1) as i64))
+        }
+    }
+
+    /// `Option<u64>` as postcard writes it (0, or 1 then the varint), through the
+    /// same coder.
+    pub mod option {
+        use serde::de::{Error, Visitor};
+        use serde::{Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+            match *v {
+                None => s.serialize_none(),
+                Some(v) => s.serialize_some(&Varint(v)),
+            }
+        }
+
+        struct Varint(u64);
+
+        impl serde::Serialize for Varint {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                super::put(self.0, s)
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+            d.deserialize_option(OptionVisitor)
+        }
+
+        struct OptionVisitor;
+
+        impl<'de> Visitor<'de> for OptionVisitor {
+            type Value = Option<u64>;
+
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("an optional varint")
+            }
+
+            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                super::take(d).map(Some)
+            }
+        }
+    }
 }
 
 mod bytes {
@@ -471,6 +533,74 @@ mod tests {
         );
     }
 
+    /// The shared varint coder writes exactly what postcard writes for the plain types.
+    #[test]
+    fn varint_coder_matches_postcard() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Plain {
+            a: u32,
+            b: u64,
+            c: i64,
+            d: Option<u64>,
+            e: Role,
+        }
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Shared {
+            #[serde(with = "varint")]
+            a: u32,
+            #[serde(with = "varint")]
+            b: u64,
+            #[serde(with = "varint::signed")]
+            c: i64,
+            #[serde(with = "varint::option")]
+            d: Option<u64>,
+            e: Role,
+        }
+        #[derive(Serialize)]
+        enum PlainRole {
+            _Claiming,
+            _Active,
+            _Standby,
+            Yielding,
+        }
+        let (mut plain, mut shared) = ([0u8; 64], [0u8; 64]);
+        for (a, b, c, d) in [
+            (0, 0, 0, None),
+            (127, 128, -1, Some(0)),
+            (u32::MAX, u64::MAX, i64::MIN, Some(u64::MAX)),
+            (300, 1 << 35, i64::MAX, Some(1)),
+            (1, 2, -64, Some(16_384)),
+        ] {
+            let p = postcard::to_slice(&(a, b, c, d, PlainRole::Yielding), &mut plain).unwrap();
+            let value = Shared {
+                a,
+                b,
+                c,
+                d,
+                e: Role::Yielding,
+            };
+            let s = postcard::to_slice(&value, &mut shared).unwrap();
+            assert_eq!(p, s);
+            let back: Plain = postcard::from_bytes(s).unwrap();
+            assert_eq!(
+                (back.a, back.b, back.c, back.d, back.e),
+                (a, b, c, d, Role::Yielding)
+            );
+            assert_eq!(postcard::from_bytes::<Shared>(s).unwrap(), value);
+        }
+        // Out of range for the field: refused, as postcard refuses it.
+        let too_big = postcard::to_slice(&(u64::from(u32::MAX) + 1,), &mut plain).unwrap();
+        assert!(postcard::from_bytes::<(u32,)>(too_big).is_err());
+        #[derive(Deserialize)]
+        struct OneU32(
+            #[serde(with = "varint")]
+            #[allow(dead_code)]
+            u32,
+        );
+        assert!(postcard::from_bytes::<OneU32>(too_big).is_err());
+        assert!(postcard::from_bytes::<Role>(&[4]).is_err());
+    }
+
     #[test]
     fn names_pass_through_unread() {
         // Not UTF-8: the protocol never interprets the name, so it does not reject it.
@@ -507,6 +637,13 @@ mod tests {
         let mut buf = [0u8; MAX_DATAGRAM];
         let n = p.emit(&mut buf).unwrap();
         assert!(n + TAG_LEN <= MAX_DATAGRAM, "{n} + tag > {MAX_DATAGRAM}");
+        // The extremes survive the shared varint coder.
+        assert_eq!(Frame::parse(&buf[..n]).unwrap().packet, p);
+        if let Body::Announce(a) = &mut p.body {
+            a.rank.start_ms = i64::MAX;
+        }
+        let n = p.emit(&mut buf).unwrap();
+        assert_eq!(Frame::parse(&buf[..n]).unwrap().packet, p);
         if let Body::Announce(a) = &mut p.body {
             a.addresses = &[];
             a.state = &[];
