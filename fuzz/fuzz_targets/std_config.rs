@@ -35,8 +35,8 @@ fuzz_target!(|input: Input| {
     match handover_std::Config::from_lookup(lookup) {
         Ok(config) => {
             // A configuration from the environment is one the core accepts, or the
-            // error names the setting.
-            if let Err(e) = config.to_proto(input.id, 0, 0, &[]) {
+            // error names the setting. (Ids are drawn by the driver, never 0.)
+            if let Err(e) = config.to_proto(input.id.max(1), 0, 0, &[]) {
                 assert!(e.to_string().starts_with("name:"), "{e}");
             }
         }
