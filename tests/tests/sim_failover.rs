@@ -203,13 +203,20 @@ fn hours_of_steady_running_change_nothing() {
         .count();
     assert_eq!(peer_downs, 0, "no peer may look dead after an epoch move");
 
-    sim.kill(active[0]);
+    let now_active = kill_and_take_over(&mut sim, active[0], hb, 150);
+    assert!(nodes.contains(&now_active));
+}
+
+/// Kills `active` and returns the one peer active a dead interval (at the best
+/// standby's `priority`) plus a heartbeat later.
+fn kill_and_take_over(sim: &mut Sim, active: NodeId, hb: Duration, priority: u8) -> NodeId {
+    sim.kill(active);
     let killed_at = sim.now();
-    sim.run_until(killed_at + dead_interval(hb, 150) + hb);
+    sim.run_until(killed_at + dead_interval(hb, priority) + hb);
     let now_active = sim.active();
     assert_eq!(now_active.len(), 1);
-    assert_ne!(now_active[0], active[0]);
-    assert!(nodes.contains(&now_active[0]));
+    assert_ne!(now_active[0], active);
+    now_active[0]
 }
 
 /// The active peer dies just before its standbys' clock epochs move (2^31 µs after
@@ -226,10 +233,5 @@ fn failover_across_an_epoch_move() {
     assert_eq!(active.len(), 1);
     // 100 ms before the epoch moves.
     sim.run_until(started + Duration::from_micros((1 << 31) - 100_000));
-    sim.kill(active[0]);
-    let killed_at = sim.now();
-    sim.run_until(killed_at + dead_interval(hb, 150) + hb);
-    let now_active = sim.active();
-    assert_eq!(now_active.len(), 1);
-    assert_ne!(now_active[0], active[0]);
+    kill_and_take_over(&mut sim, active[0], hb, 150);
 }

@@ -432,7 +432,7 @@ impl<const N: usize> Peer<N> {
             State::Done => None,
             _ => self
                 .table
-                .next_expiry(self.config.priority, self.heartbeat_us()),
+                .next_expiry(self.config.priority, self.heartbeat_us),
         };
         let next = match (timers, expiry) {
             (Some(a), Some(b)) => a.min(b),
@@ -666,9 +666,7 @@ impl<const N: usize> Peer<N> {
                 let contact = self.state == State::Claiming || heard_us;
                 if earlier && contact && rank.generation >= self.generation {
                     // The newer instance outranks the earlier one whatever the clocks say.
-                    self.generation = self.max_heard + 1;
-                    self.max_heard = self.generation;
-                    self.table.clear_acks();
+                    self.raise_generation();
                     debug!("raising claim generation to {}", self.generation);
                     if self.state == State::Claiming {
                         self.restart_claim();
@@ -725,11 +723,17 @@ impl<const N: usize> Peer<N> {
 
     // ----- transitions -----
 
-    fn start_claim(&mut self) {
-        self.state = State::Claiming;
+    /// Claims with one more than the highest generation heard; acknowledgements of
+    /// the old generation no longer count.
+    fn raise_generation(&mut self) {
         self.generation = self.max_heard.max(self.generation) + 1;
         self.max_heard = self.generation;
         self.table.clear_acks();
+    }
+
+    fn start_claim(&mut self) {
+        self.state = State::Claiming;
+        self.raise_generation();
         self.timers.stop(Timer::Heartbeat);
         // Listen for peers we do not know yet for up to one heartbeat; a peer that has
         // listened for a whole dead interval already knows them all.
@@ -738,7 +742,7 @@ impl<const N: usize> Peer<N> {
         let known_all: Tick = self.dead_interval();
         let now = self.clock.tick();
         let window_end = now
-            .saturating_add(self.heartbeat_us())
+            .saturating_add(self.heartbeat_us)
             .min(known_all.max(now));
         self.timers.set(Timer::ClaimWindow, window_end);
         info!("claiming with generation {}", self.generation);
@@ -749,9 +753,7 @@ impl<const N: usize> Peer<N> {
     fn restart_claim(&mut self) {
         self.announce_due = true;
         self.legacy_due = self.config.legacy;
-        self.backoff = Backoff::default();
-        let delay = self.backoff.next_delay(self.heartbeat_us);
-        self.timers.set(Timer::Retransmit, self.clock.after(delay));
+        self.restart_backoff();
     }
 
     fn become_active(&mut self) {
@@ -794,10 +796,15 @@ impl<const N: usize> Peer<N> {
         self.announce_due = false;
         self.legacy_due = false;
         self.goodbye_due = true;
+        self.restart_backoff();
+        self.refresh_leader();
+    }
+
+    /// A fresh backoff, its first retransmission scheduled.
+    fn restart_backoff(&mut self) {
         self.backoff = Backoff::default();
         let delay = self.backoff.next_delay(self.heartbeat_us);
         self.timers.set(Timer::Retransmit, self.clock.after(delay));
-        self.refresh_leader();
     }
 
     fn retransmit(&mut self) {
@@ -826,7 +833,7 @@ impl<const N: usize> Peer<N> {
         if self.state == State::Done {
             return;
         }
-        let (priority, heartbeat_us) = (self.config.priority, self.heartbeat_us());
+        let (priority, heartbeat_us) = (self.config.priority, self.heartbeat_us);
         let tick = self.clock.tick();
         // Expire only as many as the event queue can report; the rest wait for the
         // next call, which `poll_timeout` schedules at once.
@@ -834,7 +841,7 @@ impl<const N: usize> Peer<N> {
             let Some(id) = self
                 .table
                 .iter()
-                .find(|e| Table::<N>::expires_at(e, priority, heartbeat_us) <= tick)
+                .find(|e| e.expires_at(priority, heartbeat_us) <= tick)
                 .map(Entry::id)
             else {
                 break;
@@ -1008,21 +1015,17 @@ impl<const N: usize> Peer<N> {
         micros / 1000
     }
 
-    fn heartbeat_us(&self) -> u32 {
-        self.heartbeat_us
-    }
-
     fn heartbeat_ms(&self) -> u32 {
-        self.heartbeat_us() / 1000
+        self.heartbeat_us / 1000
     }
 
     fn dead_interval(&self) -> u32 {
-        dead_interval(self.heartbeat_us(), self.config.priority)
+        dead_interval(self.heartbeat_us, self.config.priority)
     }
 
     /// Next heartbeat, up to 10 % early so peers do not stay in lockstep.
     fn schedule_heartbeat(&mut self) {
-        let hb = self.heartbeat_us();
+        let hb = self.heartbeat_us;
         let jitter = self.next_random() % (hb / 10 + 1);
         self.timers
             .set(Timer::Heartbeat, self.clock.after(hb - jitter));

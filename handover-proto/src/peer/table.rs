@@ -77,6 +77,18 @@ impl Entry {
         self.heartbeat_ms = heartbeat_ms.max(1);
     }
 
+    /// When it counts as dead: VRRP's master-down interval, three of its heartbeats
+    /// plus a skew that grows as our priority falls, so the highest-priority standby
+    /// reacts first. Until it announces its heartbeat, ours stands in.
+    pub(crate) fn expires_at(&self, own_priority: u8, own_heartbeat_us: u32) -> Tick {
+        let heartbeat_us = match self.heartbeat_ms {
+            0 => own_heartbeat_us,
+            ms => u32::from(ms) * 1000,
+        };
+        self.heard
+            .saturating_add(dead_interval(heartbeat_us, own_priority))
+    }
+
     /// Checks a datagram's counter against the anti-replay window and records it.
     pub(crate) fn accept_counter(&mut self, counter: u64) -> Freshness {
         if counter > self.counter {
@@ -143,19 +155,6 @@ impl<const N: usize> Table<N> {
             // Heard before the new epoch: long dead, and it stays the oldest.
             e.heard = e.heard.saturating_sub(by);
         }
-    }
-
-    /// When `entry` counts as dead: VRRP's master-down interval, three of its
-    /// heartbeats plus a skew that grows as our priority falls, so the highest-priority
-    /// standby reacts first. Until it announces its heartbeat, ours stands in.
-    pub(crate) fn expires_at(entry: &Entry, own_priority: u8, own_heartbeat_us: u32) -> Tick {
-        let heartbeat_us = match entry.heartbeat_ms {
-            0 => own_heartbeat_us,
-            ms => u32::from(ms) * 1000,
-        };
-        entry
-            .heard
-            .saturating_add(dead_interval(heartbeat_us, own_priority))
     }
 
     fn live(&self) -> &[Entry] {
@@ -241,7 +240,7 @@ impl<const N: usize> Table<N> {
     /// The entry that expires first.
     pub(crate) fn next_expiry(&self, own_priority: u8, own_heartbeat_us: u32) -> Option<Tick> {
         self.iter()
-            .map(|e| Self::expires_at(e, own_priority, own_heartbeat_us))
+            .map(|e| e.expires_at(own_priority, own_heartbeat_us))
             .min()
     }
 
