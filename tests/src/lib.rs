@@ -13,6 +13,8 @@ pub fn seeds() -> u32 {
 pub mod embassy;
 pub mod netns;
 pub mod process;
+pub mod skip;
+pub mod topology;
 
 /// A claim an attacker forges: the highest priority and generation, so that it
 /// outranks every honest peer of `scope`.

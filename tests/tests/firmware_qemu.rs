@@ -14,19 +14,15 @@ fn available(program: &str, arg: &str) -> bool {
 
 #[test]
 fn scenarios_pass_on_the_emulated_cortex_m4() {
-    if !available("qemu-system-arm", "--version") {
-        eprintln!("skipped: qemu-system-arm is not installed (Debian: qemu-system-arm)");
-        return;
-    }
+    handover_tests::require!((!available("qemu-system-arm", "--version"))
+        .then_some("qemu-system-arm is not installed (Debian: qemu-system-arm)"));
     let targets = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    if !targets.contains("thumbv7em-none-eabihf") {
-        eprintln!("skipped: rustup target thumbv7em-none-eabihf is not installed");
-        return;
-    }
+    handover_tests::require!((!targets.contains("thumbv7em-none-eabihf"))
+        .then_some("rustup target thumbv7em-none-eabihf is not installed"));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/qemu-scenarios");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
