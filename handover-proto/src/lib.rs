@@ -125,7 +125,7 @@ pub use config::{
     MIN_HEARTBEAT,
 };
 pub use event::{Destination, Event, State, StateError, Transmit};
-pub use peer::{Peer, PeerInfo, StateTooLong};
+pub use peer::{Peer, PeerInfo, StateTooLong, MAX_GENERATION};
 pub use rank::Rank;
 pub use stats::Stats;
 pub use time::Instant;

@@ -38,9 +38,13 @@ pub struct Stats {
     pub dropped_bad_tag: u32,
     /// Our own datagrams, looped back by the network.
     pub dropped_own: u32,
-    /// Counter not above the last one from that sender: duplicate, reordered or
-    /// replayed (also for senders recently forgotten).
+    /// Counter too far below the newest from that sender to tell a reordered
+    /// datagram from a replay (also: not above the last one from a sender recently
+    /// forgotten).
     pub dropped_stale: u32,
+    /// A datagram already handled: the same one heard on a second interface,
+    /// duplicated by the network, or replayed at once.
+    pub dropped_duplicate: u32,
     /// Acknowledgements addressed to another peer.
     pub dropped_misdirected: u32,
     /// Legacy v1 datagrams while legacy interop is off, or on a group with a key.
@@ -71,6 +75,7 @@ impl Stats {
             self.dropped_bad_tag,
             self.dropped_own,
             self.dropped_stale,
+            self.dropped_duplicate,
             self.dropped_misdirected,
             self.dropped_legacy_refused,
             self.dropped_backlog,

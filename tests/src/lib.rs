@@ -34,7 +34,7 @@ pub fn forged_claim(
             role: Role::Claiming,
             rank: Rank {
                 priority: 255,
-                generation: u32::MAX,
+                generation: handover_proto::MAX_GENERATION,
                 start_ms: i64::MAX,
             },
             ready_ms: 0,

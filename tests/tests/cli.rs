@@ -561,6 +561,9 @@ fn keyed_peer_ignores_forged_and_replayed_datagrams() {
     };
     assert!(count("dropped_unauthenticated") >= 1, "{stats}");
     assert!(count("dropped_bad_tag") >= 1, "{stats}");
-    assert!(count("dropped_stale") >= 1, "replays counted: {stats}");
+    assert!(
+        count("dropped_stale") + count("dropped_duplicate") >= 1,
+        "replays counted: {stats}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -97,21 +97,26 @@ pub struct Peer<const N: usize> {
     goodbye_due: bool,
     replies: Vec<Reply, REPLY_QUEUE>,
     /// Events are queued small; the one `PeerUp` and the one `Synced` an input can
-    /// cause keep their payload in a slot until polled.
+    /// cause keep their payload in a slot until polled (inputs are refused while
+    /// events are undrained, so one slot each is enough).
     events: Deque<Pending, EVENT_QUEUE>,
     peer_up: (
         Vec<u8, { wire::MAX_NAME }>,
         Vec<Ipv4Addr, { wire::MAX_ADDRESSES }>,
     ),
+    /// The leader's state as `Synced` reports it: a later `set_state` does not change
+    /// an event already queued.
+    synced_state: Vec<u8, MAX_STATE>,
     stats: Stats,
 }
 
-/// An event as queued: payloads too large to queue wait in the peer's slots.
-/// Payloads are at most one id (the successor is read from the peer when polled),
-/// keeping each entry at 12 bytes.
+/// An event as queued: payloads too large to queue wait in the peer's slots, filled
+/// when the event is queued. Payloads are at most one id (id 0 for none), keeping each
+/// entry at 12 bytes.
 #[derive(Debug, Clone, Copy)]
 enum Pending {
-    Shutdown,
+    /// The successor, or 0.
+    Shutdown(CompactId),
     MarkComplete,
     PredecessorDone(CompactId),
     Elected,
@@ -206,6 +211,7 @@ impl<const N: usize> Peer<N> {
             replies: Vec::new(),
             events: Deque::new(),
             peer_up: Default::default(),
+            synced_state: Vec::new(),
             stats: Stats::default(),
         })
     }
@@ -353,6 +359,17 @@ impl<const N: usize> Peer<N> {
         Ok(())
     }
 
+    /// The addresses announced to peers from the next heartbeat on (an adapter
+    /// calls this when its interfaces change); at most [`wire::MAX_ADDRESSES`] are
+    /// kept.
+    pub fn set_addresses(&mut self, addresses: &[Ipv4Addr]) {
+        self.config.addresses = addresses
+            .iter()
+            .copied()
+            .take(wire::MAX_ADDRESSES)
+            .collect();
+    }
+
     // ----- outputs -----
 
     /// Writes the next datagram to send into `buf` and says where it goes. `buf`
@@ -395,8 +412,8 @@ impl<const N: usize> Peer<N> {
     #[must_use = "events include actions (Shutdown, MarkComplete) that must be carried out"]
     pub fn poll_event(&mut self) -> Option<Event> {
         Some(match self.events.pop_front()? {
-            Pending::Shutdown => Event::Shutdown {
-                successor: self.successor.map(NonZeroU64::get),
+            Pending::Shutdown(successor) => Event::Shutdown {
+                successor: NonZeroU64::new(successor.into()).map(NonZeroU64::get),
             },
             Pending::MarkComplete => Event::MarkComplete,
             Pending::PredecessorDone(id) => Event::PredecessorDone { id: id.into() },
@@ -407,7 +424,7 @@ impl<const N: usize> Peer<N> {
             },
             Pending::LeaderLost => Event::LeaderChanged { id: None },
             Pending::Synced => Event::Synced {
-                state: self.app_state.clone(),
+                state: core::mem::take(&mut self.synced_state),
             },
             Pending::PeerUp(id) => {
                 let (name, addresses) = core::mem::take(&mut self.peer_up);
@@ -496,6 +513,13 @@ impl<const N: usize> Peer<N> {
                 return;
             }
         }
+        if let Body::Announce(a) = &body {
+            // The reserved generation is refused: raising past it would wrap.
+            if a.rank.generation > MAX_GENERATION {
+                self.stats.dropped_malformed.bump();
+                return;
+            }
+        }
         let mut newest = true;
         if let Some(entry) = self.table.get_mut(header.sender) {
             let freshness = entry.accept_counter(header.counter);
@@ -505,16 +529,21 @@ impl<const N: usize> Peer<N> {
             let usable = match freshness {
                 Freshness::Newest => !entry.departed,
                 Freshness::Reordered => matches!(body, Body::Ack(_)) && !entry.departed,
-                Freshness::Stale => false,
+                Freshness::Duplicate | Freshness::Stale => false,
             };
             // A predecessor repeats its goodbye until we acknowledge it: our first
             // acknowledgement was lost, so send another.
             let repeated_goodbye = entry.departed
-                && freshness != Freshness::Stale
+                && matches!(freshness, Freshness::Newest | Freshness::Reordered)
                 && matches!(body, Body::Goodbye(g) if g.successor == Some(self.config.id));
             if repeated_goodbye {
                 self.stats.accepted.bump();
                 self.queue_reply(source, header.sender, 0);
+                return;
+            }
+            if freshness == Freshness::Duplicate {
+                // The same datagram heard on a second interface, or repeated.
+                self.stats.dropped_duplicate.bump();
                 return;
             }
             if !usable {
@@ -714,8 +743,9 @@ impl<const N: usize> Peer<N> {
         let hash = wire::scope_id(state);
         if self.synced != Some(hash) {
             self.synced = Some(hash);
-            if let Ok(state) = Vec::from_slice(state) {
-                self.app_state = state;
+            if let Ok(state) = Vec::<u8, MAX_STATE>::from_slice(state) {
+                self.app_state.clone_from(&state);
+                self.synced_state = state;
                 self.push_event(Pending::Synced);
             }
         }
@@ -724,9 +754,10 @@ impl<const N: usize> Peer<N> {
     // ----- transitions -----
 
     /// Claims with one more than the highest generation heard; acknowledgements of
-    /// the old generation no longer count.
+    /// the old generation no longer count. Generations heard never exceed
+    /// [`MAX_GENERATION`] (announcements above it are refused), and ours stops there.
     fn raise_generation(&mut self) {
-        self.generation = self.max_heard.max(self.generation) + 1;
+        self.generation = (self.max_heard.max(self.generation) + 1).min(MAX_GENERATION);
         self.max_heard = self.generation;
         self.table.clear_acks();
     }
@@ -785,7 +816,8 @@ impl<const N: usize> Peer<N> {
         if !self.timers.is_set(Timer::Heartbeat) {
             self.schedule_heartbeat();
         }
-        self.push_event(Pending::Shutdown);
+        let successor = self.successor.map_or(0, NonZeroU64::get);
+        self.push_event(Pending::Shutdown(successor.into()));
     }
 
     /// Enters `Done` and starts sending the goodbye.
@@ -1070,10 +1102,16 @@ impl<const N: usize> Peer<N> {
     }
 }
 
-// A peer with an 8-entry table fits in 1 KiB on 32-bit targets (1000 bytes on
-// thumbv7em with authentication): the build fails if it grows past that.
+// A peer with an 8-entry table fits in 1 KiB + 64 B on 32-bit targets (1,072 bytes on
+// thumbv7em with authentication, 68 of them the slot that keeps a queued `Synced`
+// event's payload): the build fails if it grows past that.
 #[cfg(target_pointer_width = "32")]
-const _: () = assert!(core::mem::size_of::<Peer<8>>() <= 1024);
+const _: () = assert!(core::mem::size_of::<Peer<8>>() <= 1088);
+
+/// The highest claim generation: announcements of a higher one are dropped as
+/// malformed (honest peers, one claim at a time, never get near it), so that raising
+/// the generation cannot overflow.
+pub const MAX_GENERATION: u32 = u32::MAX - 1;
 
 /// `ready_at` before `ready`: the end of time.
 const NOT_READY: Instant = Instant::from_micros(u64::MAX);
@@ -1091,6 +1129,144 @@ mod tests {
     /// Guards the memory of a peer with an 8-entry table on 64-bit hosts, where
     /// `usize` fields take 8 bytes (1040 today); 32-bit targets are held to 1 KiB at
     /// compile time (above).
+    const SCOPE: u32 = 0x5c09e;
+
+    fn peer(id: u64, policy: Policy) -> Peer<8> {
+        let mut c = Config::new(SCOPE, id, 1_000, id);
+        c.policy = policy;
+        c.heartbeat = core::time::Duration::from_millis(100);
+        Peer::new(c, Instant::ZERO).unwrap()
+    }
+
+    fn at_ms(ms: u64) -> Instant {
+        Instant::from_micros(ms * 1000)
+    }
+
+    /// Hands `p` an announcement of `sender`.
+    fn hear(p: &mut Peer<8>, now: Instant, sender: u64, counter: u64, a: wire::Announce<'_>) {
+        let packet = Packet {
+            header: Header {
+                scope: SCOPE,
+                sender,
+                counter,
+            },
+            body: Body::Announce(a),
+        };
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        let len = packet.emit(&mut buf).unwrap();
+        let from = SocketAddr::from(([10, 0, 0, sender as u8], 1538));
+        p.handle_datagram(now, from, &buf[..len]);
+    }
+
+    fn announce(role: Role, generation: u32, ready_ms: u32, state: &[u8]) -> wire::Announce<'_> {
+        wire::Announce {
+            role,
+            rank: wire::Rank {
+                priority: crate::DEFAULT_PRIORITY,
+                generation,
+                start_ms: 2_000,
+            },
+            ready_ms,
+            heartbeat_ms: 100,
+            claim_heard: None,
+            name: b"",
+            addresses: &[],
+            state,
+        }
+    }
+
+    fn drain(p: &mut Peer<8>) {
+        while p.poll_event().is_some() {}
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        while p.poll_transmit(p.clock.now(), &mut buf).is_some() {}
+    }
+
+    /// Runs `p`'s timers until `until`, draining its output.
+    fn run_until(p: &mut Peer<8>, until: Instant) {
+        while let Some(t) = p.poll_timeout().filter(|&t| t <= until) {
+            p.handle_timeout(t);
+            drain(p);
+        }
+        p.handle_timeout(until);
+        drain(p);
+    }
+
+    #[test]
+    fn the_reserved_generation_is_refused_and_raising_never_wraps() {
+        let mut p = peer(1, Policy::HandOver);
+        p.ready(at_ms(0)).unwrap();
+        drain(&mut p);
+        // An earlier-ready claimer announcing the reserved generation: refused.
+        let a = announce(Role::Claiming, u32::MAX, 5_000, b"");
+        hear(&mut p, at_ms(1), 2, 1, a);
+        assert_eq!(p.stats().dropped_malformed, 1);
+        assert_eq!(p.state(), State::Claiming);
+        // The highest generation allowed: we outrank it by the newer-wins rule
+        // without going past it, however often it comes back.
+        for counter in 2..5 {
+            let a = announce(Role::Claiming, MAX_GENERATION, 5_000, b"");
+            hear(&mut p, at_ms(counter), 2, counter, a);
+            drain(&mut p);
+            assert_eq!(p.generation, MAX_GENERATION);
+        }
+        assert_eq!(p.max_heard, MAX_GENERATION);
+    }
+
+    #[test]
+    fn a_queued_shutdown_keeps_its_successor_after_leave() {
+        let mut p = peer(1, Policy::HandOver);
+        p.ready(at_ms(0)).unwrap();
+        run_until(&mut p, at_ms(1_000));
+        assert_eq!(p.state(), State::Active);
+        // A newer instance claims: we yield to it.
+        hear(
+            &mut p,
+            at_ms(1_001),
+            2,
+            1,
+            announce(Role::Claiming, 9, 0, b""),
+        );
+        p.leave(at_ms(1_002)).unwrap();
+        let shutdown =
+            core::iter::from_fn(|| p.poll_event()).find(|e| matches!(e, Event::Shutdown { .. }));
+        assert_eq!(shutdown, Some(Event::Shutdown { successor: Some(2) }));
+    }
+
+    #[test]
+    fn a_queued_sync_keeps_the_leaders_state_after_set_state() {
+        let mut p = peer(1, Policy::Failover { preempt: false });
+        let leader = announce(Role::Active, 1, 60_000, b"leader's");
+        hear(&mut p, at_ms(0), 2, 1, leader);
+        drain(&mut p);
+        p.ready(at_ms(1)).unwrap();
+        drain(&mut p);
+        assert_eq!(p.state(), State::Standby);
+        hear(
+            &mut p,
+            at_ms(100),
+            2,
+            2,
+            announce(Role::Active, 1, 60_100, b"task 7"),
+        );
+        p.set_state(b"mine").unwrap();
+        let synced =
+            core::iter::from_fn(|| p.poll_event()).find(|e| matches!(e, Event::Synced { .. }));
+        let expected = Vec::from_slice(b"task 7").unwrap();
+        assert_eq!(synced, Some(Event::Synced { state: expected }));
+    }
+
+    #[test]
+    fn a_copy_heard_on_a_second_interface_is_a_duplicate_not_stale() {
+        let mut p = peer(1, Policy::HandOver);
+        for _ in 0..2 {
+            hear(&mut p, at_ms(0), 2, 1, announce(Role::Active, 1, 100, b""));
+            drain(&mut p);
+        }
+        let stats = p.stats();
+        assert_eq!((stats.accepted, stats.dropped_duplicate), (1, 1));
+        assert_eq!(stats.dropped_stale, 0);
+    }
+
     #[test]
     fn peer_with_eight_entries_stays_within_budget() {
         let size = core::mem::size_of::<Peer<8>>();

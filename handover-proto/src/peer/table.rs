@@ -104,12 +104,15 @@ impl Entry {
             return Freshness::Newest;
         }
         let back = self.counter - counter;
-        if back == 0 || back > WINDOW {
+        if back == 0 {
+            return Freshness::Duplicate;
+        }
+        if back > WINDOW {
             return Freshness::Stale;
         }
         let bit = 1u16 << (back - 1);
         if self.window & bit != 0 {
-            return Freshness::Stale;
+            return Freshness::Duplicate;
         }
         self.window |= bit;
         Freshness::Reordered
@@ -127,7 +130,10 @@ pub(crate) enum Freshness {
     Newest,
     /// Older than the newest but not seen before (reordered).
     Reordered,
-    /// Seen before, or too old to tell.
+    /// Seen before: a copy (heard on a second interface, duplicated by the network)
+    /// or a replay of a recent datagram.
+    Duplicate,
+    /// Too old to tell.
     Stale,
 }
 
@@ -282,11 +288,11 @@ mod tests {
     #[test]
     fn replay_window_accepts_reordered_and_refuses_repeats() {
         let mut e = Entry::new(1, Role::Active, 0, 10);
-        assert_eq!(e.accept_counter(10), Freshness::Stale);
+        assert_eq!(e.accept_counter(10), Freshness::Duplicate);
         assert_eq!(e.accept_counter(12), Freshness::Newest);
         assert_eq!(e.accept_counter(11), Freshness::Reordered);
-        assert_eq!(e.accept_counter(11), Freshness::Stale);
-        assert_eq!(e.accept_counter(10), Freshness::Stale);
+        assert_eq!(e.accept_counter(11), Freshness::Duplicate);
+        assert_eq!(e.accept_counter(10), Freshness::Duplicate);
         assert_eq!(e.accept_counter(40), Freshness::Newest);
         assert_eq!(e.accept_counter(24), Freshness::Reordered);
         assert_eq!(e.accept_counter(23), Freshness::Stale, "beyond the window");
