@@ -54,7 +54,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let _ = stream.write_all(b"hello from this version\n").await;
                 });
             }
-            () = handover.shutdown_requested() => break,
+            requested = handover.shutdown_requested() => {
+                // An error means the protocol stopped, not that a newer version
+                // serves: report it and let the restart policy start us again.
+                requested?;
+                break;
+            }
         }
     }
     // A newer version serves now: stop accepting, let the open connections finish.

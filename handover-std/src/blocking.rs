@@ -16,7 +16,7 @@ use crate::{Config, Error, Event, Status};
 /// let handover = Handover::start(Config::from_env()?)?;
 /// // ... start serving ...
 /// handover.ready()?;
-/// handover.wait_shutdown();
+/// handover.wait_shutdown()?;
 /// // ... stop serving ...
 /// handover.shutdown_complete()?;
 /// # Ok(()) }
@@ -57,16 +57,22 @@ impl Handover {
     }
 
     /// Blocks until a newer instance has taken over and this one must shut down.
-    pub fn wait_shutdown(&self) {
-        self.runtime.block_on(self.inner().shutdown_requested());
+    /// An error is not a request to shut down (see
+    /// [`crate::Handover::shutdown_requested`]).
+    pub fn wait_shutdown(&self) -> Result<(), Error> {
+        self.runtime.block_on(self.inner().shutdown_requested())
     }
 
-    /// Like [`wait_shutdown`](Self::wait_shutdown), giving up after `timeout`; `true`
-    /// if a shutdown was requested.
-    pub fn wait_shutdown_timeout(&self, timeout: Duration) -> bool {
+    /// Like [`wait_shutdown`](Self::wait_shutdown), giving up after `timeout`;
+    /// `Ok(true)` if a shutdown was requested.
+    pub fn wait_shutdown_timeout(&self, timeout: Duration) -> Result<bool, Error> {
         let wait = self.inner().shutdown_requested();
-        self.runtime
-            .block_on(async { tokio::time::timeout(timeout, wait).await.is_ok() })
+        self.runtime.block_on(async {
+            match tokio::time::timeout(timeout, wait).await {
+                Ok(result) => result.map(|()| true),
+                Err(_) => Ok(false),
+            }
+        })
     }
 
     /// Calls `f` on the background thread when a shutdown is requested.
@@ -101,10 +107,23 @@ impl Handover {
     }
 }
 
+/// How long dropping a [`Handover`] waits for the goodbye to be delivered.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Dropping the handle leaves the group cleanly: it blocks until the goodbye has
+/// been delivered, for at most a second, so that a standby takes over at once.
 impl Drop for Handover {
     fn drop(&mut self) {
         // The async handle must be dropped inside the runtime it belongs to.
         let _guard = self.runtime.enter();
-        self.inner.take();
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        let mut status = inner.status_receiver();
+        // The last handle: the driver leaves the group.
+        drop(inner);
+        self.runtime.block_on(async {
+            let _ = tokio::time::timeout(LEAVE_TIMEOUT, status.wait_for(|s| s.finished)).await;
+        });
     }
 }

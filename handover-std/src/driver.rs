@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::complete::write_complete_file;
 use crate::config::Config;
-use crate::transport::{destination, Sockets};
+use crate::transport::Sockets;
 
 /// Capacity of the peer table on Linux.
 pub const TABLE: usize = 32;
@@ -33,6 +33,12 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// The interfaces the group is joined on changed (one came up, went away or
+    /// changed address); the names of those joined now.
+    InterfacesChanged(Vec<String>),
+    /// Receiving failed and will be retried (counted in
+    /// [`Status::receive_errors`]).
+    ReceiveError(String),
 }
 
 /// A snapshot of the instance, kept current by the driver.
@@ -48,6 +54,13 @@ pub struct Status {
     pub shutdown_requested: bool,
     /// Its goodbye has been sent: nothing more will happen.
     pub finished: bool,
+    /// The driver stopped on an error it could not recover from: the protocol no
+    /// longer runs. Not a request to shut down.
+    pub failed: Option<String>,
+    /// The interfaces the group is joined on.
+    pub interfaces: Vec<String>,
+    /// Receive errors that were retried.
+    pub receive_errors: u64,
     /// Datagram counters.
     pub stats: Stats,
 }
@@ -69,17 +82,21 @@ pub enum Error {
     /// The sockets could not be set up.
     #[error("network: {0}")]
     Io(#[from] io::Error),
-    /// The driver task has stopped.
+    /// The driver has finished (after this instance's goodbye).
     #[error("the handover driver has stopped")]
     Stopped,
+    /// The driver stopped on an error: the protocol no longer runs. This is not a
+    /// request to shut down; no newer instance took over.
+    #[error("the handover driver failed: {0}")]
+    Failed(String),
 }
 
 pub(crate) struct Driver {
     config: Config,
     peer: Peer<TABLE>,
-    group: UdpSocket,
-    unicast: UdpSocket,
-    legacy: Option<UdpSocket>,
+    sockets: Sockets,
+    /// Receive errors in a row: a socket that keeps failing is broken.
+    errors_in_a_row: u32,
     epoch: std::time::Instant,
     commands: mpsc::UnboundedReceiver<Command>,
     events: broadcast::Sender<Event>,
@@ -114,12 +131,13 @@ impl Driver {
         Error,
     > {
         let sockets = Sockets::open(&config)?;
+        let interfaces = sockets.listeners.interface_names();
         let start_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         // Id 0 is reserved by the protocol.
         let id = random_u64().max(1);
-        let proto = config.to_proto(id, start_ms, random_u64(), &sockets.addresses)?;
+        let proto = config.to_proto(id, start_ms, random_u64(), &sockets.addresses())?;
         let epoch = std::time::Instant::now();
         let peer = Peer::new(proto, Instant::ZERO).map_err(crate::ConfigError::from)?;
         let (cmd_tx, commands) = mpsc::unbounded_channel();
@@ -130,15 +148,16 @@ impl Driver {
             leader: None,
             shutdown_requested: false,
             finished: false,
+            failed: None,
+            interfaces,
+            receive_errors: 0,
             stats: *peer.stats(),
         });
-        let legacy = sockets.legacy.map(UdpSocket::from_std).transpose()?;
         let driver = Driver {
             config,
             peer,
-            group: UdpSocket::from_std(sockets.group)?,
-            unicast: UdpSocket::from_std(sockets.unicast)?,
-            legacy,
+            sockets,
+            errors_in_a_row: 0,
             epoch,
             commands,
             events: events.clone(),
@@ -151,8 +170,16 @@ impl Driver {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
     }
 
-    /// Runs until the peer has finished (after its goodbye) or every handle is gone.
-    pub(crate) async fn run(mut self) -> io::Result<()> {
+    /// Runs until the peer has finished (after its goodbye, which dropping every
+    /// handle also sends) or a socket fails for good, which the status reports.
+    pub(crate) async fn run(mut self) {
+        if let Err(e) = self.drive().await {
+            tracing::error!("the handover driver failed: {e}");
+            self.status.send_modify(|s| s.failed = Some(e.to_string()));
+        }
+    }
+
+    async fn drive(&mut self) -> io::Result<()> {
         let mut group_buf = [0u8; 2048];
         let mut unicast_buf = [0u8; 2048];
         let mut legacy_buf = [0u8; 2048];
@@ -171,28 +198,35 @@ impl Driver {
                 continue;
             }
             let sleep = deadline.map(|d| self.epoch + Duration::from_micros(d.as_micros()));
-            tokio::select! {
-                r = self.group.recv_from(&mut group_buf) => {
-                    let (n, from) = r?;
-                    self.receive(from, &group_buf[..n]);
+            let sockets = &mut self.sockets;
+            let listeners = &mut sockets.listeners;
+            let wake = tokio::select! {
+                r = listeners.group.recv_from(&mut group_buf) => Wake::received(r, &group_buf),
+                r = sockets.unicast.recv_from(&mut unicast_buf) => Wake::received(r, &unicast_buf),
+                r = recv_opt(listeners.legacy.as_ref(), &mut legacy_buf) => Wake::received(r, &legacy_buf),
+                () = listeners.watch.changed() => Wake::Interfaces,
+                cmd = self.commands.recv(), if commands_open => Wake::Command(cmd),
+                () = sleep_until(sleep) => Wake::Timer,
+            };
+            match wake {
+                Wake::Datagram(bytes, from) => {
+                    self.errors_in_a_row = 0;
+                    let now = self.now();
+                    self.peer.handle_datagram(now, from, bytes);
                 }
-                r = self.unicast.recv_from(&mut unicast_buf) => {
-                    let (n, from) = r?;
-                    self.receive(from, &unicast_buf[..n]);
-                }
-                r = recv_opt(self.legacy.as_ref(), &mut legacy_buf) => {
-                    let (n, from) = r?;
-                    self.receive(from, &legacy_buf[..n]);
-                }
-                cmd = self.commands.recv(), if commands_open => match cmd {
-                    Some(cmd) => self.command(cmd),
-                    None => {
-                        // Every handle dropped: leave the group cleanly.
-                        commands_open = false;
-                        let _ = self.peer.leave(self.now());
-                    }
+                Wake::ReceiveError(e) => self.receive_failed(e).await?,
+                Wake::Interfaces => match self.sockets.listeners.refresh() {
+                    Ok(true) => self.interfaces_changed(),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("reading the interfaces failed: {e}"),
                 },
-                () = sleep_until(sleep) => {
+                Wake::Command(Some(cmd)) => self.command(cmd),
+                Wake::Command(None) => {
+                    // Every handle dropped: leave the group cleanly.
+                    commands_open = false;
+                    let _ = self.peer.leave(self.now());
+                }
+                Wake::Timer => {
                     let now = self.now();
                     self.peer.handle_timeout(now);
                 }
@@ -200,9 +234,26 @@ impl Driver {
         }
     }
 
-    fn receive(&mut self, from: SocketAddr, bytes: &[u8]) {
-        let now = self.now();
-        self.peer.handle_datagram(now, from, bytes);
+    /// A receive error: counted, reported and retried after a pause, unless the
+    /// socket is broken (an error no retry can cure, or errors without end).
+    async fn receive_failed(&mut self, e: io::Error) -> io::Result<()> {
+        self.errors_in_a_row += 1;
+        if !is_transient(&e) || self.errors_in_a_row > MAX_ERRORS_IN_A_ROW {
+            return Err(e);
+        }
+        tracing::warn!("receiving failed (retrying): {e}");
+        self.status.send_modify(|s| s.receive_errors += 1);
+        let _ = self.events.send(Event::ReceiveError(e.to_string()));
+        tokio::time::sleep(ERROR_PAUSE).await;
+        Ok(())
+    }
+
+    fn interfaces_changed(&mut self) {
+        let names = self.sockets.listeners.interface_names();
+        tracing::info!("interfaces joined: {}", names.join(", "));
+        self.peer.set_addresses(&self.sockets.addresses());
+        self.status.send_modify(|s| s.interfaces.clone_from(&names));
+        let _ = self.events.send(Event::InterfacesChanged(names));
     }
 
     fn command(&mut self, cmd: Command) {
@@ -226,10 +277,9 @@ impl Driver {
         let now = self.now();
         let mut buf = [0u8; wire::MAX_DATAGRAM];
         while let Some(t) = self.peer.poll_transmit(now, &mut buf) {
-            let to = destination(&self.config, t.destination);
-            if let Err(e) = self.unicast.send_to(&buf[..t.len], to).await {
+            if let Err(e) = self.sockets.send(t.destination, &buf[..t.len]).await {
                 // No route or a full buffer: the protocol retransmits what matters.
-                tracing::debug!("send to {to} failed: {e}");
+                tracing::debug!("send to {:?} failed: {e}", t.destination);
             }
         }
         while let Some(event) = self.peer.poll_event() {
@@ -275,6 +325,50 @@ impl Driver {
             }
         }
     }
+}
+
+/// What woke the driver.
+enum Wake<'a> {
+    Datagram(&'a [u8], SocketAddr),
+    ReceiveError(io::Error),
+    /// The interfaces may have changed.
+    Interfaces,
+    /// A command, or `None` when every handle is gone.
+    Command(Option<Command>),
+    Timer,
+}
+
+impl<'a> Wake<'a> {
+    fn received(r: io::Result<(usize, SocketAddr)>, buf: &'a [u8]) -> Self {
+        match r {
+            Ok((n, from)) => Wake::Datagram(&buf[..n], from),
+            Err(e) => Wake::ReceiveError(e),
+        }
+    }
+}
+
+/// Receive errors in a row after which a socket counts as broken.
+const MAX_ERRORS_IN_A_ROW: u32 = 100;
+
+/// The pause after a receive error: a failing socket never spins the driver.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// Errors a UDP socket can report and still work afterwards: memory or buffer
+/// shortage, an ICMP error of an earlier send, an interface going down, a signal.
+fn is_transient(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        Interrupted
+            | WouldBlock
+            | OutOfMemory
+            | ConnectionRefused
+            | ConnectionReset
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+            | TimedOut
+    ) || e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error())
 }
 
 pub(crate) async fn recv_opt(

@@ -39,12 +39,15 @@ use driver::{Command, Driver};
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// A running instance of the protocol (tokio API).
+///
+/// Dropping the handle leaves the group cleanly: the driver sends its goodbye (so a
+/// standby takes over at once) and ends, as long as the runtime keeps running. A
+/// service about to return from `main` should `leave().await` first.
 #[derive(Debug)]
 pub struct Handover {
     commands: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<Event>,
     status: watch::Receiver<Status>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Handover {
@@ -52,17 +55,17 @@ impl Handover {
     /// service can serve.
     pub async fn start(config: Config) -> Result<Self, Error> {
         let (driver, commands, events, status) = Driver::new(config)?;
-        let task = tokio::spawn(driver.run());
+        // Detached: when every handle is gone the driver says goodbye and ends.
+        tokio::spawn(driver.run());
         Ok(Handover {
             commands,
             events,
             status,
-            task,
         })
     }
 
     fn send(&self, cmd: Command) -> Result<(), Error> {
-        self.commands.send(cmd).map_err(|_| Error::Stopped)
+        self.commands.send(cmd).map_err(|_| self.stopped())
     }
 
     /// The service is ready: claim (hand-over) or stand by (failover).
@@ -76,9 +79,29 @@ impl Handover {
     }
 
     /// Waits until a newer instance has taken over and this one must shut down.
-    pub async fn shutdown_requested(&self) {
+    ///
+    /// An error is not a request to shut down: [`Error::Failed`] if the driver
+    /// stopped on a socket error (the protocol no longer runs), [`Error::Stopped`] if
+    /// it finished without one (after [`leave`](Self::leave)).
+    pub async fn shutdown_requested(&self) -> Result<(), Error> {
         let mut status = self.status.clone();
-        let _ = status.wait_for(|s| s.shutdown_requested).await;
+        let outcome = status
+            .wait_for(|s| s.shutdown_requested || s.failed.is_some())
+            .await
+            .map(|s| (s.shutdown_requested, s.failed.clone()));
+        match outcome {
+            Ok((true, _)) => Ok(()),
+            Ok((false, Some(error))) => Err(Error::Failed(error)),
+            Ok((false, None)) | Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Why the driver is gone: the error it failed on, or none.
+    fn stopped(&self) -> Error {
+        match &self.status.borrow().failed {
+            Some(error) => Error::Failed(error.clone()),
+            None => Error::Stopped,
+        }
     }
 
     /// The service has shut down: write the complete file, say goodbye, and wait
@@ -96,11 +119,16 @@ impl Handover {
 
     async fn finished(&self) -> Result<(), Error> {
         let mut status = self.status.clone();
-        status
-            .wait_for(|s| s.finished)
+        let failed = status
+            .wait_for(|s| s.finished || s.failed.is_some())
             .await
-            .map(|_| ())
-            .map_err(|_| Error::Stopped)
+            .map_err(|_| self.stopped())?
+            .failed
+            .clone();
+        match failed {
+            Some(error) => Err(Error::Failed(error)),
+            None => Ok(()),
+        }
     }
 
     /// Events from now on.
@@ -127,15 +155,7 @@ impl Handover {
     /// Waits until the status satisfies `f`.
     pub async fn wait_for(&self, f: impl FnMut(&Status) -> bool) -> Result<Status, Error> {
         let mut status = self.status.clone();
-        let s = status.wait_for(f).await.map_err(|_| Error::Stopped)?;
+        let s = status.wait_for(f).await.map_err(|_| self.stopped())?;
         Ok(s.clone())
-    }
-}
-
-impl Drop for Handover {
-    fn drop(&mut self) {
-        if !self.status.borrow().finished {
-            self.task.abort();
-        }
     }
 }

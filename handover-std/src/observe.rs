@@ -6,7 +6,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use handover_proto::wire::{self, Body, Datagram, Role};
-use tokio::net::UdpSocket;
 
 use crate::config::Config;
 use crate::transport;
@@ -44,8 +43,7 @@ pub struct Sighting {
 /// protocol.
 #[derive(Debug)]
 pub struct Watcher {
-    group: UdpSocket,
-    legacy: Option<UdpSocket>,
+    listeners: transport::Listeners,
     /// Datagrams that did not decode.
     pub malformed: u64,
 }
@@ -53,10 +51,8 @@ pub struct Watcher {
 impl Watcher {
     /// Opens the sockets `config` describes.
     pub fn open(config: &Config) -> io::Result<Self> {
-        let sockets = transport::Listeners::open_passive(config)?;
         Ok(Watcher {
-            group: UdpSocket::from_std(sockets.group)?,
-            legacy: sockets.legacy.map(UdpSocket::from_std).transpose()?,
+            listeners: transport::Listeners::open(config)?,
             malformed: 0,
         })
     }
@@ -66,9 +62,14 @@ impl Watcher {
         let mut a = [0u8; 2048];
         let mut b = [0u8; 2048];
         loop {
+            let l = &mut self.listeners;
             let (bytes, from) = tokio::select! {
-                r = self.group.recv_from(&mut a) => { let (n, f) = r?; (&a[..n], f) }
-                r = crate::driver::recv_opt(self.legacy.as_ref(), &mut b) => { let (n, f) = r?; (&b[..n], f) }
+                r = l.group.recv_from(&mut a) => { let (n, f) = r?; (&a[..n], f) }
+                r = crate::driver::recv_opt(l.legacy.as_ref(), &mut b) => { let (n, f) = r?; (&b[..n], f) }
+                () = l.watch.changed() => {
+                    l.refresh()?;
+                    continue;
+                }
             };
             match sighting(from, bytes) {
                 Ok(Some(s)) => return Ok(s),

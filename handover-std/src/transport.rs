@@ -5,51 +5,74 @@
 //! on one host both bind it) and joins the group; the *unicast* socket binds an
 //! ephemeral port and sends everything, so each instance has a source address of its
 //! own and unicast replies reach the right one even when both share an IP.
+//!
+//! Interfaces, as handover-lib does it:
+//! - **bridge** mode (the default) joins the group on every interface with an IPv4
+//!   address and sends every group datagram once through each of them: a container's
+//!   `eth0` reaches the containers on its bridge, `lo` the instances in its own
+//!   network namespace. A peer that hears a copy on two interfaces handles it once
+//!   (the copy is counted as a duplicate).
+//! - **host** mode uses the one named interface: both sockets are bound to it, so
+//!   nothing from, or to, any other interface (the LAN the fleet shares) is involved.
+//!
+//! Interfaces that appear, change address or disappear while running are followed:
+//! a netlink route socket subscribed to link and IPv4 address changes wakes the
+//! driver, which reads the interface list again, joins the new ones and leaves the
+//! ones gone. Nothing polls while nothing changes. Where netlink is not available
+//! the list is read again every [`POLL_INTERVAL`].
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, SockRef, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
 
 use crate::config::{Config, NetworkMode};
 
-/// The sockets of one instance.
-pub(crate) struct Sockets {
-    pub(crate) group: UdpSocket,
-    pub(crate) unicast: UdpSocket,
-    /// handover-lib's port, in legacy mode.
-    pub(crate) legacy: Option<UdpSocket>,
-    /// The IPv4 addresses of the interfaces joined: announced to peers.
-    pub(crate) addresses: Vec<Ipv4Addr>,
+/// How often the interface list is read when netlink notifications are unavailable.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// An interface the group is joined on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Interface {
+    pub(crate) name: String,
+    pub(crate) index: u32,
+    /// Its first IPv4 address: the source of what we send through it.
+    pub(crate) address: Ipv4Addr,
 }
 
-/// An interface to join the group on.
-struct Interface {
-    name: String,
-    address: Ipv4Addr,
-}
-
+/// The interfaces `mode` selects, one entry per interface.
 fn interfaces(mode: &NetworkMode) -> io::Result<Vec<Interface>> {
-    let all = if_addrs::get_if_addrs()?;
-    let v4 = all.into_iter().filter_map(|i| match i.addr {
-        if_addrs::IfAddr::V4(a) => Some(Interface {
-            name: i.name,
-            address: a.ip,
-        }),
-        _ => None,
-    });
-    let chosen: Vec<Interface> = match mode {
-        NetworkMode::Bridge => v4.collect(),
-        NetworkMode::Host { interface } => v4.filter(|i| &i.name == interface).collect(),
-    };
-    if chosen.is_empty() {
-        let which = match mode {
-            NetworkMode::Bridge => "any interface".to_string(),
-            NetworkMode::Host { interface } => format!("interface {interface:?}"),
+    let mut chosen: Vec<Interface> = Vec::new();
+    for i in if_addrs::get_if_addrs()? {
+        let (if_addrs::IfAddr::V4(a), Some(index)) = (&i.addr, i.index) else {
+            continue;
         };
+        let wanted = match mode {
+            NetworkMode::Bridge => true,
+            NetworkMode::Host { interface } => &i.name == interface,
+        };
+        if wanted && !chosen.iter().any(|c| c.index == index) {
+            chosen.push(Interface {
+                name: i.name,
+                index,
+                address: a.ip,
+            });
+        }
+    }
+    Ok(chosen)
+}
+
+/// The interfaces at start: in host mode the named one must have an address.
+fn initial_interfaces(mode: &NetworkMode) -> io::Result<Vec<Interface>> {
+    let chosen = interfaces(mode)?;
+    if let (true, NetworkMode::Host { interface }) = (chosen.is_empty(), mode) {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!("no IPv4 address on {which}"),
+            format!("no IPv4 address on interface {interface:?}"),
         ));
     }
     Ok(chosen)
@@ -59,13 +82,15 @@ fn udp() -> io::Result<Socket> {
     Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
 }
 
-/// A socket bound to `port` on all addresses, joined to `group` on `ifaces`.
-fn group_socket(
-    group: Ipv4Addr,
-    port: u16,
-    ifaces: &[Interface],
-    device: Option<&str>,
-) -> io::Result<UdpSocket> {
+fn device(mode: &NetworkMode) -> Option<&str> {
+    match mode {
+        NetworkMode::Host { interface } => Some(interface.as_str()),
+        NetworkMode::Bridge => None,
+    }
+}
+
+/// A socket bound to `port` on all addresses, not yet joined.
+fn group_socket(port: u16, device: Option<&str>) -> io::Result<UdpSocket> {
     let s = udp()?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
@@ -77,99 +102,255 @@ fn group_socket(
         Ipv4Addr::UNSPECIFIED,
         port,
     )))?;
-    for iface in ifaces {
-        match s.join_multicast_v4(&group, &iface.address) {
-            Ok(()) => {}
-            // Two addresses on one interface: the second join is a duplicate.
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("joining {group} on {} ({}): {e}", iface.name, iface.address),
-                ))
-            }
-        }
-    }
     s.set_nonblocking(true)?;
-    Ok(s.into())
+    UdpSocket::from_std(s.into())
 }
 
-/// An ephemeral-port socket that sends to the group on the first interface.
-fn unicast_socket(iface: &Interface, device: Option<&str>) -> io::Result<UdpSocket> {
+/// An ephemeral-port socket that sends everything; the interface of each group
+/// datagram is chosen per send.
+fn unicast_socket(device: Option<&str>) -> io::Result<UdpSocket> {
     let s = udp()?;
     if let Some(device) = device {
         s.bind_device(Some(device.as_bytes()))?;
     }
     s.set_multicast_loop_v4(true)?;
     s.set_multicast_ttl_v4(1)?;
-    s.set_multicast_if_v4(&iface.address)?;
     s.bind(&SockAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))?;
     s.set_nonblocking(true)?;
-    Ok(s.into())
+    UdpSocket::from_std(s.into())
 }
 
-/// The receiving side only: the group socket, and handover-lib's in legacy mode.
+/// The receiving side: the group socket, and handover-lib's in legacy mode, joined
+/// on the interfaces of the network mode and kept joined as they change.
+#[derive(Debug)]
 pub(crate) struct Listeners {
     pub(crate) group: UdpSocket,
     pub(crate) legacy: Option<UdpSocket>,
-}
-
-fn device(config: &Config) -> Option<&str> {
-    match &config.network {
-        NetworkMode::Host { interface } => Some(interface.as_str()),
-        NetworkMode::Bridge => None,
-    }
+    mode: NetworkMode,
+    /// The protocol's group, then handover-lib's.
+    groups: [Ipv4Addr; 2],
+    joined: Vec<Interface>,
+    /// Wakes when the interfaces may have changed: then call
+    /// [`refresh`](Self::refresh).
+    pub(crate) watch: InterfaceWatch,
 }
 
 impl Listeners {
-    fn open(config: &Config, ifaces: &[Interface]) -> io::Result<Self> {
-        let device = device(config);
-        let group = group_socket(config.group, config.port, ifaces, device)?;
+    /// Opens the listening sockets `config` describes and joins the group.
+    pub(crate) fn open(config: &Config) -> io::Result<Self> {
+        let device = device(&config.network);
+        let group = group_socket(config.port, device)?;
         let legacy = if config.legacy {
-            Some(group_socket(
-                config.legacy_group,
-                config.legacy_port,
-                ifaces,
-                device,
-            )?)
+            Some(group_socket(config.legacy_port, device)?)
         } else {
             None
         };
-        Ok(Listeners { group, legacy })
+        // Subscribed before the first read of the list: no change falls in between.
+        let watch = InterfaceWatch::new();
+        let mut listeners = Listeners {
+            group,
+            legacy,
+            mode: config.network.clone(),
+            groups: [config.group, config.legacy_group],
+            joined: Vec::new(),
+            watch,
+        };
+        let initial = initial_interfaces(&listeners.mode)?;
+        listeners.update(initial)?;
+        Ok(listeners)
     }
 
-    /// Opens the listening sockets `config` describes (a passive observer).
-    pub(crate) fn open_passive(config: &Config) -> io::Result<Self> {
-        Self::open(config, &interfaces(&config.network)?)
+    /// The interfaces joined.
+    pub(crate) fn interfaces(&self) -> &[Interface] {
+        &self.joined
     }
+
+    /// Their names.
+    pub(crate) fn interface_names(&self) -> Vec<String> {
+        self.joined.iter().map(|i| i.name.clone()).collect()
+    }
+
+    fn sockets(&self) -> impl Iterator<Item = (Ipv4Addr, &UdpSocket)> {
+        let legacy = self.legacy.as_ref().map(|s| (self.groups[1], s));
+        std::iter::once((self.groups[0], &self.group)).chain(legacy)
+    }
+
+    /// Joins the interfaces of `now` not joined yet, leaves those no longer there.
+    fn update(&mut self, now: Vec<Interface>) -> io::Result<()> {
+        for gone in self.joined.iter().filter(|j| !now.contains(j)) {
+            for (group, socket) in self.sockets() {
+                // The kernel already left if the interface itself is gone.
+                let _ = SockRef::from(socket)
+                    .leave_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(gone.index));
+            }
+        }
+        for new in now.iter().filter(|n| !self.joined.contains(n)) {
+            for (group, socket) in self.sockets() {
+                match SockRef::from(socket)
+                    .join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(new.index))
+                {
+                    // Same interface, new address: still joined.
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("joining {group} on {} ({}): {e}", new.name, new.address),
+                        ))
+                    }
+                    Ok(()) => {}
+                }
+            }
+        }
+        self.joined = now;
+        Ok(())
+    }
+
+    /// Brings the membership up to date with the system's interfaces. Returns
+    /// whether the joined interfaces changed.
+    pub(crate) fn refresh(&mut self) -> io::Result<bool> {
+        let now = interfaces(&self.mode)?;
+        if now == self.joined {
+            return Ok(false);
+        }
+        self.update(now)?;
+        Ok(true)
+    }
+}
+
+/// Every socket of one instance.
+#[derive(Debug)]
+pub(crate) struct Sockets {
+    pub(crate) listeners: Listeners,
+    pub(crate) unicast: UdpSocket,
+    group: SocketAddr,
+    legacy_group: SocketAddr,
 }
 
 impl Sockets {
     pub(crate) fn open(config: &Config) -> io::Result<Self> {
-        let ifaces = interfaces(&config.network)?;
-        let Listeners { group, legacy } = Listeners::open(config, &ifaces)?;
-        let unicast = unicast_socket(&ifaces[0], device(config))?;
-        let addresses = ifaces
+        let listeners = Listeners::open(config)?;
+        let unicast = unicast_socket(device(&config.network))?;
+        Ok(Sockets {
+            listeners,
+            unicast,
+            group: SocketAddrV4::new(config.group, config.port).into(),
+            legacy_group: SocketAddrV4::new(config.legacy_group, config.legacy_port).into(),
+        })
+    }
+
+    /// The addresses announced to peers: those of the interfaces joined, but loopback.
+    pub(crate) fn addresses(&self) -> Vec<Ipv4Addr> {
+        self.listeners
+            .interfaces()
             .iter()
             .map(|i| i.address)
             .filter(|a| !a.is_loopback())
-            .collect();
-        Ok(Sockets {
-            group,
-            unicast,
-            legacy,
-            addresses,
-        })
+            .collect()
+    }
+
+    /// Sends one datagram: to the group once through every interface joined, or to
+    /// one peer. Returns the first error; the other interfaces are still tried.
+    pub(crate) async fn send(
+        &self,
+        destination: handover_proto::Destination,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        let group = match destination {
+            handover_proto::Destination::Group => self.group,
+            handover_proto::Destination::LegacyGroup => self.legacy_group,
+            handover_proto::Destination::Reply(to) => {
+                return self.unicast.send_to(bytes, to).await.map(drop)
+            }
+        };
+        let mut result = Ok(());
+        for iface in self.listeners.interfaces() {
+            let sent = match SockRef::from(&self.unicast).set_multicast_if_v4(&iface.address) {
+                Ok(()) => self.unicast.send_to(bytes, group).await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                tracing::debug!("send to {group} on {} failed: {e}", iface.name);
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
     }
 }
 
-/// Where a transmit goes, as a socket address.
-pub(crate) fn destination(config: &Config, d: handover_proto::Destination) -> SocketAddr {
-    match d {
-        handover_proto::Destination::Group => SocketAddrV4::new(config.group, config.port).into(),
-        handover_proto::Destination::LegacyGroup => {
-            SocketAddrV4::new(config.legacy_group, config.legacy_port).into()
+/// Wakes when the system's interfaces or IPv4 addresses may have changed.
+#[derive(Debug)]
+pub(crate) struct InterfaceWatch {
+    /// A netlink route socket subscribed to link and IPv4 address changes; `None`
+    /// where it cannot be opened (then the list is polled).
+    netlink: Option<AsyncFd<OwnedFd>>,
+}
+
+/// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR` (linux/rtnetlink.h).
+const NETLINK_GROUPS: u32 = 0x1 | 0x10;
+
+impl InterfaceWatch {
+    fn new() -> Self {
+        match Self::subscribe() {
+            Ok(fd) => InterfaceWatch { netlink: Some(fd) },
+            Err(e) => {
+                tracing::warn!(
+                    "interface changes are polled every {POLL_INTERVAL:?}: netlink: {e}"
+                );
+                InterfaceWatch { netlink: None }
+            }
         }
-        handover_proto::Destination::Reply(addr) => addr,
+    }
+
+    fn subscribe() -> io::Result<AsyncFd<OwnedFd>> {
+        use rustix::net::{netlink, AddressFamily, SocketFlags, SocketType};
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None, // NETLINK_ROUTE
+        )?;
+        rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, NETLINK_GROUPS))?;
+        // SAFETY: the AsyncFd owns the descriptor; nothing else closes or replaces it
+        // while it is registered.
+        Ok(unsafe { AsyncFd::register(fd) }?)
+    }
+
+    /// Returns after the next change notification (or poll interval).
+    pub(crate) async fn changed(&mut self) {
+        let Some(netlink) = &self.netlink else {
+            tokio::time::sleep(POLL_INTERVAL).await;
+            return;
+        };
+        let Ok(mut ready) = netlink.readable().await else {
+            // The socket broke: poll from now on.
+            self.netlink = None;
+            return;
+        };
+        // What changed does not matter: the list is read again. An overrun
+        // (ENOBUFS) means changes were missed, which reading the list covers too.
+        let mut buf = [0u8; 4096];
+        loop {
+            match rustix::net::recv(
+                ready.get_inner(),
+                &mut buf,
+                rustix::net::RecvFlags::DONTWAIT,
+            ) {
+                Ok(_) => continue,
+                Err(rustix::io::Errno::AGAIN) => {
+                    ready.clear_ready();
+                    return;
+                }
+                Err(rustix::io::Errno::NOBUFS | rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    tracing::warn!(
+                        "interface changes are polled every {POLL_INTERVAL:?}: netlink: {e}"
+                    );
+                    self.netlink = None;
+                    return;
+                }
+            }
+        }
     }
 }

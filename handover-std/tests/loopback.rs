@@ -71,7 +71,8 @@ async fn newer_instance_takes_over_on_loopback() {
     new.ready().unwrap();
     tokio::time::timeout(Duration::from_secs(2), old.shutdown_requested())
         .await
-        .expect("old instance told to shut down");
+        .expect("old instance told to shut down")
+        .unwrap();
     let latency = started.elapsed();
     old.complete().await.unwrap();
     assert!(complete.is_file(), "complete file written");
@@ -110,12 +111,13 @@ fn blocking_api_hands_over() {
     old.ready().unwrap();
     let new = blocking::Handover::start(config(port, &scope, &complete)).unwrap();
     assert!(
-        !old.wait_shutdown_timeout(Duration::from_millis(200)),
+        !old.wait_shutdown_timeout(Duration::from_millis(200))
+            .unwrap(),
         "no one newer yet"
     );
     new.ready().unwrap();
     assert!(
-        old.wait_shutdown_timeout(Duration::from_secs(2)),
+        old.wait_shutdown_timeout(Duration::from_secs(2)).unwrap(),
         "superseded"
     );
     rx.recv_timeout(Duration::from_secs(1))

@@ -73,7 +73,7 @@ async fn hand_over(
     let ready_at = Instant::now();
     new.ready()?;
     say("new", "ready: claim sent to the group".into());
-    within("the shutdown request", old.shutdown_requested()).await?;
+    within("the shutdown request", old.shutdown_requested()).await??;
     let latency = ready_at.elapsed();
     say(
         "old",

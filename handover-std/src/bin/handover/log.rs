@@ -123,6 +123,10 @@ impl Log {
                 "complete_failed",
                 json!({ "path": path.display().to_string(), "error": error }),
             ),
+            Event::InterfacesChanged(names) => {
+                self.event("interfaces_changed", json!({ "interfaces": names }))
+            }
+            Event::ReceiveError(error) => self.event("receive_error", json!({ "error": error })),
             other => self.event("other", json!({ "debug": format!("{other:?}") })),
         }
     }

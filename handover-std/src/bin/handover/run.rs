@@ -189,11 +189,13 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
     let config = args.protocol.config()?;
     let mut signals = Forwarded::install()?;
     let handover = Handover::start(config.clone()).await?;
-    let id = handover.status().id;
+    let status = handover.status();
+    let id = status.id;
     log.event(
         "listening",
         json!({
             "id": hex(id),
+            "interfaces": status.interfaces,
             "scope": config.scope,
             "group": config.group.to_string(),
             "port": config.port,
@@ -238,7 +240,10 @@ async fn hand_over(
                     tracing::warn!("notifying the service manager failed: {e}");
                 }
             }
-            () = handover.shutdown_requested() => {
+            requested = handover.shutdown_requested() => {
+                if let Err(e) = requested {
+                    return driver_failed(Some(service), e, args, log).await;
+                }
                 let status = service.stop(args, log).await?;
                 handover.complete().await?;
                 return Ok(exit_code(status));
@@ -268,8 +273,12 @@ async fn failover(
     loop {
         let active = running.is_some();
         tokio::select! {
-            status = handover.wait_for(|s| (s.state == State::Active) != active || s.finished) => {
+            status = handover.wait_for(|s| (s.state == State::Active) != active || s.finished || s.failed.is_some()) => {
                 let status = status?;
+                if let Some(error) = status.failed {
+                    let service = running.take().map(|(service, _socket)| service);
+                    return driver_failed(service, handover_std::Error::Failed(error), args, log).await;
+                }
                 if status.finished {
                     return Ok(0);
                 }
@@ -301,6 +310,26 @@ async fn failover(
             },
         }
     }
+}
+
+/// Exit status when the protocol driver failed (`EX_SOFTWARE`).
+const EXIT_DRIVER_FAILED: u8 = 70;
+
+/// The protocol no longer runs: this instance can neither hand over nor fail over,
+/// so its service is stopped and `handover` exits with [`EXIT_DRIVER_FAILED`],
+/// without writing the complete file (no newer instance took over), for a restart
+/// policy to start it again.
+async fn driver_failed(
+    service: Option<Service>,
+    error: handover_std::Error,
+    args: &Args,
+    log: Log,
+) -> Result<u8, Box<dyn std::error::Error>> {
+    log.event("driver_failed", json!({ "error": error.to_string() }));
+    if let Some(service) = service {
+        service.stop(args, log).await?;
+    }
+    Ok(EXIT_DRIVER_FAILED)
 }
 
 async fn wait_child(service: Option<&mut Service>) -> std::io::Result<ExitStatus> {
