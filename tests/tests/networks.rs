@@ -5,15 +5,18 @@
 //! Each test needs root (namespaces); it skips with the reason otherwise, and fails
 //! under `CI=true`.
 
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use handover_tests::netns::Netns;
 use handover_tests::process::{eventually, fake_service, handover_bin, marks, Run};
 use handover_tests::require_netns;
-use handover_tests::topology::Containers;
+use handover_tests::topology::{Containers, Fleet};
 
 const WAIT: Duration = Duration::from_secs(10);
+const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 16, 16);
 
 /// A scratch directory: the per-service lock directory balena bind-mounts at
 /// `/tmp/balena`, and the services' mark files.
@@ -27,7 +30,7 @@ fn scratch(test: &str) -> PathBuf {
 /// `handover run [extra] -- fake-service MARK` in `ns`, with the environment balena
 /// gives a container of service `svc` on device `uuid` (and nothing about the
 /// network).
-fn service(ns: &Netns, uuid: &str, lock_dir: &Path, mark: &Path, extra: &[&str]) -> Run {
+fn command(ns: &Netns, uuid: &str, lock_dir: &Path, mark: &Path, extra: &[&str]) -> Command {
     let mut cmd = ns.command(handover_bin());
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -43,6 +46,18 @@ fn service(ns: &Netns, uuid: &str, lock_dir: &Path, mark: &Path, extra: &[&str])
         .arg("--")
         .arg(fake_service())
         .arg(mark);
+    cmd
+}
+
+fn service(ns: &Netns, uuid: &str, lock_dir: &Path, mark: &Path, extra: &[&str]) -> Run {
+    Run::spawn(command(ns, uuid, lock_dir, mark, extra))
+}
+
+/// The same with host networking, as balenaOS configures it: only
+/// `HANDOVER_NETWORK_MODE=host` (the interface defaults to `supervisor0`).
+fn host_networked(ns: &Netns, uuid: &str, lock_dir: &Path, mark: &Path) -> Run {
+    let mut cmd = command(ns, uuid, lock_dir, mark, &[]);
+    cmd.env("HANDOVER_NETWORK_MODE", "host");
     Run::spawn(cmd)
 }
 
@@ -78,5 +93,215 @@ fn hand_over_between_containers_on_a_bridge() {
         "the new one learns its predecessor is done"
     );
     assert!(!marks(&new_mark).contains(&"term".to_string()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The pid a fake service recorded when it last started, if it is still alive.
+fn running_service(mark: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(mark).ok()?;
+    let last = text.lines().rev().find(|l| l.starts_with("started "))?;
+    let pid: i32 = last.split_whitespace().nth(1)?.parse().ok()?;
+    let pid = rustix::process::Pid::from_raw(pid)?;
+    rustix::process::test_kill_process(pid).ok()?;
+    // A zombie is not running: its parent has not reaped it yet.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())).ok()?;
+    let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+    (state != "Z").then_some(pid.as_raw_nonzero().get())
+}
+
+/// How many of the services recorded in `marks` run now.
+fn running(marks: &[&Path]) -> usize {
+    marks
+        .iter()
+        .filter(|m| running_service(m).is_some())
+        .count()
+}
+
+/// Checks every 20 ms for `time` that exactly one of the services runs.
+fn exactly_one_runs(marks: &[&Path], time: Duration) {
+    let end = std::time::Instant::now() + time;
+    while std::time::Instant::now() < end {
+        assert_eq!(running(marks), 1, "services running: {marks:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn failover_between_two_hosts() {
+    require_netns!();
+    let lan = Fleet::new();
+    let (host_a, host_b) = (lan.device(), lan.device());
+    let dir = scratch("hosts-failover");
+    let (mark_a, mark_b) = (dir.join("a"), dir.join("b"));
+    let failover = ["--mode", "failover"];
+
+    let mut a = service(&host_a.ns, "hosts", &dir, &mark_a, &failover);
+    assert!(a.saw("elected", WAIT), "alone on the LAN: active");
+    assert!(eventually(WAIT, || running_service(&mark_a).is_some()));
+    let mut b = service(&host_b.ns, "hosts", &dir, &mark_b, &failover);
+    assert!(b.saw("peer_up", WAIT), "b hears a across the LAN");
+    assert!(!b.saw("elected", Duration::from_secs(2)), "b stands by");
+    exactly_one_runs(&[&mark_a, &mark_b], Duration::from_secs(1));
+
+    a.kill();
+    assert!(b.saw("elected", WAIT), "b takes over after kill -9 of a");
+    assert!(
+        eventually(WAIT, || running(&[&mark_a, &mark_b]) == 1
+            && running_service(&mark_b).is_some()),
+        "b's service runs, a's is gone"
+    );
+    exactly_one_runs(&[&mark_a, &mark_b], Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A UDP socket in `ns` on handover-lib's port, joined to its group on the interface
+/// with address `on`, sending through it: a v1 peer.
+fn v1_peer(ns: &Netns, on: Ipv4Addr) -> UdpSocket {
+    ns.enter(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 1536).into())
+            .unwrap();
+        s.join_multicast_v4(&GROUP, &on).unwrap();
+        s.set_multicast_if_v4(&on).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        UdpSocket::from(s)
+    })
+}
+
+#[test]
+fn legacy_interop_between_containers() {
+    require_netns!();
+    let net = Containers::new();
+    let (ours, theirs) = (net.container(), net.container());
+    let dir = scratch("bridge-legacy");
+    let v1 = v1_peer(&theirs.ns, theirs.address.unwrap());
+
+    let mut peer = service(&ours.ns, "dev1", &dir, &dir.join("mark"), &["--legacy"]);
+    assert!(peer.saw("elected", WAIT));
+    // What handover-lib in the other container hears: v1 datagrams from our eth0.
+    let mut buf = [0u8; 64];
+    let heard = eventually(WAIT, || {
+        matches!(v1.recv_from(&mut buf), Ok((9, from))
+            if buf[0] == 0x01 && from.ip() == std::net::IpAddr::V4(ours.address.unwrap()))
+    });
+    assert!(heard, "our v1 announcements cross the bridge");
+    // handover-lib starting later there: a greater timestamp.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut datagram = [0x01u8; 9];
+    datagram[1..].copy_from_slice(&(now_ms + 5_000).to_be_bytes());
+    v1.send_to(&datagram, (GROUP, 1536)).unwrap();
+    assert!(
+        peer.saw("shutdown_requested", WAIT),
+        "yields to the newer v1 peer in the other container"
+    );
+    assert_eq!(peer.wait(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(dir.join("handover-complete").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_interface_that_comes_up_later_is_used() {
+    require_netns!();
+    let net = Containers::new();
+    let mut late = net.unplugged();
+    let dir = scratch("late-eth0");
+    let mut old = service(&late.ns, "dev1", &dir, &dir.join("old"), &[]);
+    assert!(old.saw("elected", WAIT));
+    // The container runtime gives the container its eth0 after the service started.
+    net.plug(&mut late);
+    let joined = old
+        .wait_event("interfaces_changed", WAIT)
+        .expect("eth0 noticed");
+    assert!(
+        joined["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == "eth0"),
+        "{joined}"
+    );
+    let other = net.container();
+    let mut new = service(&other.ns, "dev1", &dir, &dir.join("new"), &[]);
+    assert!(new.saw("ready", WAIT));
+    assert!(
+        old.saw("shutdown_requested", WAIT),
+        "heard over the eth0 that came up late"
+    );
+    assert_eq!(old.wait(WAIT).and_then(|s| s.code()), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A socket in the LAN's switch, joined to the group on the LAN: what any other
+/// device on the LAN would hear on the protocol's port.
+fn lan_observer(lan: &Fleet) -> UdpSocket {
+    lan.switch().enter(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 1538).into())
+            .unwrap();
+        s.join_multicast_v4(&GROUP, &Ipv4Addr::new(192, 168, 50, 1))
+            .unwrap();
+        s.set_nonblocking(true).unwrap();
+        UdpSocket::from(s)
+    })
+}
+
+/// The sources of what `observer` received so far.
+fn heard_from(observer: &UdpSocket) -> Vec<std::net::SocketAddr> {
+    let mut buf = [0u8; 2048];
+    std::iter::from_fn(|| observer.recv_from(&mut buf).ok().map(|(_, from)| from)).collect()
+}
+
+#[test]
+fn host_mode_keeps_a_hand_over_inside_its_device() {
+    require_netns!();
+    let lan = Fleet::new();
+    let (d1, d2) = (lan.device(), lan.device());
+    let observer = lan_observer(&lan);
+    let dir = scratch("fleet-host");
+    // The same scope on both devices, as handover-lib has none: only the interface
+    // keeps the devices apart.
+    let mut old = host_networked(&d1.ns, "fleet", &dir, &dir.join("old"));
+    assert!(old.saw("elected", WAIT));
+    let mut other = host_networked(&d2.ns, "fleet", &dir, &dir.join("other"));
+    assert!(
+        other.saw("elected", WAIT),
+        "d2 hears nothing of d1: in charge"
+    );
+    let mut new = host_networked(&d1.ns, "fleet", &dir, &dir.join("new"));
+    assert!(new.saw("ready", WAIT));
+    assert!(old.saw("shutdown_requested", WAIT), "hand-over inside d1");
+    assert_eq!(old.wait(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(new.saw("predecessor_done", WAIT));
+    assert!(
+        !other.saw("shutdown_requested", Duration::from_secs(1)),
+        "d2's instance is not disturbed"
+    );
+    assert!(other.is_running());
+    assert!(
+        !other.seen.iter().any(|e| e["event"] == "peer_up"),
+        "d2 heard no peer: {:?}",
+        other.seen
+    );
+    let leaked = heard_from(&observer);
+    assert!(
+        leaked.is_empty(),
+        "supervisor0 traffic on the LAN: {leaked:?}"
+    );
+
+    // The observer does hear an instance that is not pinned (bridge mode joins eth0).
+    let _unpinned = service(&d1.ns, "elsewhere", &dir, &dir.join("unpinned"), &[]);
+    assert!(
+        eventually(WAIT, || heard_from(&observer)
+            .iter()
+            .any(|from| from.ip() == std::net::IpAddr::V4(d1.lan_address))),
+        "bridge mode on the same device is heard on the LAN"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
