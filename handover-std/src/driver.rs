@@ -118,18 +118,8 @@ pub(crate) fn random_u64() -> u64 {
 }
 
 impl Driver {
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn new(
-        config: Config,
-    ) -> Result<
-        (
-            Self,
-            mpsc::UnboundedSender<Command>,
-            broadcast::Sender<Event>,
-            watch::Receiver<Status>,
-        ),
-        Error,
-    > {
+    /// The driver of a new instance, and its handle.
+    pub(crate) fn new(config: Config) -> Result<(Self, crate::Handover), Error> {
         let sockets = Sockets::open(&config)?;
         let interfaces = sockets.listeners.interface_names();
         let start_ms = SystemTime::now()
@@ -163,7 +153,12 @@ impl Driver {
             events: events.clone(),
             status,
         };
-        Ok((driver, cmd_tx, events, status_rx))
+        let handover = crate::Handover {
+            commands: cmd_tx,
+            events,
+            status: status_rx,
+        };
+        Ok((driver, handover))
     }
 
     fn now(&self) -> Instant {
@@ -385,5 +380,98 @@ async fn sleep_until(at: Option<std::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NetworkMode;
+    use std::net::Ipv4Addr;
+
+    /// An instance pinned to the loopback interface (root, as CI runs; skipped
+    /// elsewhere, failed under `CI=true`) on a port of its own.
+    fn loopback_driver(test: u16) -> Option<(Driver, crate::Handover)> {
+        if !rustix::process::geteuid().is_root() {
+            let why = "pinning sockets to the loopback interface needs root";
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true: {why}"
+            );
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let config = Config {
+            scope: format!("driver-test-{}-{test}", std::process::id()),
+            port: 30000 + (std::process::id() % 10000) as u16 + test,
+            network: NetworkMode::Host {
+                interface: "lo".into(),
+            },
+            heartbeat: Duration::from_millis(100),
+            complete_files: vec![],
+            ..Config::default()
+        };
+        Some(Driver::new(config).unwrap())
+    }
+
+    /// A UDP socket whose next receive fails with ECONNREFUSED: it sent to a closed
+    /// port on loopback and got the ICMP error back.
+    fn refused_socket() -> UdpSocket {
+        let closed = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let to = closed.local_addr().unwrap();
+        drop(closed);
+        let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        s.connect(to).unwrap();
+        s.send(b"anyone?").unwrap();
+        s.set_nonblocking(true).unwrap();
+        UdpSocket::from_std(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_transient_receive_error_is_counted_and_the_driver_carries_on() {
+        let Some((mut driver, handover)) = loopback_driver(1) else {
+            return;
+        };
+        driver.sockets.unicast = refused_socket();
+        tokio::spawn(driver.run());
+        let status = tokio::time::timeout(
+            Duration::from_secs(2),
+            handover.wait_for(|s| s.receive_errors > 0),
+        )
+        .await
+        .expect("the error is counted")
+        .expect("the driver still runs");
+        assert_eq!(status.failed, None);
+        handover.ready().unwrap();
+        let elected = handover.wait_for(|s| s.state == State::Active);
+        tokio::time::timeout(Duration::from_secs(2), elected)
+            .await
+            .expect("the protocol still runs")
+            .unwrap();
+        let requested =
+            tokio::time::timeout(Duration::from_millis(200), handover.shutdown_requested()).await;
+        assert!(requested.is_err(), "no shutdown request: {requested:?}");
+    }
+
+    #[tokio::test]
+    async fn a_broken_socket_is_a_failure_not_a_shutdown_request() {
+        let Some((mut driver, handover)) = loopback_driver(2) else {
+            return;
+        };
+        // A stream socket that was never connected, where a datagram socket should
+        // be: every receive fails with ENOTCONN, which no retry cures.
+        let broken =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        broken.set_nonblocking(true).unwrap();
+        driver.sockets.listeners.group =
+            UdpSocket::from_std(std::net::UdpSocket::from(broken)).unwrap();
+        tokio::spawn(driver.run());
+        let requested = tokio::time::timeout(Duration::from_secs(2), handover.shutdown_requested())
+            .await
+            .expect("the failure is reported");
+        assert!(matches!(requested, Err(Error::Failed(_))), "{requested:?}");
+        assert!(handover.status().failed.is_some());
+        assert!(!handover.status().shutdown_requested);
+        assert!(matches!(handover.ready(), Err(Error::Failed(_))));
     }
 }

@@ -54,14 +54,10 @@ impl Handover {
     /// Opens the sockets and starts listening. Call [`ready`](Self::ready) when the
     /// service can serve.
     pub async fn start(config: Config) -> Result<Self, Error> {
-        let (driver, commands, events, status) = Driver::new(config)?;
+        let (driver, handover) = Driver::new(config)?;
         // Detached: when every handle is gone the driver says goodbye and ends.
         tokio::spawn(driver.run());
-        Ok(Handover {
-            commands,
-            events,
-            status,
-        })
+        Ok(handover)
     }
 
     fn send(&self, cmd: Command) -> Result<(), Error> {

@@ -127,3 +127,81 @@ fn blocking_api_hands_over() {
     assert_eq!(old.status().state, State::Done);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A failover pair on loopback with a 2 s heartbeat: a standby that misses the
+/// active one's goodbye takes over only after the dead interval (about 6.5 s), one
+/// that hears it within a claim window (at most one heartbeat).
+fn failover_config(port: u16, scope: &str) -> Config {
+    Config {
+        policy: handover_std::Policy::Failover { preempt: false },
+        heartbeat: Duration::from_secs(2),
+        ..config(port, scope, std::path::Path::new("/nonexistent/complete"))
+    }
+}
+
+/// Between "took over after a goodbye" and "took over after the dead interval".
+const GOODBYE_BOUND: Duration = Duration::from_millis(4500);
+
+#[tokio::test]
+async fn dropping_the_active_handle_fails_over_at_once() {
+    if !can_pin() {
+        return;
+    }
+    let port = 20000 + ((std::process::id() + 3001) % 20000) as u16;
+    let scope = format!("drop-test-{}", std::process::id());
+    let active = Handover::start(failover_config(port, &scope))
+        .await
+        .unwrap();
+    active.ready().unwrap();
+    active.wait_for(|s| s.state == State::Active).await.unwrap();
+    let standby = Handover::start(failover_config(port, &scope))
+        .await
+        .unwrap();
+    standby.wait_for(|s| s.leader.is_some()).await.unwrap();
+    standby.ready().unwrap();
+    standby
+        .wait_for(|s| s.state == State::Standby)
+        .await
+        .unwrap();
+
+    let dropped = std::time::Instant::now();
+    drop(active);
+    tokio::time::timeout(
+        GOODBYE_BOUND,
+        standby.wait_for(|s| s.state == State::Active),
+    )
+    .await
+    .expect("the dropped handle said goodbye: the standby took over within a heartbeat")
+    .unwrap();
+    eprintln!("standby active {:?} after the drop", dropped.elapsed());
+}
+
+#[test]
+fn dropping_a_blocking_handle_says_goodbye_before_returning() {
+    if !can_pin() {
+        return;
+    }
+    use handover_std::blocking;
+    let port = 20000 + ((std::process::id() + 5003) % 20000) as u16;
+    let scope = format!("drop-blocking-{}", std::process::id());
+    let active = blocking::Handover::start(failover_config(port, &scope)).unwrap();
+    active.ready().unwrap();
+    let standby = blocking::Handover::start(failover_config(port, &scope)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while active.status().state != State::Active || standby.status().leader.is_none() {
+        assert!(std::time::Instant::now() < deadline, "no leader");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    standby.ready().unwrap();
+    // Its runtime shuts down when the handle is dropped: the goodbye must be out
+    // by then.
+    drop(active);
+    let dropped = std::time::Instant::now();
+    while standby.status().state != State::Active {
+        assert!(
+            dropped.elapsed() < GOODBYE_BOUND,
+            "no goodbye: the standby waits out the dead interval"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
