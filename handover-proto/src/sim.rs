@@ -336,6 +336,25 @@ impl Sim {
             self.step();
         }
         self.now = self.now.max(until);
+        self.check_stats();
+    }
+
+    /// The counters' invariant, checked after every run: every datagram handed to a
+    /// peer was accepted or counted in exactly one `dropped_*` counter (modulo 2^32:
+    /// the counters wrap).
+    pub fn check_stats(&self) {
+        for (id, node) in self.nodes.iter().enumerate() {
+            let s = node.peer.stats();
+            let accounted = u64::from(s.accepted) + s.dropped();
+            assert_eq!(
+                s.received,
+                accounted as u32,
+                "node {id}: received {} != accepted {} + dropped {}: {s:?}",
+                s.received,
+                s.accepted,
+                s.dropped()
+            );
+        }
     }
 
     /// Runs for `duration` of global time.

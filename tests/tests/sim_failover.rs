@@ -75,13 +75,24 @@ proptest! {
         let survivors: Vec<NodeId> = nodes.iter().copied().filter(|&n| n != active[0]).collect();
         let best = survivors.iter().map(|&n| sim.node(n).peer.config().priority).max().unwrap();
         let bound = dead_interval(hb, best) + hb;
-        sim.run_until(killed_at + bound);
+        // Run well past the bound, so that a late election is seen as late.
+        sim.run_until(killed_at + bound * 3);
         let now_active = sim.active();
-        prop_assert_eq!(now_active.len(), 1, "{:?} after {:?}", now_active, bound);
-        let elected_at = sim.records().iter()
-            .find(|r| r.at >= killed_at && r.event == Event::Elected)
-            .map(|r| r.at).unwrap();
-        prop_assert!(elected_at.saturating_since(killed_at) <= bound);
+        prop_assert_eq!(now_active.len(), 1, "{:?} after {:?}", now_active, bound * 3);
+        let elections: Vec<_> = sim.records().iter()
+            .filter(|r| r.at >= killed_at && r.event == Event::Elected)
+            .map(|r| (r.at.saturating_since(killed_at), r.node))
+            .collect();
+        prop_assert_eq!(elections.len(), 1, "one election after the kill: {:?}", elections);
+        let (took, elected) = elections[0];
+        prop_assert_eq!(elected, now_active[0]);
+        prop_assert!(took <= bound, "elected {:?} after the kill, bound {:?}", took, bound);
+        // Not before the active one could have been declared dead: its last
+        // heartbeat left at most one heartbeat (plus jitter) before the kill.
+        let earliest = dead_interval(hb, best).saturating_sub(hb + Duration::from_millis(5));
+        prop_assert!(took >= earliest, "elected {:?} after the kill, before {:?}", took, earliest);
+        // The best-ranked survivor wins.
+        prop_assert_eq!(sim.node(elected).peer.config().priority, best);
         // The survivors agree on the leader.
         let leader = sim.node(now_active[0]).peer.id();
         sim.run_for(hb * 2);
@@ -204,7 +215,7 @@ fn hours_of_steady_running_change_nothing() {
     assert_eq!(peer_downs, 0, "no peer may look dead after an epoch move");
 
     let now_active = kill_and_take_over(&mut sim, active[0], hb, 150);
-    assert!(nodes.contains(&now_active));
+    assert_eq!(now_active, nodes[1], "the 150-priority standby takes over");
 }
 
 /// Kills `active` and returns the one peer active a dead interval (at the best
@@ -216,6 +227,7 @@ fn kill_and_take_over(sim: &mut Sim, active: NodeId, hb: Duration, priority: u8)
     let now_active = sim.active();
     assert_eq!(now_active.len(), 1);
     assert_ne!(now_active[0], active);
+    assert_eq!(sim.node(now_active[0]).peer.config().priority, priority);
     now_active[0]
 }
 
