@@ -75,6 +75,9 @@ fn drain(peer: &mut Peer<TABLE>, now: Instant, keyed: bool) -> Vec<Event> {
         assert!(events.len() <= 16, "a bounded number of events per input");
     }
     assert!(peer.peers().count() <= TABLE);
+    // Every datagram handed in was accepted or counted as dropped, once.
+    let s = peer.stats();
+    assert_eq!(s.received, (u64::from(s.accepted) + s.dropped()) as u32, "{s:?}");
     events
 }
 
