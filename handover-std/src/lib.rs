@@ -14,7 +14,7 @@
 //! let handover = Handover::start(Config::from_env()?).await?;
 //! // ... start serving ...
 //! handover.ready()?;
-//! handover.shutdown_requested().await;
+//! handover.shutdown_requested().await?;
 //! // ... stop serving, close connections ...
 //! handover.complete().await?;
 //! # Ok(()) }
