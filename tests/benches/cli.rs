@@ -1,6 +1,9 @@
-//! Timings of `handover run` processes in a network namespace (needs root):
-//! hand-over latency without and with 30 % loss (nftables), failover time after
-//! kill -9, and the idle cost of `handover run` around `sleep`.
+//! Timings of `handover run` processes in network namespaces (needs root): hand-over
+//! latency without and with 30 % loss (nftables), failover time after kill -9, and
+//! the idle cost of `handover run` around `sleep`. Hand-over and failover are
+//! measured twice: every instance in one namespace pinned to `lo`, and instances
+//! alternating between two containers on a bridge (each its own namespace) with
+//! default network options, as users run them.
 //!
 //! `cargo bench -p handover-tests --bench cli` (`HANDOVER_BENCH_ROUNDS`, default 100)
 
@@ -8,6 +11,7 @@ use std::time::Duration;
 
 use handover_tests::netns::{unavailable, Netns};
 use handover_tests::process::{fake_service, monotonic_us, Run};
+use handover_tests::topology::Containers;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -18,13 +22,34 @@ fn rounds() -> usize {
         .unwrap_or(100)
 }
 
-fn start(ns: &Netns, heartbeat: &str, extra: &[&str], service: &[&str]) -> Run {
+/// Where the instances run: the namespaces they take turns in, and whether they are
+/// pinned to `lo` (else the default, bridge mode).
+struct Placement<'a> {
+    spots: Vec<&'a Netns>,
+    pinned: bool,
+}
+
+impl Placement<'_> {
+    /// The namespace of the `i`-th instance.
+    fn spot(&self, i: usize) -> &Netns {
+        self.spots[i % self.spots.len()]
+    }
+}
+
+fn start(
+    placement: &Placement,
+    i: usize,
+    heartbeat: &str,
+    extra: &[&str],
+    service: &[&str],
+) -> Run {
     let dir = std::env::temp_dir();
     let complete = dir.join(format!("handover-bench-{}", std::process::id()));
-    let mut args = vec![
-        "run",
-        "--interface",
-        "lo",
+    let mut args = vec!["run"];
+    if placement.pinned {
+        args.extend(["--interface", "lo"]);
+    }
+    args.extend([
         "--scope",
         "bench",
         "--heartbeat",
@@ -33,11 +58,11 @@ fn start(ns: &Netns, heartbeat: &str, extra: &[&str], service: &[&str]) -> Run {
         "2s",
         "--complete-file",
         complete.to_str().unwrap(),
-    ];
+    ]);
     args.extend_from_slice(extra);
     args.push("--");
     args.extend_from_slice(service);
-    Run::start(ns, &args)
+    Run::start(placement.spot(i), &args)
 }
 
 fn t_us(run: &mut Run, event: &str) -> u64 {
@@ -67,18 +92,18 @@ fn report(what: &str, mut samples: Vec<u64>) {
 
 /// A chain of hand-overs: each new instance's readiness to the old one's shutdown
 /// request, on one clock.
-fn hand_overs(ns: &Netns, n: usize) -> Vec<u64> {
+fn hand_overs(placement: &Placement, n: usize) -> Vec<u64> {
     let mark = std::env::temp_dir().join(format!("handover-bench-mark-{}", std::process::id()));
     let service = [
         fake_service().to_str().unwrap().to_owned(),
         mark.to_str().unwrap().to_owned(),
     ];
     let service: Vec<&str> = service.iter().map(String::as_str).collect();
-    let mut old = start(ns, "100ms", &[], &service);
+    let mut old = start(placement, 0, "100ms", &[], &service);
     t_us(&mut old, "ready");
     let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut new = start(ns, "100ms", &[], &service);
+    for i in 1..=n {
+        let mut new = start(placement, i, "100ms", &[], &service);
         let ready = t_us(&mut new, "ready");
         let shutdown = t_us(&mut old, "shutdown_requested");
         samples.push(shutdown.saturating_sub(ready));
@@ -90,22 +115,23 @@ fn hand_overs(ns: &Netns, n: usize) -> Vec<u64> {
     samples
 }
 
-fn failovers(ns: &Netns, n: usize) -> Vec<u64> {
-    let mut samples = Vec::with_capacity(n);
+/// Failover after kill -9: (kill -> standby elected, kill -> its service started).
+fn failovers(placement: &Placement, n: usize) -> (Vec<u64>, Vec<u64>) {
+    let (mut elected, mut started) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let service = ["sleep", "1000"];
     for _ in 0..n {
         let failover = |p| ["--mode", "failover", "--priority", p];
-        let mut active = start(ns, "20ms", &failover("200"), &service);
+        let mut active = start(placement, 0, "20ms", &failover("200"), &service);
         t_us(&mut active, "elected");
-        let mut standby = start(ns, "20ms", &failover("100"), &service);
+        let mut standby = start(placement, 1, "20ms", &failover("100"), &service);
         t_us(&mut standby, "peer_up");
         let killed = monotonic_us();
         active.kill();
-        let elected = t_us(&mut standby, "elected");
-        samples.push(elected.saturating_sub(killed));
+        elected.push(t_us(&mut standby, "elected").saturating_sub(killed));
+        started.push(t_us(&mut standby, "child_started").saturating_sub(killed));
         standby.kill();
     }
-    samples
+    (elected, started)
 }
 
 /// Peak RSS (KiB) and CPU ticks of a process.
@@ -129,7 +155,17 @@ fn usage(pid: u32) -> (u64, u64) {
 }
 
 fn idle(ns: &Netns, seconds: u64) {
-    let mut run = start(ns, "1s", &["--ready-after", "0s"], &["sleep", "100000"]);
+    let placement = Placement {
+        spots: vec![ns],
+        pinned: true,
+    };
+    let mut run = start(
+        &placement,
+        0,
+        "1s",
+        &["--ready-after", "0s"],
+        &["sleep", "100000"],
+    );
     t_us(&mut run, "ready");
     // `ip netns exec` execs the command: the pid is handover's.
     let pid = run.pid();
@@ -155,22 +191,54 @@ fn main() {
         return;
     }
     let n = rounds();
-    let ns = Netns::new();
+    let net = Containers::new();
+    let containers = [net.container(), net.container()];
+    let bridge = Placement {
+        spots: containers.iter().map(|c| &c.ns).collect(),
+        pinned: false,
+    };
     report(
-        "hand-over latency (new ready -> old shutdown request)",
-        hand_overs(&ns, n),
+        "bridge, default options: hand-over latency (new ready -> old shutdown request)",
+        hand_overs(&bridge, n),
+    );
+    let (elected, started) = failovers(&bridge, n);
+    report(
+        "bridge, default options: failover after kill -9, 20 ms heartbeat (kill -> standby elected)",
+        elected,
+    );
+    report("  (kill -> standby's service started)", started);
+    drop(containers);
+    drop(net);
+
+    let ns = Netns::new();
+    let same = Placement {
+        spots: vec![&ns],
+        pinned: true,
+    };
+    report(
+        "one namespace, lo: hand-over latency (new ready -> old shutdown request)",
+        hand_overs(&same, n),
     );
     ns.nft(
         "add table inet loss; \
          add chain inet loss input { type filter hook input priority 0; }; \
          add rule inet loss input meta l4proto udp numgen random mod 100 < 30 drop",
     );
-    report("hand-over latency with 30 % loss", hand_overs(&ns, n));
+    report(
+        "one namespace, lo: hand-over latency with 30 % loss",
+        hand_overs(&same, n),
+    );
     drop(ns);
     let ns = Netns::new();
+    let same = Placement {
+        spots: vec![&ns],
+        pinned: true,
+    };
+    let (elected, started) = failovers(&same, n);
     report(
-        "failover after kill -9, 20 ms heartbeat (kill -> standby elected)",
-        failovers(&ns, n),
+        "one namespace, lo: failover after kill -9, 20 ms heartbeat (kill -> standby elected)",
+        elected,
     );
+    report("  (kill -> standby's service started)", started);
     idle(&ns, 30);
 }
