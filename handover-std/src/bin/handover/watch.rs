@@ -43,7 +43,11 @@ pub async fn watch(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 if scope.is_some() && s.scope.is_some() && s.scope != scope {
                     continue;
                 }
-                let changed = peers.get(&s.id).is_none_or(|old| old.role != s.role || old.goodbye != s.goodbye);
+                // A copy heard on another interface changes nothing.
+                let changed = match peers.get(&s.id) {
+                    Some(old) => old.role != s.role || s.goodbye,
+                    None => !s.goodbye,
+                };
                 if args.json && changed {
                     println!("{}", sighting_json(&s));
                 }
