@@ -67,7 +67,9 @@ impl Watcher {
                 r = l.group.recv_from(&mut a) => { let (n, f) = r?; (&a[..n], f) }
                 r = crate::driver::recv_opt(l.legacy.as_ref(), &mut b) => { let (n, f) = r?; (&b[..n], f) }
                 () = l.watch.changed() => {
-                    l.refresh()?;
+                    if let Err(e) = l.refresh() {
+                        tracing::warn!("reading the interfaces failed: {e}");
+                    }
                     continue;
                 }
             };

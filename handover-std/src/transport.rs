@@ -7,11 +7,14 @@
 //! own and unicast replies reach the right one even when both share an IP.
 //!
 //! Interfaces, as handover-lib does it:
-//! - **bridge** mode (the default) joins the group on every interface with an IPv4
-//!   address and sends every group datagram once through each of them: a container's
-//!   `eth0` reaches the containers on its bridge, `lo` the instances in its own
-//!   network namespace. A peer that hears a copy on two interfaces handles it once
-//!   (the copy is counted as a duplicate).
+//! - **bridge** mode (the default) joins the group on every running interface with an
+//!   IPv4 address (point-to-point links such as WireGuard excepted) and sends every
+//!   group datagram once through each of them: a container's `eth0` reaches the
+//!   containers on its bridge, `lo` the instances in its own network namespace.
+//!   Copies sent through the other interfaces are not looped back to this namespace,
+//!   which `lo` already reaches; a peer that still hears one datagram on two
+//!   interfaces (two links to one LAN) handles it once and counts the copy as a
+//!   duplicate.
 //! - **host** mode uses the one named interface: both sockets are bound to it, so
 //!   nothing from, or to, any other interface (the LAN the fleet shares) is involved.
 //!
@@ -19,7 +22,9 @@
 //! a netlink route socket subscribed to link and IPv4 address changes wakes the
 //! driver, which reads the interface list again, joins the new ones and leaves the
 //! ones gone. Nothing polls while nothing changes. Where netlink is not available
-//! the list is read again every [`POLL_INTERVAL`].
+//! the list is read again every [`POLL_INTERVAL`]. An interface that cannot be joined
+//! (the kernel's limit of memberships per socket, an interface gone in between) is
+//! left out and logged; the others work.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -35,13 +40,15 @@ use crate::config::{Config, NetworkMode};
 /// How often the interface list is read when netlink notifications are unavailable.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
-/// An interface the group is joined on.
+/// An interface the group is joined on (memberships are per interface index).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Interface {
     pub(crate) name: String,
     pub(crate) index: u32,
-    /// Its first IPv4 address: the source of what we send through it.
+    /// Its first IPv4 address: announced to peers, and the source of what we send
+    /// through it.
     pub(crate) address: Ipv4Addr,
+    pub(crate) loopback: bool,
 }
 
 /// The interfaces `mode` selects, one entry per interface.
@@ -52,11 +59,14 @@ fn interfaces(mode: &NetworkMode) -> io::Result<Vec<Interface>> {
             continue;
         };
         let wanted = match mode {
-            NetworkMode::Bridge => true,
+            // Down or carrier-less interfaces are joined once they run (netlink
+            // reports the change).
+            NetworkMode::Bridge => i.is_oper_up() && !i.is_p2p,
             NetworkMode::Host { interface } => &i.name == interface,
         };
         if wanted && !chosen.iter().any(|c| c.index == index) {
             chosen.push(Interface {
+                loopback: i.is_loopback(),
                 name: i.name,
                 index,
                 address: a.ip,
@@ -102,6 +112,9 @@ fn group_socket(port: u16, device: Option<&str>) -> io::Result<UdpSocket> {
         Ipv4Addr::UNSPECIFIED,
         port,
     )))?;
+    // Only the groups this socket joined, not every group another socket of the
+    // namespace joined on that port.
+    s.set_multicast_all_v4(false)?;
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s.into())
 }
@@ -156,7 +169,13 @@ impl Listeners {
             watch,
         };
         let initial = initial_interfaces(&listeners.mode)?;
-        listeners.update(initial)?;
+        listeners.update(initial);
+        if listeners.joined.is_empty() {
+            return Err(io::Error::other(format!(
+                "could not join {} on any interface",
+                config.group
+            )));
+        }
         Ok(listeners)
     }
 
@@ -175,44 +194,65 @@ impl Listeners {
         std::iter::once((self.groups[0], &self.group)).chain(legacy)
     }
 
-    /// Joins the interfaces of `now` not joined yet, leaves those no longer there.
-    fn update(&mut self, now: Vec<Interface>) -> io::Result<()> {
-        for gone in self.joined.iter().filter(|j| !now.contains(j)) {
+    fn is_joined(&self, index: u32) -> bool {
+        self.joined.iter().any(|j| j.index == index)
+    }
+
+    /// Joins the interfaces of `now` not joined yet and leaves those no longer there
+    /// (an interface whose address changed stays joined). An interface that cannot
+    /// be joined is logged and left out.
+    fn update(&mut self, now: Vec<Interface>) {
+        for gone in self
+            .joined
+            .iter()
+            .filter(|j| !now.iter().any(|n| n.index == j.index))
+        {
             for (group, socket) in self.sockets() {
                 // The kernel already left if the interface itself is gone.
                 let _ = SockRef::from(socket)
                     .leave_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(gone.index));
             }
         }
-        for new in now.iter().filter(|n| !self.joined.contains(n)) {
-            for (group, socket) in self.sockets() {
-                match SockRef::from(socket)
-                    .join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(new.index))
-                {
-                    // Same interface, new address: still joined.
-                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
-                    Err(e) => {
-                        return Err(io::Error::new(
-                            e.kind(),
-                            format!("joining {group} on {} ({}): {e}", new.name, new.address),
-                        ))
+        let mut joined = Vec::with_capacity(now.len());
+        for iface in now {
+            if self.is_joined(iface.index) || self.join(&iface) {
+                joined.push(iface);
+            }
+        }
+        self.joined = joined;
+    }
+
+    /// Joins both groups on `iface`; on failure leaves what was joined.
+    fn join(&self, iface: &Interface) -> bool {
+        let on = InterfaceIndexOrAddress::Index(iface.index);
+        let mut done = Vec::new();
+        for (group, socket) in self.sockets() {
+            match SockRef::from(socket).join_multicast_v4_n(&group, &on) {
+                Ok(()) => done.push((group, socket)),
+                Err(e) => {
+                    tracing::warn!(
+                        "not using interface {} ({}): joining {group}: {e}",
+                        iface.name,
+                        iface.address
+                    );
+                    for (group, socket) in done {
+                        let _ = SockRef::from(socket).leave_multicast_v4_n(&group, &on);
                     }
-                    Ok(()) => {}
+                    return false;
                 }
             }
         }
-        self.joined = now;
-        Ok(())
+        true
     }
 
     /// Brings the membership up to date with the system's interfaces. Returns
-    /// whether the joined interfaces changed.
+    /// whether the joined interfaces (or their addresses) changed.
     pub(crate) fn refresh(&mut self) -> io::Result<bool> {
         let now = interfaces(&self.mode)?;
         if now == self.joined {
             return Ok(false);
         }
-        self.update(now)?;
+        self.update(now);
         Ok(true)
     }
 }
@@ -262,9 +302,19 @@ impl Sockets {
                 return self.unicast.send_to(bytes, to).await.map(drop)
             }
         };
+        let interfaces = self.listeners.interfaces();
+        if interfaces.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NetworkDown,
+                "no interface to send to the group through",
+            ));
+        }
+        // The instances of this namespace hear the copy sent through `lo`: the others
+        // are not looped back, unless there is no `lo` copy (host mode).
+        let via_lo = interfaces.iter().any(|i| i.loopback);
         let mut result = Ok(());
-        for iface in self.listeners.interfaces() {
-            let sent = match SockRef::from(&self.unicast).set_multicast_if_v4(&iface.address) {
+        for iface in interfaces {
+            let sent = match self.through(iface, !via_lo || iface.loopback) {
                 Ok(()) => self.unicast.send_to(bytes, group).await.map(drop),
                 Err(e) => Err(e),
             };
@@ -277,6 +327,16 @@ impl Sockets {
         }
         result
     }
+
+    /// Sends the next group datagrams through `iface` (by index: two interfaces may
+    /// share an address), looped back to this namespace or not.
+    fn through(&self, iface: &Interface, looped: bool) -> io::Result<()> {
+        use rustix::net::sockopt;
+        let any = Ipv4Addr::UNSPECIFIED;
+        sockopt::set_ip_multicast_if_with_ifindex(&self.unicast, &any, &any, iface.index)?;
+        sockopt::set_ip_multicast_loop(&self.unicast, looped)?;
+        Ok(())
+    }
 }
 
 /// Wakes when the system's interfaces or IPv4 addresses may have changed.
@@ -285,6 +345,9 @@ pub(crate) struct InterfaceWatch {
     /// A netlink route socket subscribed to link and IPv4 address changes; `None`
     /// where it cannot be opened (then the list is polled).
     netlink: Option<AsyncFd<OwnedFd>>,
+    /// When to read the list next, when polling: a deadline, so that a wake-up for
+    /// something else does not start the interval again.
+    next_poll: tokio::time::Instant,
 }
 
 /// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR` (linux/rtnetlink.h).
@@ -292,14 +355,14 @@ const NETLINK_GROUPS: u32 = 0x1 | 0x10;
 
 impl InterfaceWatch {
     fn new() -> Self {
-        match Self::subscribe() {
-            Ok(fd) => InterfaceWatch { netlink: Some(fd) },
-            Err(e) => {
-                tracing::warn!(
-                    "interface changes are polled every {POLL_INTERVAL:?}: netlink: {e}"
-                );
-                InterfaceWatch { netlink: None }
-            }
+        let netlink = Self::subscribe()
+            .inspect_err(|e| {
+                tracing::warn!("interface changes are polled every {POLL_INTERVAL:?}: netlink: {e}")
+            })
+            .ok();
+        InterfaceWatch {
+            netlink,
+            next_poll: tokio::time::Instant::now() + POLL_INTERVAL,
         }
     }
 
@@ -320,7 +383,8 @@ impl InterfaceWatch {
     /// Returns after the next change notification (or poll interval).
     pub(crate) async fn changed(&mut self) {
         let Some(netlink) = &self.netlink else {
-            tokio::time::sleep(POLL_INTERVAL).await;
+            tokio::time::sleep_until(self.next_poll).await;
+            self.next_poll = tokio::time::Instant::now() + POLL_INTERVAL;
             return;
         };
         let Ok(mut ready) = netlink.readable().await else {

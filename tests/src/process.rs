@@ -117,6 +117,19 @@ impl Run {
         }
     }
 
+    /// The next event named `name` not seen before, or `None` after `timeout`.
+    pub fn next_event(&mut self, name: &str, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let v = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(v.clone());
+            if v["event"] == name {
+                return Some(v);
+            }
+        }
+    }
+
     /// Whether an event named `name` arrives within `timeout`.
     pub fn saw(&mut self, name: &str, timeout: Duration) -> bool {
         self.wait_event(name, timeout).is_some()

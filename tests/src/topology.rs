@@ -149,6 +149,12 @@ impl Containers {
         let addr = self.bridge.attach(&self.host, &container.ns, "eth0", true);
         container.address = Some(addr);
     }
+
+    /// Takes `container`'s `eth0` away (a network disconnected, a cable pulled).
+    pub fn unplug(&self, container: &mut Container) {
+        container.ns.ip(&["link", "del", "eth0"]);
+        container.address = None;
+    }
 }
 
 impl Default for Containers {

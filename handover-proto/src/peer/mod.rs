@@ -513,12 +513,15 @@ impl<const N: usize> Peer<N> {
                 return;
             }
         }
-        if let Body::Announce(a) = &body {
-            // The reserved generation is refused: raising past it would wrap.
-            if a.rank.generation > MAX_GENERATION {
-                self.stats.dropped_malformed.bump();
-                return;
-            }
+        let rank = match &body {
+            Body::Announce(a) => Some(a.rank),
+            Body::Ack(a) => Some(a.rank),
+            Body::Goodbye(_) => None,
+        };
+        // The reserved generation is refused: raising past it would wrap.
+        if rank.is_some_and(|r| r.generation > MAX_GENERATION) {
+            self.stats.dropped_malformed.bump();
+            return;
         }
         let mut newest = true;
         if let Some(entry) = self.table.get_mut(header.sender) {
@@ -757,7 +760,11 @@ impl<const N: usize> Peer<N> {
     /// the old generation no longer count. Generations heard never exceed
     /// [`MAX_GENERATION`] (announcements above it are refused), and ours stops there.
     fn raise_generation(&mut self) {
-        self.generation = (self.max_heard.max(self.generation) + 1).min(MAX_GENERATION);
+        self.generation = self
+            .max_heard
+            .max(self.generation)
+            .saturating_add(1)
+            .min(MAX_GENERATION);
         self.max_heard = self.generation;
         self.table.clear_acks();
     }
@@ -1201,8 +1208,8 @@ mod tests {
         hear(&mut p, at_ms(1), 2, 1, a);
         assert_eq!(p.stats().dropped_malformed, 1);
         assert_eq!(p.state(), State::Claiming);
-        // The highest generation allowed: we outrank it by the newer-wins rule
-        // without going past it, however often it comes back.
+        // The highest generation allowed: raising stops there, however often it
+        // comes back (4 billion claims away for honest peers).
         for counter in 2..5 {
             let a = announce(Role::Claiming, MAX_GENERATION, 5_000, b"");
             hear(&mut p, at_ms(counter), 2, counter, a);
@@ -1210,6 +1217,46 @@ mod tests {
             assert_eq!(p.generation, MAX_GENERATION);
         }
         assert_eq!(p.max_heard, MAX_GENERATION);
+    }
+
+    #[test]
+    fn an_acknowledgement_with_the_reserved_generation_is_refused() {
+        let mut p = peer(1, Policy::HandOver);
+        p.ready(at_ms(0)).unwrap();
+        drain(&mut p);
+        let a = announce(Role::Active, u32::MAX, 5_000, b"");
+        let ack = Packet {
+            header: Header {
+                scope: SCOPE,
+                sender: 2,
+                counter: 1,
+            },
+            body: Body::Ack(wire::Ack {
+                to: 1,
+                generation: p.generation,
+                role: Role::Active,
+                rank: a.rank,
+                ready_ms: 5_000,
+            }),
+        };
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        let len = ack.emit(&mut buf).unwrap();
+        p.handle_datagram(
+            at_ms(1),
+            SocketAddr::from(([10, 0, 0, 2], 1538)),
+            &buf[..len],
+        );
+        assert_eq!(p.stats().dropped_malformed, 1);
+        assert!(p.max_heard <= MAX_GENERATION);
+        // A later claim still raises without wrapping.
+        hear(
+            &mut p,
+            at_ms(2),
+            3,
+            1,
+            announce(Role::Claiming, 1, 5_000, b""),
+        );
+        assert!(p.generation >= 1 && p.generation <= MAX_GENERATION);
     }
 
     #[test]

@@ -233,7 +233,9 @@ async fn hand_over(
         tokio::select! {
             how = &mut readiness, if !ready => {
                 ready = true;
-                handover.ready()?;
+                if let Err(e) = handover.ready() {
+                    return driver_failed(Some(service), e, args, log).await;
+                }
                 log.event("ready", json!({ "via": how }));
                 log.event("claim_sent", json!({}));
                 if let Err(e) = notify::notify_ready() {
@@ -245,13 +247,15 @@ async fn hand_over(
                     return driver_failed(Some(service), e, args, log).await;
                 }
                 let status = service.stop(args, log).await?;
-                handover.complete().await?;
+                if let Err(e) = handover.complete().await {
+                    return driver_failed(None, e, args, log).await;
+                }
                 return Ok(exit_code(status));
             }
             status = service.child.wait() => {
                 let status = status?;
                 log.event("child_exited", status_json(status));
-                handover.leave().await?;
+                leave(handover).await;
                 return Ok(exit_code(status));
             }
             sig = signals.recv() => service.signal(sig, log),
@@ -265,7 +269,9 @@ async fn failover(
     signals: &mut Forwarded,
     log: Log,
 ) -> Result<u8, Box<dyn std::error::Error>> {
-    handover.ready()?;
+    if let Err(e) = handover.ready() {
+        return driver_failed(None, e, args, log).await;
+    }
     log.event("ready", json!({ "via": "standby" }));
     // The child and the notify socket it was given.
     let mut running: Option<(Service, NotifySocket)> = None;
@@ -292,7 +298,7 @@ async fn failover(
             status = wait_child(running.as_mut().map(|(s, _)| s)) => {
                 let status = status?;
                 log.event("child_exited", status_json(status));
-                handover.leave().await?;
+                leave(handover).await;
                 let code = exit_code(status);
                 // A child that dies while active is a failure even if it exits 0,
                 // unless it was asked to stop.
@@ -304,11 +310,21 @@ async fn failover(
                     service.signal(sig, log);
                 }
                 None => {
-                    handover.leave().await?;
+                    if let Err(e) = handover.leave().await {
+                        return driver_failed(None, e, args, log).await;
+                    }
                     return Ok(0);
                 }
             },
         }
+    }
+}
+
+/// Leaves the group after the service exited on its own: its exit status is what
+/// `handover` reports, whether the goodbye could be sent or not.
+async fn leave(handover: &Handover) {
+    if let Err(e) = handover.leave().await {
+        tracing::warn!("leaving the group: {e}");
     }
 }
 
