@@ -144,9 +144,56 @@ pub const fn scope_id(scope: &[u8]) -> u32 {
     hash
 }
 
+/// Where a v2 datagram's scope id starts: after the magic and flags bytes.
+pub const SCOPE_OFFSET: usize = 2;
+
+/// The bytes a v2 datagram of `scope` carries at [`SCOPE_OFFSET`], and how many: the
+/// scope id as a varint, 1 to 5 bytes. The decoder accepts no other encoding of it,
+/// so comparing these bytes (as the socket filter of handover-std does in the kernel)
+/// tells a datagram of the scope from one of another scope without decoding it.
+pub const fn scope_prefix(scope: u32) -> ([u8; 5], usize) {
+    let mut bytes = [0u8; 5];
+    let mut rest = scope;
+    let mut len = 0;
+    loop {
+        let low = (rest & 0x7f) as u8;
+        rest >>= 7;
+        if rest == 0 {
+            bytes[len] = low;
+            return (bytes, len + 1);
+        }
+        bytes[len] = low | 0x80;
+        len += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_prefix_is_the_canonical_varint() {
+        for scope in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            (1 << 21) - 1,
+            1 << 21,
+            (1 << 28) - 1,
+            1 << 28,
+            u32::MAX,
+        ] {
+            let mut buf = [0u8; 8];
+            let n = postcard::to_slice(&u64::from(scope), &mut buf)
+                .unwrap()
+                .len();
+            let (prefix, len) = scope_prefix(scope);
+            assert_eq!(&prefix[..len], &buf[..n], "scope {scope}");
+        }
+    }
 
     #[test]
     fn scope_id_is_fnv1a() {

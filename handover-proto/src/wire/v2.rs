@@ -246,6 +246,12 @@ impl<'a> Frame<'a> {
         if !packet.within_limits() {
             return Err(DecodeError::Malformed);
         }
+        // Only the shortest encoding of the scope: where a datagram's scope is can
+        // then be told from its first bytes alone (see `scope_prefix`).
+        let (prefix, len) = super::scope_prefix(packet.header.scope);
+        if covered.get(super::SCOPE_OFFSET..super::SCOPE_OFFSET + len) != Some(&prefix[..len]) {
+            return Err(DecodeError::Malformed);
+        }
         Ok(Frame {
             packet,
             tag,
