@@ -512,6 +512,22 @@ mod tests {
     }
 
     #[test]
+    fn test_overlong_scope() {
+        // The same scope id in five bytes instead of four: refused, so that the
+        // scope's bytes at offset 2 are always `scope_prefix`.
+        let mut bytes = [0u8; LEN + 1];
+        bytes[..5].copy_from_slice(&HEARTBEAT[..5]);
+        bytes[5] = 0x88;
+        bytes[6] = 0x00;
+        bytes[7..].copy_from_slice(&HEARTBEAT[6..LEN]);
+        assert_eq!(Frame::parse(&bytes), Err(DecodeError::Malformed));
+        assert_eq!(
+            Frame::parse(&HEARTBEAT[..LEN]).unwrap().packet.header.scope,
+            0x0102_0304
+        );
+    }
+
+    #[test]
     fn test_tagged() {
         let mut bytes = [0u8; LEN + TAG_LEN];
         bytes[..LEN].copy_from_slice(&HEARTBEAT[..LEN]);
