@@ -198,20 +198,24 @@ impl Driver {
             let sockets = &mut self.sockets;
             let listeners = &mut sockets.listeners;
             let wake = tokio::select! {
-                r = listeners.group.recv_from(&mut group_buf) => Wake::received(r, &group_buf),
-                r = sockets.unicast.recv_from(&mut unicast_buf) => Wake::received(r, &unicast_buf),
-                r = recv_opt(listeners.legacy.as_ref(), &mut legacy_buf) => Wake::received(r, &legacy_buf),
+                r = listeners.group.recv_from(&mut group_buf) => Wake::Received(Source::Group, r),
+                r = sockets.unicast.recv_from(&mut unicast_buf) => Wake::Received(Source::Unicast, r),
+                r = recv_opt(listeners.legacy.as_ref(), &mut legacy_buf) => Wake::Received(Source::Legacy, r),
                 () = listeners.watch.changed() => Wake::Interfaces,
                 cmd = self.commands.recv(), if commands_open => Wake::Command(cmd),
                 () = sleep_until(sleep) => Wake::Timer,
             };
             match wake {
-                Wake::Datagram(bytes, from) => {
-                    self.errors_in_a_row = 0;
-                    let now = self.now();
-                    self.peer.handle_datagram(now, from, bytes);
+                Wake::Received(source, Ok((n, from))) => {
+                    let buf = match source {
+                        Source::Group => &mut group_buf,
+                        Source::Unicast => &mut unicast_buf,
+                        Source::Legacy => &mut legacy_buf,
+                    };
+                    self.receive(from, &buf[..n]).await;
+                    self.receive_batch(source, buf).await?;
                 }
-                Wake::ReceiveError(e) => self.receive_failed(e).await?,
+                Wake::Received(_, Err(e)) => self.receive_failed(e).await?,
                 Wake::Interfaces => match self.sockets.listeners.refresh() {
                     Ok(true) => self.interfaces_changed(),
                     Ok(false) => {}
@@ -229,6 +233,36 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Hands one datagram to the peer and flushes its output, as the calling
+    /// contract requires before the next input.
+    async fn receive(&mut self, from: SocketAddr, bytes: &[u8]) {
+        self.errors_in_a_row = 0;
+        let now = self.now();
+        self.peer.handle_datagram(now, from, bytes);
+        self.flush().await;
+    }
+
+    /// Reads what else `source` has queued, up to [`BATCH`] datagrams: a burst costs
+    /// one wake-up.
+    async fn receive_batch(&mut self, source: Source, buf: &mut [u8]) -> io::Result<()> {
+        for _ in 1..BATCH {
+            let socket = match source {
+                Source::Group => &self.sockets.listeners.group,
+                Source::Unicast => &self.sockets.unicast,
+                Source::Legacy => match &self.sockets.listeners.legacy {
+                    Some(legacy) => legacy,
+                    None => return Ok(()),
+                },
+            };
+            match socket.try_recv_from(buf) {
+                Ok((n, from)) => self.receive(from, &buf[..n]).await,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return self.receive_failed(e).await,
+            }
+        }
+        Ok(())
     }
 
     /// A receive error: counted, reported and retried after a pause, unless the
@@ -325,9 +359,9 @@ impl Driver {
 }
 
 /// What woke the driver.
-enum Wake<'a> {
-    Datagram(&'a [u8], SocketAddr),
-    ReceiveError(io::Error),
+enum Wake {
+    /// A datagram (its length and sender) or a receive error.
+    Received(Source, io::Result<(usize, SocketAddr)>),
     /// The interfaces may have changed.
     Interfaces,
     /// A command, or `None` when every handle is gone.
@@ -335,14 +369,16 @@ enum Wake<'a> {
     Timer,
 }
 
-impl<'a> Wake<'a> {
-    fn received(r: io::Result<(usize, SocketAddr)>, buf: &'a [u8]) -> Self {
-        match r {
-            Ok((n, from)) => Wake::Datagram(&buf[..n], from),
-            Err(e) => Wake::ReceiveError(e),
-        }
-    }
+/// The socket a datagram comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Group,
+    Unicast,
+    Legacy,
 }
+
+/// Datagrams read per wake-up at most, so that timers and commands are not starved.
+const BATCH: usize = 32;
 
 /// Receive errors in a row after which a socket counts as broken.
 const MAX_ERRORS_IN_A_ROW: u32 = 100;

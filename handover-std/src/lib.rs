@@ -24,6 +24,7 @@ pub mod blocking;
 mod complete;
 mod config;
 mod driver;
+mod filter;
 pub mod key;
 pub mod notify;
 pub mod observe;

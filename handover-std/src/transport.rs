@@ -179,6 +179,17 @@ impl Listeners {
         Ok(listeners)
     }
 
+    /// Lets the kernel drop every datagram but the v2 datagrams of `scope` (and, on
+    /// handover-lib's port, its announcements) before they wake the process: see
+    /// [`crate::filter`].
+    pub(crate) fn filter_to_scope(&self, scope: u32) -> io::Result<()> {
+        SockRef::from(&self.group).attach_filter(&crate::filter::same_scope(scope))?;
+        if let Some(legacy) = &self.legacy {
+            SockRef::from(legacy).attach_filter(&crate::filter::legacy())?;
+        }
+        Ok(())
+    }
+
     /// The interfaces joined.
     pub(crate) fn interfaces(&self) -> &[Interface] {
         &self.joined
@@ -269,6 +280,7 @@ pub(crate) struct Sockets {
 impl Sockets {
     pub(crate) fn open(config: &Config) -> io::Result<Self> {
         let listeners = Listeners::open(config)?;
+        listeners.filter_to_scope(handover_proto::wire::scope_id(config.scope.as_bytes()))?;
         let unicast = unicast_socket(device(&config.network))?;
         Ok(Sockets {
             listeners,
