@@ -186,8 +186,10 @@ fn failover() {
     check(pair.elected[1] == 1, "elected once");
 }
 
-/// Instructions per received heartbeat (decode, verify if keyed, handle).
-fn cost_per_heartbeat(keyed: bool) -> u32 {
+/// Instructions per received heartbeat (decode, verify if keyed, handle), for a
+/// standby of the same scope, or (`foreign`) for a peer of another scope sharing the
+/// LAN, which drops it.
+fn cost_per_heartbeat(keyed: bool, foreign: bool) -> u32 {
     const ROUNDS: u32 = 100;
     let fo = Policy::Failover { preempt: false };
     let mut pair = Pair::new(config(1, fo, 200, keyed), config(2, fo, 100, keyed));
@@ -214,8 +216,11 @@ fn cost_per_heartbeat(keyed: bool) -> u32 {
     let mut handled = 0u32;
     for _ in 0..ROUNDS {
         // A fresh standby each round: repeated heartbeats would be dropped as replays.
-        let mut standby =
-            P::new(config(2, fo, 100, keyed), Instant::ZERO).unwrap_or_else(|_| fail("peer"));
+        let mut standby_config = config(2, fo, 100, keyed);
+        if foreign {
+            standby_config.scope = wire::scope_id(b"another device/another service");
+        }
+        let mut standby = P::new(standby_config, Instant::ZERO).unwrap_or_else(|_| fail("peer"));
         let _ = standby.ready(now);
         while standby
             .poll_transmit(now, &mut [0u8; MAX_DATAGRAM])
@@ -232,7 +237,12 @@ fn cost_per_heartbeat(keyed: bool) -> u32 {
             while standby.poll_event().is_some() {}
             handled += 1;
         }
-        check(standby.stats().accepted == 16, "every heartbeat accepted");
+        let stats = standby.stats();
+        if foreign {
+            check(stats.dropped_foreign_scope == 16, "every heartbeat dropped");
+        } else {
+            check(stats.accepted == 16, "every heartbeat accepted");
+        }
     }
     // 25 MHz SysTick at one instruction per ns: 40 instructions per tick.
     (ticks * 40 / u64::from(handled)) as u32
@@ -253,8 +263,9 @@ fn main() -> ! {
     hprintln!("ok: failover after the active peer died");
     hand_over(true);
     hprintln!("ok: hand-over with a group key");
-    let plain = cost_per_heartbeat(false);
-    let keyed = cost_per_heartbeat(true);
+    let plain = cost_per_heartbeat(false, false);
+    let keyed = cost_per_heartbeat(true, false);
+    let foreign = cost_per_heartbeat(false, true);
     hprintln!("size: Peer<8> is {} bytes on this target", core::mem::size_of::<Peer<8>>());
     hprintln!("cost: receive heartbeat ~{} instructions", plain);
     hprintln!(
@@ -262,6 +273,7 @@ fn main() -> ! {
         keyed,
         keyed.saturating_sub(plain)
     );
+    hprintln!("cost: drop another scope's heartbeat ~{} instructions", foreign);
     debug::exit(debug::EXIT_SUCCESS);
     loop {}
 }

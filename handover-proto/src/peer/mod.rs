@@ -280,13 +280,19 @@ impl<const N: usize> Peer<N> {
             self.stats.dropped_backlog.bump();
             return;
         }
-        match Datagram::parse(bytes) {
-            Err(e) => {
-                trace!("dropped datagram: {}", e);
-                self.stats.count_decode_error(e);
+        // Another scope's datagram (other devices and services share the LAN) is
+        // told by its first bytes: no decoding.
+        if wire::is_other_scope(bytes, self.config.scope) {
+            self.stats.dropped_foreign_scope.bump();
+        } else {
+            match Datagram::parse(bytes) {
+                Err(e) => {
+                    trace!("dropped datagram: {}", e);
+                    self.stats.count_decode_error(e);
+                }
+                Ok(Datagram::Legacy(announce)) => self.handle_legacy(announce),
+                Ok(Datagram::V2(frame)) => self.handle_frame(now, source, frame),
             }
-            Ok(Datagram::Legacy(announce)) => self.handle_legacy(announce),
-            Ok(Datagram::V2(frame)) => self.handle_frame(now, source, frame),
         }
         self.after_input();
     }

@@ -144,6 +144,33 @@ pub const fn scope_id(scope: &[u8]) -> u32 {
     hash
 }
 
+/// Whether `bytes` is a v2 datagram of a scope other than `scope`, told from its
+/// first bytes without decoding it: a datagram of `scope` starts with
+/// [`scope_prefix`] at [`SCOPE_OFFSET`]. `false` when it cannot tell (too short,
+/// not v2): the decoder decides.
+pub fn is_other_scope(bytes: &[u8], scope: u32) -> bool {
+    bytes.first() == Some(&MAGIC) && has_scope(bytes, scope) == Some(false)
+}
+
+/// Whether `bytes` carries [`scope_prefix`]`(scope)` at [`SCOPE_OFFSET`]; `None` if
+/// it ends first. Compares as it encodes: no buffer.
+pub(crate) fn has_scope(bytes: &[u8], scope: u32) -> Option<bool> {
+    let mut rest = scope;
+    let mut at = SCOPE_OFFSET;
+    loop {
+        let low = (rest & 0x7f) as u8;
+        rest >>= 7;
+        let expected = if rest == 0 { low } else { low | 0x80 };
+        if *bytes.get(at)? != expected {
+            return Some(false);
+        }
+        if rest == 0 {
+            return Some(true);
+        }
+        at += 1;
+    }
+}
+
 /// Where a v2 datagram's scope id starts: after the magic and flags bytes.
 pub const SCOPE_OFFSET: usize = 2;
 
@@ -170,6 +197,24 @@ pub const fn scope_prefix(scope: u32) -> ([u8; 5], usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_scopes_are_told_by_their_first_bytes() {
+        let ours = 0x0102_0304;
+        let (prefix, len) = scope_prefix(ours);
+        let mut datagram = [MAGIC, 0, 0, 0, 0, 0, 0x2a];
+        datagram[SCOPE_OFFSET..SCOPE_OFFSET + len].copy_from_slice(&prefix[..len]);
+        assert!(!is_other_scope(&datagram, ours));
+        assert!(is_other_scope(&datagram, ours + 1));
+        assert!(is_other_scope(&datagram, 4), "a shorter varint");
+        // Too short to tell, or not v2: the decoder decides.
+        assert!(!is_other_scope(&datagram[..SCOPE_OFFSET], ours + 1));
+        assert!(!is_other_scope(&datagram[..3], ours), "ours so far");
+        let legacy = [legacy::VERSION, 0, 0, 1, 0x8c, 0, 0, 0, 0];
+        assert!(!is_other_scope(&legacy, ours));
+        assert_eq!(has_scope(&datagram, ours), Some(true));
+        assert_eq!(has_scope(&datagram[..4], ours), None);
+    }
 
     #[test]
     fn scope_prefix_is_the_canonical_varint() {

@@ -248,8 +248,7 @@ impl<'a> Frame<'a> {
         }
         // Only the shortest encoding of the scope: where a datagram's scope is can
         // then be told from its first bytes alone (see `scope_prefix`).
-        let (prefix, len) = super::scope_prefix(packet.header.scope);
-        if covered.get(super::SCOPE_OFFSET..super::SCOPE_OFFSET + len) != Some(&prefix[..len]) {
+        if super::has_scope(covered, packet.header.scope) != Some(true) {
             return Err(DecodeError::Malformed);
         }
         Ok(Frame {
