@@ -31,12 +31,22 @@
 //! embassy-stm32's Ethernet driver, enable multicast reception in the MAC
 //! configuration; otherwise the peer hears nothing but unicast acknowledgements.
 //!
+//! **Crowded LANs**: every device and service of a fleet shares the one group, so the
+//! MAC's filter (exact or hash) cannot tell this service's datagrams from the others'
+//! (on Linux a socket filter drops them in the kernel; a microcontroller has no
+//! kernel). What the MAC cannot drop, the protocol core does from a datagram's first
+//! bytes, before decoding: about 120 instructions per datagram of another scope on a
+//! Cortex-M4 (0.7 µs at 168 MHz; against about 1,650 to receive one of its own
+//! scope), so 1,000 foreign datagrams per second cost under 0.1 % of the CPU. A
+//! MAC filter set to the group's address alone (not "all multicast") keeps other
+//! groups' traffic out.
+//!
 //! **Send errors** (no route yet, neighbour resolution pending, a full buffer) are
 //! logged and counted, never fatal: the protocol retransmits claims and goodbyes with
 //! a backoff of 10 ms upwards, so the datagram smoltcp drops while it resolves a
 //! neighbour costs only a retransmission.
 //!
-//! **Size**: the adapter and the protocol core add about 16 KB of flash and 1.8 KB of
+//! **Size**: the adapter and the protocol core add about 16 KB of flash and 1.9 KB of
 //! static RAM (beyond the socket buffers) to a firmware built with opt-level "z";
 //! authentication about 2.6 KB more if the firmware also depends on `sha2` with its
 //! `force-soft-compact` feature (a compact SHA-256; the default one is faster and 1.6 KB
