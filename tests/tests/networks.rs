@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use handover_tests::crowd::Crowd;
 use handover_tests::netns::Netns;
 use handover_tests::process::{eventually, fake_service, handover_bin, marks, Run};
 use handover_tests::require_netns;
@@ -320,5 +321,82 @@ fn host_mode_keeps_a_hand_over_inside_its_device() {
             .any(|from| from.ip() == std::net::IpAddr::V4(d1.lan_address))),
         "bridge mode on the same device is heard on the LAN"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A socket without the protocol's filter in `ns`, joined on the interface with
+/// address `on`: counts the other scopes' datagrams that reach the namespace.
+fn eavesdropper(ns: &Netns, on: Ipv4Addr) -> UdpSocket {
+    ns.enter(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 1538).into())
+            .unwrap();
+        s.join_multicast_v4(&GROUP, &on).unwrap();
+        s.set_nonblocking(true).unwrap();
+        UdpSocket::from(s)
+    })
+}
+
+#[test]
+fn a_crowd_of_other_scopes_never_wakes_the_process() {
+    require_netns!();
+    let net = Containers::new();
+    let (a, b, crowded) = (net.container(), net.container(), net.container());
+    let dir = scratch("crowd");
+    // Three real instances of other scopes at a 20 ms heartbeat, and the heartbeats
+    // of 40 more other instances, 2,000 a second in all.
+    let _others: Vec<Run> = (0..3)
+        .map(|i| {
+            let mark = dir.join(format!("other-{i}"));
+            let uuid = format!("other-{i}");
+            service(&crowded.ns, &uuid, &dir, &mark, &["--heartbeat", "20ms"])
+        })
+        .collect();
+    let crowd = Crowd::start(&crowded.ns, crowded.address.unwrap(), 40, 2000);
+    let ears = eavesdropper(&a.ns, a.address.unwrap());
+
+    let mut old = service(&a.ns, "dev1", &dir, &dir.join("old"), &[]);
+    assert!(old.saw("elected", WAIT));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut new = service(&b.ns, "dev1", &dir, &dir.join("new"), &[]);
+    assert!(new.saw("ready", WAIT));
+    assert!(
+        old.saw("shutdown_requested", WAIT),
+        "hands over in the crowd"
+    );
+    assert_eq!(old.wait(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(new.saw("predecessor_done", WAIT));
+
+    let ours = handover_proto::wire::scope_id(b"dev1/svc");
+    let mut buf = [0u8; 2048];
+    let mut foreign_heard = 0;
+    while let Ok((n, _)) = ears.recv_from(&mut buf) {
+        foreign_heard += usize::from(handover_proto::wire::is_other_scope(&buf[..n], ours));
+    }
+    assert!(
+        foreign_heard > 100 && crowd.sent() > 1000,
+        "the crowd reached the namespace: {foreign_heard} heard, {} sent",
+        crowd.sent()
+    );
+    let stats = old.wait_event("exit", WAIT).unwrap()["stats"].clone();
+    assert_eq!(
+        stats["dropped_foreign_scope"], 0,
+        "no other scope's datagram reached the process: {stats}"
+    );
+    assert!(stats["accepted"].as_u64().unwrap() > 0, "{stats}");
+
+    // Failover in the same crowd.
+    let failover = ["--mode", "failover"];
+    let (mark_a, mark_b) = (dir.join("fa"), dir.join("fb"));
+    let mut active = service(&a.ns, "dev2", &dir, &mark_a, &failover);
+    assert!(active.saw("elected", WAIT));
+    let mut standby = service(&b.ns, "dev2", &dir, &mark_b, &failover);
+    assert!(standby.saw("peer_up", WAIT));
+    active.kill();
+    assert!(standby.saw("elected", WAIT), "fails over in the crowd");
+    assert!(eventually(WAIT, || running_service(&mark_b).is_some()));
+    drop(crowd);
     let _ = std::fs::remove_dir_all(&dir);
 }
