@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use handover_tests::measure::{report, t_us};
 use handover_tests::netns::{unavailable, Netns};
 use handover_tests::process::{fake_service, monotonic_us, Run};
 use handover_tests::topology::Containers;
@@ -63,31 +64,6 @@ fn start(
     args.push("--");
     args.extend_from_slice(service);
     Run::start(placement.spot(i), &args)
-}
-
-fn t_us(run: &mut Run, event: &str) -> u64 {
-    let e = run
-        .wait_event(event, WAIT)
-        .unwrap_or_else(|| panic!("no {event} event: {:?}", run.seen));
-    e["t_us"].as_u64().expect("t_us")
-}
-
-/// Percentile of sorted microsecond samples, in ms.
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1e3
-}
-
-fn report(what: &str, mut samples: Vec<u64>) {
-    samples.sort_unstable();
-    println!(
-        "{what}: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
-        samples.len(),
-        pct(&samples, 0.5),
-        pct(&samples, 0.9),
-        pct(&samples, 0.99),
-        pct(&samples, 1.0)
-    );
 }
 
 /// A chain of hand-overs: each new instance's readiness to the old one's shutdown

@@ -12,6 +12,7 @@ pub fn seeds() -> u32 {
 
 pub mod crowd;
 pub mod embassy;
+pub mod measure;
 pub mod netns;
 pub mod process;
 pub mod skip;

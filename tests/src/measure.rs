@@ -1,0 +1,42 @@
+//! What the benchmarks of real processes share: event times, percentiles, CPU time.
+
+use std::time::Duration;
+
+use crate::process::Run;
+
+/// The `t_us` of the next `event` of `run` (CLOCK_MONOTONIC, microseconds).
+pub fn t_us(run: &mut Run, event: &str) -> u64 {
+    let e = run
+        .wait_event(event, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no {event} event: {:?}", run.seen));
+    e["t_us"].as_u64().expect("t_us")
+}
+
+/// Percentile `p` (0 to 1) of sorted microsecond samples, in ms.
+pub fn pct(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1e3
+}
+
+/// Prints the median, tail and maximum of microsecond samples.
+pub fn report(what: &str, mut samples: Vec<u64>) {
+    samples.sort_unstable();
+    println!(
+        "{what}: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
+        samples.len(),
+        pct(&samples, 0.5),
+        pct(&samples, 0.9),
+        pct(&samples, 0.99),
+        pct(&samples, 1.0)
+    );
+}
+
+/// CPU time a process has used, all its threads, in nanoseconds (the scheduler's
+/// own accounting, `/proc/PID/task/*/schedstat`: no 10 ms tick resolution).
+pub fn cpu_ns(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process");
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
