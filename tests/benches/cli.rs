@@ -9,12 +9,10 @@
 
 use std::time::Duration;
 
-use handover_tests::measure::{report, t_us};
+use handover_tests::measure::{hand_over_chain, report, t_us};
 use handover_tests::netns::{unavailable, Netns};
 use handover_tests::process::{fake_service, monotonic_us, Run};
 use handover_tests::topology::Containers;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 fn rounds() -> usize {
     std::env::var("HANDOVER_BENCH_ROUNDS")
@@ -75,18 +73,7 @@ fn hand_overs(placement: &Placement, n: usize) -> Vec<u64> {
         mark.to_str().unwrap().to_owned(),
     ];
     let service: Vec<&str> = service.iter().map(String::as_str).collect();
-    let mut old = start(placement, 0, "100ms", &[], &service);
-    t_us(&mut old, "ready");
-    let mut samples = Vec::with_capacity(n);
-    for i in 1..=n {
-        let mut new = start(placement, i, "100ms", &[], &service);
-        let ready = t_us(&mut new, "ready");
-        let shutdown = t_us(&mut old, "shutdown_requested");
-        samples.push(shutdown.saturating_sub(ready));
-        t_us(&mut new, "predecessor_done");
-        old.wait(WAIT);
-        old = new;
-    }
+    let samples = hand_over_chain(n, |i| start(placement, i, "100ms", &[], &service));
     let _ = std::fs::remove_file(&mark);
     samples
 }

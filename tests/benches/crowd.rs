@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use handover_tests::crowd::Crowd;
-use handover_tests::measure::{cpu_ns, report, t_us};
+use handover_tests::measure::{cpu_ns, hand_over_chain, report, t_us};
 use handover_tests::netns::{unavailable, Netns};
 use handover_tests::process::{fake_service, Run};
 use handover_tests::topology::Containers;
@@ -63,18 +63,9 @@ fn idle_cpu(ns: &Netns, seconds: u64, what: &str, crowd: Option<&Crowd>) {
 
 /// A chain of `n` hand-overs alternating between `a` and `b`.
 fn hand_overs(a: &Netns, b: &Netns, n: usize) -> Vec<u64> {
-    let mut old = start(a, "crowd-bench/handover");
-    t_us(&mut old, "ready");
-    let mut samples = Vec::with_capacity(n);
-    for i in 1..=n {
-        let mut new = start(if i % 2 == 0 { a } else { b }, "crowd-bench/handover");
-        let ready = t_us(&mut new, "ready");
-        samples.push(t_us(&mut old, "shutdown_requested").saturating_sub(ready));
-        t_us(&mut new, "predecessor_done");
-        old.wait(Duration::from_secs(10));
-        old = new;
-    }
-    samples
+    hand_over_chain(n, |i| {
+        start(if i % 2 == 0 { a } else { b }, "crowd-bench/handover")
+    })
 }
 
 fn main() {

@@ -40,3 +40,20 @@ pub fn cpu_ns(pid: u32) -> u64 {
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// A chain of `n` hand-overs: `start(i)` starts the `i`-th instance (0 first); each
+/// new instance's `ready` to its predecessor's `shutdown_requested`, on one clock.
+pub fn hand_over_chain(n: usize, mut start: impl FnMut(usize) -> Run) -> Vec<u64> {
+    let mut old = start(0);
+    t_us(&mut old, "ready");
+    let mut samples = Vec::with_capacity(n);
+    for i in 1..=n {
+        let mut new = start(i);
+        let ready = t_us(&mut new, "ready");
+        samples.push(t_us(&mut old, "shutdown_requested").saturating_sub(ready));
+        t_us(&mut new, "predecessor_done");
+        old.wait(Duration::from_secs(10));
+        old = new;
+    }
+    samples
+}

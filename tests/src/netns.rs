@@ -2,9 +2,13 @@
 //! traffic only to addresses they own.
 
 use std::ffi::OsStr;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The protocol's (and handover-lib's) multicast group.
+pub const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 16, 16);
 
 /// Why a namespace test cannot run here, or `None` if it can.
 pub fn unavailable() -> Option<String> {
@@ -106,6 +110,23 @@ impl Netns {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name]).arg(program);
         cmd
+    }
+
+    /// A UDP socket in the namespace on the group's `port` (shared, as every peer's
+    /// is), joined to the group on the interface with address `on`, sending through
+    /// it: what a listener, an eavesdropper or a handover-lib peer opens.
+    pub fn group_socket(&self, port: u16, on: Ipv4Addr) -> UdpSocket {
+        self.enter(|| {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                .expect("socket");
+            s.set_reuse_address(true).expect("SO_REUSEADDR");
+            s.set_reuse_port(true).expect("SO_REUSEPORT");
+            s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
+                .expect("bind the group's port");
+            s.join_multicast_v4(&GROUP, &on).expect("join the group");
+            s.set_multicast_if_v4(&on).expect("IP_MULTICAST_IF");
+            UdpSocket::from(s)
+        })
     }
 
     /// Runs `f` on a thread inside the namespace: sockets it opens stay there.

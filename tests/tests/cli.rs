@@ -3,16 +3,15 @@
 //!
 //! Each test needs root (namespaces) and skips with the reason otherwise.
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use handover_tests::netns::Netns;
+use handover_tests::netns::{Netns, GROUP};
 use handover_tests::process::{eventually, fake_service, marks, Run};
 use handover_tests::require_netns;
 
 const WAIT: Duration = Duration::from_secs(5);
-const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 16, 16);
 
 /// A scratch directory for mark and complete files.
 fn scratch(test: &str) -> PathBuf {
@@ -56,16 +55,9 @@ fn run_args(
 /// A socket in `ns` on the group's `port` (shared, as handover-lib's is), reading with
 /// `timeout`: what an eavesdropper or a legacy peer hears.
 fn group_listener(ns: &Netns, port: u16, timeout: Duration) -> UdpSocket {
-    ns.enter(|| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.set_reuse_port(true).unwrap();
-        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
-            .unwrap();
-        s.join_multicast_v4(&GROUP, &Ipv4Addr::LOCALHOST).unwrap();
-        s.set_read_timeout(Some(timeout)).unwrap();
-        UdpSocket::from(s)
-    })
+    let s = ns.group_socket(port, Ipv4Addr::LOCALHOST);
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s
 }
 
 /// Sends `datagrams` to the group's `port` from inside `ns`, over loopback.

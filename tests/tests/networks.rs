@@ -5,19 +5,18 @@
 //! Each test needs root (namespaces); it skips with the reason otherwise, and fails
 //! under `CI=true`.
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use handover_tests::crowd::Crowd;
-use handover_tests::netns::Netns;
+use handover_tests::netns::{Netns, GROUP};
 use handover_tests::process::{eventually, fake_service, handover_bin, marks, Run};
 use handover_tests::require_netns;
 use handover_tests::topology::{Containers, Fleet};
 
 const WAIT: Duration = Duration::from_secs(10);
-const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 16, 16);
 
 /// A scratch directory: the per-service lock directory balena bind-mounts at
 /// `/tmp/balena`, and the services' mark files.
@@ -158,18 +157,10 @@ fn failover_between_two_hosts() {
 /// A UDP socket in `ns` on handover-lib's port, joined to its group on the interface
 /// with address `on`, sending through it: a v1 peer.
 fn v1_peer(ns: &Netns, on: Ipv4Addr) -> UdpSocket {
-    ns.enter(|| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.set_reuse_port(true).unwrap();
-        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 1536).into())
-            .unwrap();
-        s.join_multicast_v4(&GROUP, &on).unwrap();
-        s.set_multicast_if_v4(&on).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        UdpSocket::from(s)
-    })
+    let s = ns.group_socket(1536, on);
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    s
 }
 
 #[test]
@@ -258,16 +249,11 @@ fn interfaces_that_come_and_go_are_followed() {
 /// A socket in the LAN's switch, joined to the group on the LAN: what any other
 /// device on the LAN would hear on the protocol's port.
 fn lan_observer(lan: &Fleet) -> UdpSocket {
-    lan.switch().enter(|| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 1538).into())
-            .unwrap();
-        s.join_multicast_v4(&GROUP, &Ipv4Addr::new(192, 168, 50, 1))
-            .unwrap();
-        s.set_nonblocking(true).unwrap();
-        UdpSocket::from(s)
-    })
+    let s = lan
+        .switch()
+        .group_socket(1538, Ipv4Addr::new(192, 168, 50, 1));
+    s.set_nonblocking(true).unwrap();
+    s
 }
 
 /// The sources of what `observer` received so far.
@@ -327,16 +313,9 @@ fn host_mode_keeps_a_hand_over_inside_its_device() {
 /// A socket without the protocol's filter in `ns`, joined on the interface with
 /// address `on`: counts the other scopes' datagrams that reach the namespace.
 fn eavesdropper(ns: &Netns, on: Ipv4Addr) -> UdpSocket {
-    ns.enter(|| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.set_reuse_port(true).unwrap();
-        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 1538).into())
-            .unwrap();
-        s.join_multicast_v4(&GROUP, &on).unwrap();
-        s.set_nonblocking(true).unwrap();
-        UdpSocket::from(s)
-    })
+    let s = ns.group_socket(1538, on);
+    s.set_nonblocking(true).unwrap();
+    s
 }
 
 #[test]
