@@ -2,6 +2,9 @@
 //! its life in a file, and exits when asked.
 //!
 //! `fake-service MARK [--exit-code N] [--ignore-term] [--ready-delay-ms N]`
+//!
+//! Exits on SIGTERM (unless `--ignore-term`); records SIGHUP, SIGINT, SIGQUIT,
+//! SIGUSR1, SIGUSR2 and SIGWINCH and carries on.
 
 use std::io::Write;
 use std::time::Duration;
@@ -33,6 +36,24 @@ async fn main() {
     let exit_code = option("--exit-code").unwrap_or(0) as i32;
     let ignore_term = args.iter().any(|a| a == "--ignore-term");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    // The other signals a supervisor sends are recorded, nothing more.
+    let others = [
+        ("hup", SignalKind::hangup()),
+        ("int", SignalKind::interrupt()),
+        ("quit", SignalKind::quit()),
+        ("usr1", SignalKind::user_defined1()),
+        ("usr2", SignalKind::user_defined2()),
+        ("winch", SignalKind::window_change()),
+    ];
+    for (name, kind) in others {
+        let mut stream = signal(kind).expect("signal handler");
+        let path = path.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                mark(&path, name);
+            }
+        });
+    }
     mark(&path, "started");
     tokio::time::sleep(Duration::from_millis(
         option("--ready-delay-ms").unwrap_or(0),

@@ -2,7 +2,7 @@
 //! stderr for scripts, stamped with the monotonic clock so that lines of different
 //! processes on one host can be compared.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use clap::ValueEnum;
 use handover_std::Event;
@@ -13,6 +13,22 @@ use tracing_subscriber::filter::LevelFilter;
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// stderr that never fails: a full or closed stderr must not stop `handover` and its
+/// service. (tracing reports a failed write on stderr, and panics when that fails
+/// too.)
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Where events go.
@@ -33,13 +49,18 @@ impl Log {
     pub fn init(format: LogFormat, level: LevelFilter) -> Self {
         let level = match std::env::var("HANDOVER_LOG") {
             Ok(v) => v.parse().unwrap_or_else(|_| {
-                eprintln!("handover: HANDOVER_LOG: {v:?} is not a log level; using {level}");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "handover: HANDOVER_LOG: {v:?} is not a log level; using {level}"
+                );
                 level
             }),
             Err(_) => level,
         };
+        // Colours only for a person at a terminal: not in journald or `docker logs`.
         let builder = tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
+            .with_writer(|| Stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_target(false);
         match format {
             LogFormat::Text => builder.with_max_level(level).init(),

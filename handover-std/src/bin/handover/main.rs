@@ -7,6 +7,7 @@ mod demo;
 mod log;
 mod options;
 mod ready;
+mod reaper;
 mod run;
 mod watch;
 
@@ -23,7 +24,7 @@ use crate::log::{Log, LogFormat};
 struct Cli {
     /// Log format: human-readable text, or one JSON object per line for each event
     /// (with `t_us`, a monotonic timestamp in microseconds).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, env = "HANDOVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
 
     #[command(subcommand)]
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("handover: cannot start the runtime: {e}");
+            say(format_args!("cannot start the runtime: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -69,8 +70,14 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("handover: {e}");
+            say(format_args!("{e}"));
             ExitCode::from(2)
         }
     }
+}
+
+/// A last word on stderr; a closed or full stderr does not make it a panic.
+fn say(what: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "handover: {what}");
 }

@@ -26,26 +26,64 @@ pub struct Network {
     pub scope: Option<String>,
 
     /// Multicast group [default: 239.192.16.16]
-    #[arg(long)]
+    #[arg(long, env = "HANDOVER_GROUP", value_parser = parse_group)]
     pub group: Option<Ipv4Addr>,
 
     /// UDP port of the protocol [default: 1538]
-    #[arg(long)]
+    #[arg(long, env = "HANDOVER_PORT", value_parser = parse_port)]
     pub port: Option<u16>,
 
     /// Join on this interface only (host networking) [default: every interface, or
     /// `$NETWORK_INTERFACE` when `HANDOVER_NETWORK_MODE=host`]
-    #[arg(long)]
+    #[arg(long, env = "HANDOVER_INTERFACE")]
     pub interface: Option<String>,
 
     /// Also speak handover-lib's protocol (group `$SHUTDOWN_BROADCAST_ADDRESS`, port
     /// `$SHUTDOWN_PORT`, default 239.192.16.16:1536), for fleets mid-migration
-    #[arg(long)]
+    #[arg(long, env = "HANDOVER_LEGACY")]
     pub legacy: bool,
 
     /// Heartbeat interval, 10ms to 60s
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    #[arg(long, env = "HANDOVER_HEARTBEAT", value_parser = parse_heartbeat, default_value = "1s")]
     pub heartbeat: Duration,
+}
+
+/// A UDP port other than 0.
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(0) | Err(_) => Err("expected a UDP port, 1 to 65535".into()),
+        Ok(port) => Ok(port),
+    }
+}
+
+/// An IPv4 multicast group (224.0.0.0/4).
+fn parse_group(s: &str) -> Result<Ipv4Addr, String> {
+    match s.parse::<Ipv4Addr>() {
+        Ok(group) if group.is_multicast() => Ok(group),
+        Ok(_) => Err(
+            "expected an IPv4 multicast group (224.0.0.0 to 239.255.255.255; 239.x.x.x for a site)"
+                .into(),
+        ),
+        Err(_) => Err("expected an IPv4 multicast group such as 239.192.16.16".into()),
+    }
+}
+
+/// A duration such as `500ms` or `2s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|_| "expected a duration like 500ms or 2s".into())
+}
+
+/// A heartbeat within what the protocol allows.
+fn parse_heartbeat(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if (handover_proto::MIN_HEARTBEAT..=handover_proto::MAX_HEARTBEAT).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!(
+            "{} is out of range: 10ms to 60s",
+            humantime::format_duration(d)
+        ))
+    }
 }
 
 impl Network {
@@ -80,39 +118,38 @@ pub struct Protocol {
 
     /// Hand-over (the newest instance wins) or failover (one active, the others stand
     /// by; the service runs only while active)
-    #[arg(long, value_enum, default_value_t = Mode::Handover)]
+    #[arg(long, env = "HANDOVER_MODE", value_enum, default_value_t = Mode::Handover)]
     pub mode: Mode,
 
     /// Failover rank: the highest priority is active
-    #[arg(long, default_value_t = handover_proto::DEFAULT_PRIORITY)]
+    #[arg(long, env = "HANDOVER_PRIORITY", default_value_t = handover_proto::DEFAULT_PRIORITY)]
     pub priority: u8,
 
     /// In failover, take over from a lower-priority active instance
-    #[arg(long)]
+    #[arg(long, env = "HANDOVER_PREEMPT")]
     pub preempt: bool,
 
     /// File written when this instance has handed over (repeatable)
     /// [default: `$BALENA_SERVICE_HANDOVER_COMPLETE_PATH`, or /tmp/balena/handover-complete]
-    #[arg(long = "complete-file")]
+    #[arg(long = "complete-file", env = "HANDOVER_COMPLETE_FILE")]
     pub complete_files: Vec<PathBuf>,
 
     /// Group key: a file of 64 hex digits (`openssl rand -hex 32`). Every datagram is
-    /// then authenticated; forged and replayed ones are dropped [env: HANDOVER_KEY_FILE]
-    #[arg(long, value_name = "FILE")]
+    /// then authenticated; forged and replayed ones are dropped
+    #[arg(long, env = "HANDOVER_KEY_FILE", value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
     /// The key being replaced, still accepted for --key-transition after start
-    /// [env: HANDOVER_PREVIOUS_KEY_FILE]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "HANDOVER_PREVIOUS_KEY_FILE", value_name = "FILE")]
     pub previous_key_file: Option<PathBuf>,
 
     /// How long the previous key is accepted
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HANDOVER_KEY_TRANSITION", value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub key_transition: Duration,
 
     /// With a key, still accept handover-lib's unauthenticated datagrams (anyone on the
     /// LAN can forge them)
-    #[arg(long)]
+    #[arg(long, env = "HANDOVER_ACCEPT_LEGACY_WITH_KEY")]
     pub accept_legacy_with_key: bool,
 }
 

@@ -7,6 +7,8 @@ use handover_std::notify::NotifySocket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::reaper::Reaper;
+
 /// How often probes are repeated.
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -16,25 +18,25 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 pub struct Readiness {
     /// Ready when a TCP connection to 127.0.0.1:PORT succeeds. Without any --ready-*
     /// option: when the service sends READY=1 on $NOTIFY_SOCKET (sd_notify)
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, env = "HANDOVER_READY_TCP", value_name = "PORT")]
     pub ready_tcp: Option<u16>,
 
     /// Ready when `GET URL` (http://host:port/path) answers 2xx
-    #[arg(long, value_name = "URL")]
+    #[arg(long, env = "HANDOVER_READY_HTTP", value_name = "URL")]
     pub ready_http: Option<String>,
 
     /// Ready when `sh -c CMD` exits 0 (retried every 50 ms)
-    #[arg(long, value_name = "CMD")]
+    #[arg(long, env = "HANDOVER_READY_CMD", value_name = "CMD")]
     pub ready_cmd: Option<String>,
 
     /// Ready this long after the child started (e.g. 500ms, 2s)
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HANDOVER_READY_AFTER", value_name = "DURATION", value_parser = crate::options::parse_duration)]
     pub ready_after: Option<Duration>,
 }
 
 impl Readiness {
     /// Waits until the child is ready; returns how it was detected.
-    pub async fn wait(&self, notify: &NotifySocket) -> &'static str {
+    pub async fn wait(&self, notify: &NotifySocket, reaper: &Reaper) -> &'static str {
         if let Some(port) = self.ready_tcp {
             while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
                 tokio::time::sleep(PROBE_INTERVAL).await;
@@ -47,13 +49,11 @@ impl Readiness {
             "http"
         } else if let Some(cmd) = &self.ready_cmd {
             loop {
-                let status = tokio::process::Command::new("sh")
-                    .args(["-c", cmd])
-                    .kill_on_drop(true)
-                    .status()
-                    .await;
-                if status.is_ok_and(|s| s.success()) {
-                    return "cmd";
+                let probe = reaper.spawn(std::process::Command::new("sh").args(["-c", cmd]));
+                if let Ok(mut probe) = probe {
+                    if probe.wait().await.is_ok_and(|s| s.success()) {
+                        return "cmd";
+                    }
                 }
                 tokio::time::sleep(PROBE_INTERVAL).await;
             }

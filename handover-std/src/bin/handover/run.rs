@@ -17,9 +17,13 @@ use std::time::Duration;
 use clap::Args as ClapArgs;
 use handover_std::notify::{self, NotifySocket};
 use handover_std::{Handover, State};
-use rustix::process::{Pid, Signal};
+use rustix::process::Signal;
 use serde_json::json;
-use tokio::process::{Child, Command};
+use std::process::Command;
+use tokio_stream::wrappers::SignalStream;
+use tokio_stream::{StreamExt, StreamMap};
+
+use crate::reaper::{dies_with_parent, Child, Reaper};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::log::{hex, Log};
@@ -35,11 +39,11 @@ pub struct Args {
     readiness: Readiness,
 
     /// Signal that asks the child to stop (name or number)
-    #[arg(long, default_value = "SIGTERM", value_parser = parse_signal)]
+    #[arg(long, env = "HANDOVER_STOP_SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
     stop_signal: Signal,
 
     /// How long the child may take to stop before SIGKILL
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HANDOVER_STOP_TIMEOUT", default_value = "30s", value_parser = crate::options::parse_duration)]
     stop_timeout: Duration,
 
     /// The service and its arguments
@@ -85,27 +89,36 @@ fn status_json(status: ExitStatus) -> serde_json::Value {
     json!({ "code": status.code(), "signal": status.signal() })
 }
 
-/// Signals `handover` forwards to its child.
+/// Signals `handover` forwards to its child: every one a supervisor sends. Without
+/// a handler, SIGUSR1 and the others would kill `handover` (and its service) without
+/// a goodbye.
 struct Forwarded {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
+    signals: StreamMap<i32, SignalStream>,
 }
+
+/// The signals that ask a process to stop (the others are passed on, nothing more).
+const STOPPING: [Signal; 4] = [Signal::TERM, Signal::INT, Signal::HUP, Signal::QUIT];
 
 impl Forwarded {
     fn install() -> std::io::Result<Self> {
-        Ok(Forwarded {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
+        let mut signals = StreamMap::new();
+        for sig in STOPPING
+            .into_iter()
+            .chain([Signal::USR1, Signal::USR2, Signal::WINCH])
+        {
+            let stream = signal(SignalKind::from_raw(sig.as_raw()))?;
+            signals.insert(sig.as_raw(), SignalStream::new(stream));
+        }
+        Ok(Forwarded { signals })
     }
 
     async fn recv(&mut self) -> Signal {
-        tokio::select! {
-            _ = self.term.recv() => Signal::TERM,
-            _ = self.int.recv() => Signal::INT,
-            _ = self.hup.recv() => Signal::HUP,
+        loop {
+            if let Some((raw, ())) = self.signals.next().await {
+                if let Some(sig) = Signal::from_named_raw(raw) {
+                    return sig;
+                }
+            }
         }
     }
 }
@@ -113,41 +126,35 @@ impl Forwarded {
 /// The child and how to stop it.
 struct Service {
     child: Child,
-    pid: Pid,
 }
 
 impl Service {
-    fn spawn(args: &Args, notify_socket: &std::path::Path, log: Log) -> std::io::Result<Self> {
+    fn spawn(
+        args: &Args,
+        reaper: &Reaper,
+        notify_socket: &std::path::Path,
+        log: Log,
+    ) -> std::io::Result<Self> {
         let mut cmd = Command::new(&args.command[0]);
         cmd.args(&args.command[1..])
-            .env("NOTIFY_SOCKET", notify_socket)
-            .kill_on_drop(true);
-        // SAFETY: the closure runs between fork and exec and only makes one
-        // async-signal-safe system call.
-        unsafe {
-            // If `handover` itself is killed (kill -9), its service must not live on
-            // unsupervised: in failover a standby is about to start another one.
-            // (The signal follows the forking thread: the runtime is single-threaded.)
-            cmd.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(Signal::TERM))
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let child = cmd.spawn().map_err(|e| {
+            .env("NOTIFY_SOCKET", notify_socket);
+        dies_with_parent(&mut cmd, Signal::TERM);
+        let child = reaper.spawn(&mut cmd).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot start {:?}: {e}", args.command[0]))
         })?;
-        let raw = child.id().unwrap_or(0) as i32;
-        let pid = Pid::from_raw(raw).ok_or_else(|| std::io::Error::other("child has no pid"))?;
-        log.event("child_started", json!({ "pid": raw }));
-        Ok(Service { child, pid })
+        log.event(
+            "child_started",
+            json!({ "pid": child.pid().as_raw_nonzero().get() }),
+        );
+        Ok(Service { child })
     }
 
     fn signal(&self, sig: Signal, log: Log) {
         log.event(
             "child_signalled",
-            json!({ "pid": self.pid.as_raw_nonzero().get(), "signal": sig.as_raw() }),
+            json!({ "pid": self.child.pid().as_raw_nonzero().get(), "signal": sig.as_raw() }),
         );
-        if let Err(e) = rustix::process::kill_process(self.pid, sig) {
+        if let Err(e) = self.child.signal(sig) {
             tracing::warn!("signalling the child failed: {e}");
         }
     }
@@ -162,12 +169,23 @@ impl Service {
                     "child_killed",
                     json!({ "after_ms": args.stop_timeout.as_millis() as u64 }),
                 );
-                self.child.kill().await?;
+                self.child.signal(Signal::KILL)?;
                 self.child.wait().await?
             }
         };
         log.event("child_exited", status_json(status));
         Ok(status)
+    }
+}
+
+/// `handover`'s exit status once it handed over: 0 when the service ended because
+/// of the stop signal it was sent (so that `Restart=on-failure` and restart
+/// policies leave the old instance stopped), else the service's own status.
+fn handed_over(status: ExitStatus, stop_signal: Signal) -> u8 {
+    if status.signal() == Some(stop_signal.as_raw()) {
+        0
+    } else {
+        exit_code(status)
     }
 }
 
@@ -188,6 +206,7 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
     }
     let config = args.protocol.config()?;
     let mut signals = Forwarded::install()?;
+    let reaper = Reaper::start()?;
     let handover = Handover::start(config.clone()).await?;
     let status = handover.status();
     let id = status.id;
@@ -199,6 +218,13 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
             "scope": config.scope,
             "group": config.group.to_string(),
             "port": config.port,
+            "heartbeat_ms": config.heartbeat.as_millis() as u64,
+            "mode": format!("{:?}", args.protocol.mode).to_lowercase(),
+            "priority": config.priority,
+            "legacy": config.legacy,
+            "keyed": config.key.is_some(),
+            "stop_signal": args.stop_signal.as_raw(),
+            "stop_timeout_ms": args.stop_timeout.as_millis() as u64,
         }),
     );
     let mut events = handover.subscribe();
@@ -208,8 +234,8 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
         }
     });
     let code = match args.protocol.mode {
-        Mode::Handover => hand_over(&args, &handover, &mut signals, log).await?,
-        Mode::Failover => failover(&args, &handover, &mut signals, log).await?,
+        Mode::Handover => hand_over(&args, &handover, &reaper, &mut signals, log).await?,
+        Mode::Failover => failover(&args, &handover, &reaper, &mut signals, log).await?,
     };
     // Let the event task print what is still queued.
     tokio::task::yield_now().await;
@@ -221,12 +247,16 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
 async fn hand_over(
     args: &Args,
     handover: &Handover,
+    reaper: &Reaper,
     signals: &mut Forwarded,
     log: Log,
 ) -> Result<u8, Box<dyn std::error::Error>> {
     let notify_socket = NotifySocket::bind(&runtime_dir())?;
-    let mut service = Service::spawn(args, notify_socket.path(), log)?;
-    let readiness = args.readiness.wait(&notify_socket);
+    let mut service = match Service::spawn(args, reaper, notify_socket.path(), log) {
+        Ok(service) => service,
+        Err(e) => return not_started(e, handover, log).await,
+    };
+    let readiness = args.readiness.wait(&notify_socket, reaper);
     tokio::pin!(readiness);
     let mut ready = false;
     loop {
@@ -250,7 +280,7 @@ async fn hand_over(
                 if let Err(e) = handover.complete().await {
                     return driver_failed(None, e, args, log).await;
                 }
-                return Ok(exit_code(status));
+                return Ok(handed_over(status, args.stop_signal));
             }
             status = service.child.wait() => {
                 let status = status?;
@@ -266,6 +296,7 @@ async fn hand_over(
 async fn failover(
     args: &Args,
     handover: &Handover,
+    reaper: &Reaper,
     signals: &mut Forwarded,
     log: Log,
 ) -> Result<u8, Box<dyn std::error::Error>> {
@@ -290,7 +321,10 @@ async fn failover(
                 }
                 if status.state == State::Active {
                     let socket = NotifySocket::bind(&runtime_dir())?;
-                    running = Some((Service::spawn(args, socket.path(), log)?, socket));
+                    match Service::spawn(args, reaper, socket.path(), log) {
+                        Ok(service) => running = Some((service, socket)),
+                        Err(e) => return not_started(e, handover, log).await,
+                    }
                 } else if let Some((service, _socket)) = running.take() {
                     service.stop(args, log).await?;
                 }
@@ -306,18 +340,37 @@ async fn failover(
             }
             sig = signals.recv() => match &running {
                 Some((service, _)) => {
-                    stopping = true;
+                    stopping |= STOPPING.contains(&sig);
                     service.signal(sig, log);
                 }
-                None => {
+                None if STOPPING.contains(&sig) => {
                     if let Err(e) = handover.leave().await {
                         return driver_failed(None, e, args, log).await;
                     }
                     return Ok(0);
                 }
+                // A standby has no service to pass it on to.
+                None => {}
             },
         }
     }
+}
+
+/// The service could not be started: `handover` leaves the group and exits as a
+/// shell would, 127 for a command that does not exist, 126 for one it may not run.
+async fn not_started(
+    e: std::io::Error,
+    handover: &Handover,
+    log: Log,
+) -> Result<u8, Box<dyn std::error::Error>> {
+    log.event("child_not_started", json!({ "error": e.to_string() }));
+    tracing::error!("{e}");
+    leave(handover).await;
+    Ok(match e.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        std::io::ErrorKind::PermissionDenied => 126,
+        _ => 1,
+    })
 }
 
 /// Leaves the group after the service exited on its own: its exit status is what
