@@ -99,9 +99,17 @@ fn device(mode: &NetworkMode) -> Option<&str> {
     }
 }
 
-/// A socket bound to `port` on all addresses, not yet joined.
-fn group_socket(port: u16, device: Option<&str>) -> io::Result<UdpSocket> {
+/// A socket bound to `port` on all addresses, not yet joined; with `filter`
+/// attached before it is bound, so that nothing the filter drops is ever queued.
+fn group_socket(
+    port: u16,
+    device: Option<&str>,
+    filter: Option<&[socket2::SockFilter]>,
+) -> io::Result<UdpSocket> {
     let s = udp()?;
+    if let Some(filter) = filter {
+        s.attach_filter(filter)?;
+    }
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     if let Some(device) = device {
@@ -149,12 +157,26 @@ pub(crate) struct Listeners {
 }
 
 impl Listeners {
-    /// Opens the listening sockets `config` describes and joins the group.
+    /// Opens the listening sockets `config` describes and joins the group; they hear
+    /// every scope (a passive observer).
     pub(crate) fn open(config: &Config) -> io::Result<Self> {
+        Self::open_with(config, None)
+    }
+
+    /// The same, letting the kernel drop every datagram but the v2 datagrams of
+    /// `scope` (and, on handover-lib's port, its announcements) before they wake the
+    /// process: see [`crate::filter`].
+    pub(crate) fn open_for_scope(config: &Config, scope: u32) -> io::Result<Self> {
+        Self::open_with(config, Some(scope))
+    }
+
+    fn open_with(config: &Config, scope: Option<u32>) -> io::Result<Self> {
         let device = device(&config.network);
-        let group = group_socket(config.port, device)?;
+        let same_scope = scope.map(crate::filter::same_scope);
+        let group = group_socket(config.port, device, same_scope.as_deref())?;
         let legacy = if config.legacy {
-            Some(group_socket(config.legacy_port, device)?)
+            let legacy = scope.map(|_| crate::filter::legacy());
+            Some(group_socket(config.legacy_port, device, legacy.as_deref())?)
         } else {
             None
         };
@@ -177,17 +199,6 @@ impl Listeners {
             )));
         }
         Ok(listeners)
-    }
-
-    /// Lets the kernel drop every datagram but the v2 datagrams of `scope` (and, on
-    /// handover-lib's port, its announcements) before they wake the process: see
-    /// [`crate::filter`].
-    pub(crate) fn filter_to_scope(&self, scope: u32) -> io::Result<()> {
-        SockRef::from(&self.group).attach_filter(&crate::filter::same_scope(scope))?;
-        if let Some(legacy) = &self.legacy {
-            SockRef::from(legacy).attach_filter(&crate::filter::legacy())?;
-        }
-        Ok(())
     }
 
     /// The interfaces joined.
@@ -279,8 +290,8 @@ pub(crate) struct Sockets {
 
 impl Sockets {
     pub(crate) fn open(config: &Config) -> io::Result<Self> {
-        let listeners = Listeners::open(config)?;
-        listeners.filter_to_scope(handover_proto::wire::scope_id(config.scope.as_bytes()))?;
+        let scope = handover_proto::wire::scope_id(config.scope.as_bytes());
+        let listeners = Listeners::open_for_scope(config, scope)?;
         let unicast = unicast_socket(device(&config.network))?;
         Ok(Sockets {
             listeners,
