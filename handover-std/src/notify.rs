@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// What one notification datagram says. Unknown assignments are ignored, as systemd
 /// does.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Notification {
     /// `READY=1`: the service is ready.
     pub ready: bool,
@@ -17,7 +18,21 @@ pub struct Notification {
     pub stopping: bool,
     /// `STATUS=...`: free-form status text.
     pub status: Option<String>,
+    /// The assignments a supervisor passes on to its own service manager, one per
+    /// line: [`PASSED_ON`]. Readiness is the supervisor's own to report, and the
+    /// main pid is the supervisor's.
+    pub pass_on: String,
 }
+
+/// The assignments `handover run` passes on from its service to systemd.
+pub const PASSED_ON: [&str; 6] = [
+    "STATUS",
+    "STOPPING",
+    "WATCHDOG",
+    "EXTEND_TIMEOUT_USEC",
+    "RELOADING",
+    "ERRNO",
+];
 
 /// Parses one notification: newline-separated `KEY=VALUE` assignments. Lines that are
 /// not UTF-8 or have no `=` are skipped; the rest of the datagram still counts.
@@ -36,14 +51,23 @@ pub fn parse(datagram: &[u8]) -> Notification {
             "STATUS" => n.status = Some(value.to_owned()),
             _ => {}
         }
+        if PASSED_ON.contains(&key) {
+            n.pass_on.push_str(line);
+            n.pass_on.push('\n');
+        }
     }
     n
 }
 
 /// Sends `READY=1` to the service manager named by `NOTIFY_SOCKET`, if any: lets
-/// `handover run` itself be a systemd `Type=notify` service. Abstract socket names
-/// (`@name`) are supported.
+/// `handover run` itself be a systemd `Type=notify` service.
 pub fn notify_ready() -> io::Result<()> {
+    notify(b"READY=1")
+}
+
+/// Sends `state` (newline-separated assignments) to the service manager named by
+/// `NOTIFY_SOCKET`, if any. Abstract socket names (`@name`) are supported.
+pub fn notify(state: &[u8]) -> io::Result<()> {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(());
     };
@@ -52,9 +76,9 @@ pub fn notify_ready() -> io::Result<()> {
     if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-        socket.send_to_addr(b"READY=1", &addr)?;
+        socket.send_to_addr(state, &addr)?;
     } else {
-        socket.send_to(b"READY=1", Path::new(&target))?;
+        socket.send_to(state, Path::new(&target))?;
     }
     Ok(())
 }
@@ -102,10 +126,14 @@ mod tests {
 
     #[test]
     fn parses_assignments() {
-        let n = parse(b"STATUS=warming up\nREADY=1\nMAINPID=42");
+        let n = parse(b"STATUS=warming up\nREADY=1\nMAINPID=42\nWATCHDOG=1");
         assert!(n.ready);
         assert!(!n.stopping);
         assert_eq!(n.status.as_deref(), Some("warming up"));
+        assert_eq!(
+            n.pass_on, "STATUS=warming up\nWATCHDOG=1\n",
+            "not READY, not MAINPID"
+        );
         assert_eq!(parse(b"READY=0"), Notification::default());
     }
 

@@ -267,3 +267,114 @@ fn exit_status_0_after_a_hand_over_and_the_services_own_when_it_dies() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&crash_dir);
 }
+
+/// A stand-in for systemd: the socket `$NOTIFY_SOCKET` names, and what arrives on it.
+struct Manager {
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+}
+
+impl Manager {
+    fn new(dir: &Path) -> Self {
+        let path = dir.join("systemd.notify");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Manager { socket, path }
+    }
+
+    /// Every datagram received until one of them satisfies each of `wanted`, or
+    /// `WAIT` passes.
+    fn until(&self, wanted: &[&dyn Fn(&str) -> bool]) -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < deadline {
+            if wanted.iter().all(|f| seen.iter().any(|d| f(d))) {
+                break;
+            }
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        seen
+    }
+}
+
+/// `handover run` under a stand-in systemd, around a service that reports a status.
+fn under_manager(ns: &Netns, dir: &Path, manager: &Manager, mark: &str, extra: &[&str]) -> Run {
+    let mut service = fake(&dir.join(mark));
+    service.extend(["--status".into(), format!("serving {mark}")]);
+    let mut cmd = ns.command(handover_bin());
+    cmd.env("NOTIFY_SOCKET", &manager.path)
+        .args(["--log-format", "json"])
+        .args(run_args(dir, extra, &strs(&service)));
+    Run::spawn(cmd)
+}
+
+#[test]
+fn systemd_hears_ready_and_the_services_status_in_both_modes() {
+    require_netns!();
+    let ns = Netns::new();
+    let dir = scratch("systemd");
+    let manager = Manager::new(&dir);
+    let _one = under_manager(&ns, &dir, &manager, "one", &[]);
+    let heard = manager.until(&[&|d| d.contains("STATUS=serving one"), &|d| d == "READY=1"]);
+    assert!(heard.iter().any(|d| d == "READY=1"), "{heard:?}");
+    let passed = heard.iter().find(|d| d.contains("STATUS=")).unwrap();
+    assert!(passed.contains("WATCHDOG=1"), "{passed}");
+    assert!(
+        !passed.contains("MAINPID"),
+        "the main pid is handover's: {passed}"
+    );
+
+    // Failover: the active instance once its service is ready, the standby at once.
+    let failover = ["--mode", "failover", "--scope", "failover"];
+    let fo_dir = scratch("systemd-failover");
+    let fo_manager = Manager::new(&fo_dir);
+    let mut active = under_manager(&ns, &fo_dir, &fo_manager, "active", &failover[..2]);
+    assert!(active.saw("service_ready", WAIT));
+    let heard = fo_manager.until(&[&|d| d.contains("STATUS=serving active"), &|d| {
+        d == "READY=1"
+    }]);
+    assert!(heard.iter().any(|d| d == "READY=1"), "active: {heard:?}");
+    let standby_manager_dir = scratch("systemd-standby");
+    let standby_manager = Manager::new(&standby_manager_dir);
+    let mut standby = under_manager(&ns, &fo_dir, &standby_manager, "standby", &failover[..2]);
+    assert!(standby.saw("peer_up", WAIT));
+    let heard = standby_manager.until(&[&|d| d == "READY=1"]);
+    assert!(heard.iter().any(|d| d == "READY=1"), "standby: {heard:?}");
+    assert!(
+        !heard.iter().any(|d| d.contains("STATUS")),
+        "no service runs: {heard:?}"
+    );
+    drop((active, standby));
+    for d in [&dir, &fo_dir, &standby_manager_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn a_service_not_ready_in_time_never_claims() {
+    require_netns!();
+    let ns = Netns::new();
+    let dir = scratch("ready-timeout");
+    let mark = dir.join("old");
+    let mut old = start(&ns, &run_args(&dir, &[], &strs(&fake(&mark))));
+    assert!(old.saw("elected", WAIT));
+    // Never sends READY=1.
+    let mut slow = start(
+        &ns,
+        &run_args(&dir, &["--ready-timeout", "300ms"], &["sleep", "1000"]),
+    );
+    assert!(slow.saw("ready_timeout", WAIT));
+    assert_eq!(slow.wait(WAIT).and_then(|s| s.code()), Some(1));
+    assert!(!slow.seen.iter().any(|e| e["event"] == "claim_sent"));
+    assert!(
+        !old.saw("shutdown_requested", Duration::from_millis(500)),
+        "the instance in charge keeps serving"
+    );
+    assert!(old.is_running());
+    let _ = std::fs::remove_dir_all(&dir);
+}

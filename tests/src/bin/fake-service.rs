@@ -1,10 +1,11 @@
 //! A service for the multi-process tests: reports readiness over `sd_notify`, records
 //! its life in a file, and exits when asked.
 //!
-//! `fake-service MARK [--exit-code N] [--ignore-term] [--ready-delay-ms N]`
+//! `fake-service MARK [--exit-code N] [--ignore-term] [--ready-delay-ms N] [--status TEXT]`
 //!
 //! Exits on SIGTERM (unless `--ignore-term`); records SIGHUP, SIGINT, SIGQUIT,
-//! SIGUSR1, SIGUSR2 and SIGWINCH and carries on.
+//! SIGUSR1, SIGUSR2 and SIGWINCH and carries on. With `--status`, after `READY=1` it
+//! also sends `STATUS=TEXT`, a watchdog ping and a `MAINPID` on its `NOTIFY_SOCKET`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -61,6 +62,11 @@ async fn main() {
     .await;
     handover_std::notify::notify_ready().expect("notify");
     mark(&path, "ready");
+    if let Some(i) = args.iter().position(|a| a == "--status") {
+        let status = args.get(i + 1).expect("--status TEXT");
+        let state = format!("STATUS={status}\nWATCHDOG=1\nMAINPID=1");
+        handover_std::notify::notify(state.as_bytes()).expect("notify");
+    }
     loop {
         term.recv().await;
         mark(&path, "term");

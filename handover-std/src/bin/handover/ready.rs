@@ -6,6 +6,7 @@ use clap::Args;
 use handover_std::notify::NotifySocket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::reaper::Reaper;
 
@@ -35,8 +36,13 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Waits until the child is ready; returns how it was detected.
-    pub async fn wait(&self, notify: &NotifySocket, reaper: &Reaper) -> &'static str {
+    /// Waits until the child is ready; returns how it was detected. `notified` turns
+    /// true when the child sends `READY=1` (see [`Relay`]).
+    pub async fn wait(
+        &self,
+        notified: &mut watch::Receiver<bool>,
+        reaper: &Reaper,
+    ) -> &'static str {
         if let Some(port) = self.ready_tcp {
             while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
                 tokio::time::sleep(PROBE_INTERVAL).await;
@@ -61,17 +67,70 @@ impl Readiness {
             tokio::time::sleep(after).await;
             "after"
         } else {
+            if notified.wait_for(|ready| *ready).await.is_err() {
+                // The relay is gone: the child will not be ready.
+                std::future::pending::<()>().await;
+            }
+            "notify"
+        }
+    }
+}
+
+/// The child's notification socket, read for as long as the child runs: `READY=1`
+/// marks it ready, and what a service manager wants to hear (status, watchdog pings,
+/// stopping, timeout extensions) is passed on to systemd when `handover` itself runs
+/// under it (`$NOTIFY_SOCKET`).
+#[derive(Debug)]
+pub struct Relay {
+    path: std::path::PathBuf,
+    ready: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Binds a socket for a child in `dir` and starts reading it.
+    pub fn start(dir: &std::path::Path) -> std::io::Result<Self> {
+        let socket = NotifySocket::bind(dir)?;
+        let path = socket.path().to_owned();
+        let (tx, ready) = watch::channel(false);
+        let task = tokio::spawn(async move {
             loop {
-                match notify.recv().await {
-                    Ok(n) if n.ready => return "notify",
-                    Ok(_) => {}
+                match socket.recv().await {
+                    Ok(n) => {
+                        if n.ready {
+                            tx.send_replace(true);
+                        }
+                        if !n.pass_on.is_empty() {
+                            if let Err(e) = handover_std::notify::notify(n.pass_on.as_bytes()) {
+                                tracing::debug!("passing on to the service manager: {e}");
+                            }
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!("notify socket: {e}");
                         tokio::time::sleep(PROBE_INTERVAL).await;
                     }
                 }
             }
-        }
+        });
+        Ok(Relay { path, ready, task })
+    }
+
+    /// The path to hand to the child as `NOTIFY_SOCKET`.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Turns true when the child has sent `READY=1`.
+    pub fn notified(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // Dropping the task's future removes the socket file.
+        self.task.abort();
     }
 }
 

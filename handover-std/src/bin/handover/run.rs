@@ -15,7 +15,7 @@ use std::process::{ExitCode, ExitStatus};
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
-use handover_std::notify::{self, NotifySocket};
+use handover_std::notify;
 use handover_std::{Handover, State};
 use rustix::process::Signal;
 use serde_json::json;
@@ -28,7 +28,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::log::{hex, Log};
 use crate::options::{Mode, Protocol};
-use crate::ready::{parse_http_url, Readiness};
+use crate::ready::{parse_http_url, Readiness, Relay};
 
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Args {
@@ -41,6 +41,12 @@ pub struct Args {
     /// Signal that asks the child to stop (name or number)
     #[arg(long, env = "HANDOVER_STOP_SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
     stop_signal: Signal,
+
+    /// How long the service may take to become ready; if it is not ready by then,
+    /// `handover` stops it and exits 1 without claiming, so that the instance in
+    /// charge keeps serving (failover: it leaves, so that a standby takes over)
+    #[arg(long, env = "HANDOVER_READY_TIMEOUT", value_name = "DURATION", value_parser = crate::options::parse_duration)]
+    ready_timeout: Option<Duration>,
 
     /// How long the child may take to stop before SIGKILL
     #[arg(long, env = "HANDOVER_STOP_TIMEOUT", default_value = "30s", value_parser = crate::options::parse_duration)]
@@ -251,26 +257,31 @@ async fn hand_over(
     signals: &mut Forwarded,
     log: Log,
 ) -> Result<u8, Box<dyn std::error::Error>> {
-    let notify_socket = NotifySocket::bind(&runtime_dir())?;
-    let mut service = match Service::spawn(args, reaper, notify_socket.path(), log) {
+    let relay = Relay::start(&runtime_dir())?;
+    let mut service = match Service::spawn(args, reaper, relay.path(), log) {
         Ok(service) => service,
         Err(e) => return not_started(e, handover, log).await,
     };
-    let readiness = args.readiness.wait(&notify_socket, reaper);
+    let mut notified = relay.notified();
+    let readiness = before(
+        deadline(args.ready_timeout),
+        args.readiness.wait(&mut notified, reaper),
+    );
     tokio::pin!(readiness);
     let mut ready = false;
     loop {
         tokio::select! {
             how = &mut readiness, if !ready => {
+                let Some(how) = how else {
+                    return not_ready(service, handover, args, log).await;
+                };
                 ready = true;
                 if let Err(e) = handover.ready() {
                     return driver_failed(Some(service), e, args, log).await;
                 }
                 log.event("ready", json!({ "via": how }));
                 log.event("claim_sent", json!({}));
-                if let Err(e) = notify::notify_ready() {
-                    tracing::warn!("notifying the service manager failed: {e}");
-                }
+                tell_service_manager(b"READY=1");
             }
             requested = handover.shutdown_requested() => {
                 if let Err(e) = requested {
@@ -304,28 +315,63 @@ async fn failover(
         return driver_failed(None, e, args, log).await;
     }
     log.event("ready", json!({ "via": "standby" }));
-    // The child and the notify socket it was given.
-    let mut running: Option<(Service, NotifySocket)> = None;
+    // The child and the relay of its notify socket.
+    let mut running: Option<(Service, Relay)> = None;
     let mut stopping = false;
+    // What systemd hears: ready once this instance stands by, or once its service is
+    // ready after it was elected.
+    let mut told_ready = false;
+    let mut service_ready = false;
+    let mut ready_deadline = None;
     loop {
         let active = running.is_some();
+        let standing_by = |s: &handover_std::Status| !told_ready && s.state == State::Standby;
+        let mut notified = running
+            .as_ref()
+            .filter(|_| !service_ready)
+            .map(|(_, relay)| relay.notified());
+        let readiness = async {
+            match notified.as_mut() {
+                Some(n) => before(ready_deadline, args.readiness.wait(n, reaper)).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            status = handover.wait_for(|s| (s.state == State::Active) != active || s.finished || s.failed.is_some()) => {
+            how = readiness => {
+                let Some(how) = how else {
+                    let (service, _relay) = running.take().expect("running");
+                    return not_ready(service, handover, args, log).await;
+                };
+                service_ready = true;
+                log.event("service_ready", json!({ "via": how }));
+                if !told_ready {
+                    told_ready = true;
+                    tell_service_manager(b"READY=1");
+                }
+            }
+            status = handover.wait_for(|s| (s.state == State::Active) != active || s.finished || s.failed.is_some() || standing_by(s)) => {
                 let status = status?;
+                if standing_by(&status) {
+                    told_ready = true;
+                    tell_service_manager(b"READY=1");
+                    continue;
+                }
                 if let Some(error) = status.failed {
-                    let service = running.take().map(|(service, _socket)| service);
+                    let service = running.take().map(|(service, _relay)| service);
                     return driver_failed(service, handover_std::Error::Failed(error), args, log).await;
                 }
                 if status.finished {
                     return Ok(0);
                 }
                 if status.state == State::Active {
-                    let socket = NotifySocket::bind(&runtime_dir())?;
-                    match Service::spawn(args, reaper, socket.path(), log) {
-                        Ok(service) => running = Some((service, socket)),
+                    let relay = Relay::start(&runtime_dir())?;
+                    service_ready = false;
+                    ready_deadline = deadline(args.ready_timeout);
+                    match Service::spawn(args, reaper, relay.path(), log) {
+                        Ok(service) => running = Some((service, relay)),
                         Err(e) => return not_started(e, handover, log).await,
                     }
-                } else if let Some((service, _socket)) = running.take() {
+                } else if let Some((service, _relay)) = running.take() {
                     service.stop(args, log).await?;
                 }
             }
@@ -354,6 +400,55 @@ async fn failover(
             },
         }
     }
+}
+
+/// When a limit of `limit` from now ends.
+fn deadline(limit: Option<Duration>) -> Option<tokio::time::Instant> {
+    limit.map(|limit| tokio::time::Instant::now() + limit)
+}
+
+/// `f`, unless `deadline` passes first (`None`).
+async fn before<T>(
+    deadline: Option<tokio::time::Instant>,
+    f: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, f).await.ok(),
+        None => Some(f.await),
+    }
+}
+
+/// Passes `state` to systemd when `handover` runs under it.
+fn tell_service_manager(state: &[u8]) {
+    if let Err(e) = notify::notify(state) {
+        tracing::warn!("notifying the service manager failed: {e}");
+    }
+}
+
+/// Exit status when the service was not ready within `--ready-timeout`.
+const EXIT_NOT_READY: u8 = 1;
+
+/// The service did not become ready within `--ready-timeout`: it is stopped and
+/// this instance leaves without having claimed (hand-over: the instance in charge
+/// keeps serving; failover: a standby takes over).
+async fn not_ready(
+    service: Service,
+    handover: &Handover,
+    args: &Args,
+    log: Log,
+) -> Result<u8, Box<dyn std::error::Error>> {
+    let limit = args.ready_timeout.unwrap_or_default();
+    log.event(
+        "ready_timeout",
+        json!({ "after_ms": limit.as_millis() as u64 }),
+    );
+    tracing::error!(
+        "the service was not ready within {}",
+        humantime::format_duration(limit)
+    );
+    leave(handover).await;
+    service.stop(args, log).await?;
+    Ok(EXIT_NOT_READY)
 }
 
 /// The service could not be started: `handover` leaves the group and exits as a
