@@ -379,3 +379,51 @@ fn a_crowd_of_other_scopes_never_wakes_the_process() {
     drop(crowd);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `handover status --json --scope SCOPE` in `ns`: its exit code and what it printed.
+fn status(ns: &Netns, scope: &str) -> (Option<i32>, serde_json::Value) {
+    let out = ns
+        .command(handover_bin())
+        .args(["status", "--json", "--wait", "1500ms", "--scope", scope])
+        .output()
+        .unwrap();
+    let printed = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    });
+    (out.status.code(), printed)
+}
+
+#[test]
+fn status_tells_who_is_in_charge() {
+    require_netns!();
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let dir = scratch("status");
+    let (code, printed) = status(&b.ns, "dev1/svc");
+    assert_eq!(code, Some(1), "nobody in charge yet: {printed}");
+
+    let mut one = service(&a.ns, "dev1", &dir, &dir.join("one"), &[]);
+    let id = one.wait_event("listening", WAIT).unwrap()["id"].clone();
+    assert!(one.saw("elected", WAIT));
+    let (code, printed) = status(&b.ns, "dev1/svc");
+    assert_eq!(code, Some(0), "{printed}");
+    assert_eq!(printed["active"], serde_json::json!([id]), "{printed}");
+
+    // Two links that do not hear each other: an instance in charge behind each.
+    let host = Netns::new();
+    let (near, far) = (Netns::new(), Netns::new());
+    host.link("eth0", "10.80.0.1/24", &near, "eth0", "10.80.0.2/24");
+    host.link("eth1", "10.81.0.1/24", &far, "eth0", "10.81.0.2/24");
+    let mut split: Vec<Run> = [&near, &far]
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| service(ns, "split", &dir, &dir.join(format!("split-{i}")), &[]))
+        .collect();
+    for run in &mut split {
+        assert!(run.saw("elected", WAIT));
+    }
+    let (code, printed) = status(&host, "split/svc");
+    assert_eq!(code, Some(2), "two in charge: {printed}");
+    drop(split);
+    let _ = std::fs::remove_dir_all(&dir);
+}

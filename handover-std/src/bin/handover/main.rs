@@ -9,6 +9,7 @@ mod options;
 mod ready;
 mod reaper;
 mod run;
+mod status;
 mod watch;
 
 use std::process::ExitCode;
@@ -38,6 +39,9 @@ enum Command {
     Run(Box<run::Args>),
     /// Show the peers on a group, live.
     Watch(watch::Args),
+    /// Show the peers of a scope and who is in charge, then exit: 0 if exactly one
+    /// instance is, 1 if none, 2 if more than one (for health checks and scripts).
+    Status(status::Args),
     /// Show a hand-over between two instances on loopback, step by step.
     Demo(demo::Args),
 }
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(*args, log).await,
             Command::Watch(args) => watch::watch(args).await,
+            Command::Status(args) => status::status(args).await,
             Command::Demo(args) => demo::demo(args).await,
         }
     });

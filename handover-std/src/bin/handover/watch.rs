@@ -74,7 +74,7 @@ pub async fn watch(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
 }
 
-fn role(s: &Sighting) -> String {
+pub fn role(s: &Sighting) -> String {
     match (s.legacy, s.role) {
         (true, _) => "legacy".into(),
         (false, Some(r)) => format!("{r:?}").to_lowercase(),
@@ -82,7 +82,7 @@ fn role(s: &Sighting) -> String {
     }
 }
 
-fn sighting_json(s: &Sighting) -> serde_json::Value {
+pub fn sighting_json(s: &Sighting) -> serde_json::Value {
     json!({
         "event": if s.goodbye { "goodbye" } else { "peer" },
         "id": hex(s.id),
