@@ -33,6 +33,9 @@ mod transport;
 pub use complete::write_complete_file;
 pub use config::{Config, ConfigError, NetworkMode, BALENA_COMPLETE_FILE};
 pub use driver::{Error, Event, Status, TABLE};
+/// The protocol core, whose types this crate's API hands out ([`Event::Protocol`]
+/// carries a [`proto::Event`]): one dependency is enough.
+pub use handover_proto as proto;
 pub use handover_proto::{Policy, State};
 pub use key::GroupKey;
 

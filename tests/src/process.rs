@@ -35,7 +35,7 @@ fn workspace_bin(package: &str, name: &str) -> PathBuf {
 pub fn handover_bin() -> PathBuf {
     match std::env::var_os("HANDOVER_BIN") {
         Some(path) => PathBuf::from(path),
-        None => workspace_bin("handover-std", "handover"),
+        None => workspace_bin("handover-cli", "handover"),
     }
 }
 
