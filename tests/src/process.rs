@@ -183,6 +183,15 @@ pub fn marks(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A fresh scratch directory for test `test` of this process (mark files, complete
+/// files, sockets), emptied if a previous run left it.
+pub fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("handover-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
 /// Polls `f` every 5 ms until it holds or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -4,22 +4,13 @@
 //! Each test needs root (namespaces) and skips with the reason otherwise.
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use handover_tests::netns::{Netns, GROUP};
-use handover_tests::process::{eventually, fake_service, marks, Run};
+use handover_tests::process::{eventually, fake_service, marks, scratch, Run};
 use handover_tests::require_netns;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// A scratch directory for mark and complete files.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("handover-cli-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// `run` arguments around the fake service.
 fn run_args(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use handover_tests::netns::Netns;
-use handover_tests::process::{embassy_peer, fake_service, Run};
+use handover_tests::process::{embassy_peer, fake_service, scratch, Run};
 use handover_tests::require_netns;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -43,13 +43,6 @@ fn linux(ns: &Netns, dir: &std::path::Path, name: &str, extra: &[&str]) -> Run {
     let service = fake_service();
     args.extend(["--", service.to_str().unwrap(), mark.to_str().unwrap()]);
     Run::start(ns, &args)
-}
-
-fn scratch(test: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("handover-tap-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

@@ -6,26 +6,17 @@
 //! under `CI=true`.
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use handover_tests::crowd::Crowd;
 use handover_tests::netns::{Netns, GROUP};
-use handover_tests::process::{eventually, fake_service, handover_bin, marks, Run};
+use handover_tests::process::{eventually, fake_service, handover_bin, marks, scratch, Run};
 use handover_tests::require_netns;
 use handover_tests::topology::{Containers, Fleet};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A scratch directory: the per-service lock directory balena bind-mounts at
-/// `/tmp/balena`, and the services' mark files.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("handover-net-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// `handover run [extra] -- fake-service MARK` in `ns`, with the environment balena
 /// gives a container of service `svc` on device `uuid` (and nothing about the

@@ -10,17 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use handover_tests::netns::Netns;
-use handover_tests::process::{eventually, fake_service, handover_bin, marks, Run};
+use handover_tests::process::{eventually, fake_service, handover_bin, marks, scratch, Run};
 use handover_tests::require_netns;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("handover-sup-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// `run` options on the namespace's loopback, then `extra`, then `--` and `service`.
 fn run_args(dir: &Path, extra: &[&str], service: &[&str]) -> Vec<String> {
