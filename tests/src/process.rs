@@ -101,20 +101,12 @@ impl Run {
         self.child.id()
     }
 
-    /// Waits for an event named `name`, returning it, or `None` after `timeout`.
+    /// The first event named `name`, seen before or arriving within `timeout`.
     pub fn wait_event(&mut self, name: &str, timeout: Duration) -> Option<Value> {
         if let Some(v) = self.seen.iter().find(|v| v["event"] == name) {
             return Some(v.clone());
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let v = self.lines.recv_timeout(left).ok()?;
-            self.seen.push(v.clone());
-            if v["event"] == name {
-                return Some(v);
-            }
-        }
+        self.next_event(name, timeout)
     }
 
     /// The next event named `name` not seen before, or `None` after `timeout`.
@@ -180,6 +172,38 @@ pub fn marks(path: &Path) -> Vec<String> {
         .unwrap_or_default()
         .lines()
         .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// `run` arguments of the multi-process tests: pinned to `interface`, a 100 ms
+/// heartbeat and a 2 s stop timeout, then `extra`, then `--` and `service`.
+pub fn run_args(
+    interface: &str,
+    scope: &str,
+    complete: &Path,
+    extra: &[&str],
+    service: &[&str],
+) -> Vec<String> {
+    let complete = complete.to_str().expect("UTF-8 path");
+    let fixed = [
+        "run",
+        "--interface",
+        interface,
+        "--scope",
+        scope,
+        "--heartbeat",
+        "100ms",
+        "--stop-timeout",
+        "2s",
+        "--complete-file",
+        complete,
+    ];
+    fixed
+        .iter()
+        .chain(extra)
+        .chain(&["--"])
+        .chain(service)
+        .map(|s| s.to_string())
         .collect()
 }
 

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 use handover_tests::netns::{Netns, GROUP};
-use handover_tests::process::{eventually, fake_service, marks, scratch, Run};
+use handover_tests::process::{self, eventually, fake_service, marks, scratch, Run};
 use handover_tests::require_netns;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -20,27 +20,9 @@ fn run_args(
     mark: &std::path::Path,
     extra: &[&str],
 ) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "--interface",
-        interface,
-        "--scope",
-        scope,
-        "--heartbeat",
-        "100ms",
-        "--stop-timeout",
-        "2s",
-        "--complete-file",
-        complete.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.push("--".into());
-    args.push(fake_service().to_str().unwrap().into());
-    args.push(mark.to_str().unwrap().into());
-    args
+    let fake = fake_service();
+    let service = [fake.to_str().unwrap(), mark.to_str().unwrap()];
+    process::run_args(interface, scope, complete, extra, &service)
 }
 
 /// A socket in `ns` on the group's `port` (shared, as handover-lib's is), reading with

@@ -10,34 +10,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use handover_tests::netns::Netns;
-use handover_tests::process::{eventually, fake_service, handover_bin, marks, scratch, Run};
+use handover_tests::process::{self, eventually, fake_service, handover_bin, marks, scratch, Run};
 use handover_tests::require_netns;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 /// `run` options on the namespace's loopback, then `extra`, then `--` and `service`.
 fn run_args(dir: &Path, extra: &[&str], service: &[&str]) -> Vec<String> {
-    let complete = dir.join("handover-complete");
-    let mut args: Vec<String> = [
-        "run",
-        "--interface",
-        "lo",
-        "--scope",
-        "svc",
-        "--heartbeat",
-        "100ms",
-        "--stop-timeout",
-        "2s",
-        "--complete-file",
-        complete.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.push("--".into());
-    args.extend(service.iter().map(|s| s.to_string()));
-    args
+    process::run_args("lo", "svc", &dir.join("handover-complete"), extra, service)
 }
 
 fn fake(mark: &Path) -> Vec<String> {
