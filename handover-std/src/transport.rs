@@ -26,13 +26,15 @@
 //! (the kernel's limit of memberships per socket, an interface gone in between) is
 //! left out and logged; the others work.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, SockRef, Socket, Type};
+use rustix::net::sockopt::set_ip_multicast_loop;
+use socket2::{Domain, InterfaceIndexOrAddress, MsgHdr, Protocol, SockAddr, SockRef, Socket, Type};
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::config::{Config, NetworkMode};
@@ -49,6 +51,36 @@ pub(crate) struct Interface {
     /// through it.
     pub(crate) address: Ipv4Addr,
     pub(crate) loopback: bool,
+}
+
+impl Interface {
+    /// Joins `group` on this interface, by index; by address where the index form
+    /// is refused (qemu-user translates only the address form for some guests).
+    fn join(&self, socket: &UdpSocket, group: &Ipv4Addr) -> io::Result<()> {
+        let s = SockRef::from(socket);
+        match s.join_multicast_v4_n(group, &InterfaceIndexOrAddress::Index(self.index)) {
+            Err(e) if index_form_refused(&e) => s.join_multicast_v4(group, &self.address),
+            other => other,
+        }
+    }
+
+    /// Leaves `group` on this interface, as it was joined.
+    fn leave(&self, socket: &UdpSocket, group: &Ipv4Addr) -> io::Result<()> {
+        let s = SockRef::from(socket);
+        match s.leave_multicast_v4_n(group, &InterfaceIndexOrAddress::Index(self.index)) {
+            Err(e) if index_form_refused(&e) => s.leave_multicast_v4(group, &self.address),
+            other => other,
+        }
+    }
+}
+
+/// Whether a membership was refused in its `ip_mreqn` (index) form by something
+/// that knows only the address form: an emulator or an old kernel.
+fn index_form_refused(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::NOPROTOOPT, Errno::NODEV, Errno::INVAL]
+        .iter()
+        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
 }
 
 /// The interfaces `mode` selects, one entry per interface.
@@ -121,8 +153,15 @@ fn group_socket(
         port,
     )))?;
     // Only the groups this socket joined, not every group another socket of the
-    // namespace joined on that port.
-    s.set_multicast_all_v4(false)?;
+    // namespace joined on that port. Where the option is unknown (qemu-user, kernels
+    // before 2.6.31) other groups' datagrams reach the socket and are dropped by
+    // scope, as foreign datagrams on the group are.
+    match s.set_multicast_all_v4(false) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOPROTOOPT.raw_os_error()) => {
+            tracing::debug!("IP_MULTICAST_ALL is not available: {e}");
+        }
+        other => other?,
+    }
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s.into())
 }
@@ -231,8 +270,7 @@ impl Listeners {
         {
             for (group, socket) in self.sockets() {
                 // The kernel already left if the interface itself is gone.
-                let _ = SockRef::from(socket)
-                    .leave_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(gone.index));
+                let _ = gone.leave(socket, &group);
             }
         }
         let mut joined = Vec::with_capacity(now.len());
@@ -246,10 +284,9 @@ impl Listeners {
 
     /// Joins both groups on `iface`; on failure leaves what was joined.
     fn join(&self, iface: &Interface) -> bool {
-        let on = InterfaceIndexOrAddress::Index(iface.index);
         let mut done = Vec::new();
         for (group, socket) in self.sockets() {
-            match SockRef::from(socket).join_multicast_v4_n(&group, &on) {
+            match iface.join(socket, &group) {
                 Ok(()) => done.push((group, socket)),
                 Err(e) => {
                     tracing::warn!(
@@ -258,7 +295,7 @@ impl Listeners {
                         iface.address
                     );
                     for (group, socket) in done {
-                        let _ = SockRef::from(socket).leave_multicast_v4_n(&group, &on);
+                        let _ = iface.leave(socket, &group);
                     }
                     return false;
                 }
@@ -337,9 +374,10 @@ impl Sockets {
         let via_lo = interfaces.iter().any(|i| i.loopback);
         let mut result = Ok(());
         for iface in interfaces {
-            let sent = match self.through(iface, !via_lo || iface.loopback) {
-                Ok(()) => self.unicast.send_to(bytes, group).await.map(drop),
-                Err(e) => Err(e),
+            let looped = !via_lo || iface.loopback;
+            let sent = match set_ip_multicast_loop(&self.unicast, looped) {
+                Ok(()) => send_through(&self.unicast, iface, bytes, group).await,
+                Err(e) => Err(e.into()),
             };
             if let Err(e) = sent {
                 tracing::debug!("send to {group} on {} failed: {e}", iface.name);
@@ -350,15 +388,62 @@ impl Sockets {
         }
         result
     }
+}
 
-    /// Sends the next group datagrams through `iface` (by index: two interfaces may
-    /// share an address), looped back to this namespace or not.
-    fn through(&self, iface: &Interface, looped: bool) -> io::Result<()> {
-        use rustix::net::sockopt;
-        let any = Ipv4Addr::UNSPECIFIED;
-        sockopt::set_ip_multicast_if_with_ifindex(&self.unicast, &any, &any, iface.index)?;
-        sockopt::set_ip_multicast_loop(&self.unicast, looped)?;
-        Ok(())
+/// Sends `bytes` to `group` through `iface`, named by index (two interfaces may
+/// share an address) in the datagram's own `IP_PKTINFO`, which takes precedence
+/// over the socket's multicast interface. Per datagram, not per socket: one
+/// system call per copy, and it works where `IP_MULTICAST_IF` is not available
+/// (qemu-user).
+async fn send_through(
+    socket: &UdpSocket,
+    iface: &Interface,
+    bytes: &[u8],
+    group: SocketAddr,
+) -> io::Result<()> {
+    let control = PktInfo::through(iface.index);
+    let to = SockAddr::from(group);
+    socket
+        .async_io(Interest::WRITABLE, || {
+            let buffers = [IoSlice::new(bytes)];
+            let msg = MsgHdr::new()
+                .with_addr(&to)
+                .with_buffers(&buffers)
+                .with_control(control.as_bytes());
+            SockRef::from(socket).sendmsg(&msg, 0)
+        })
+        .await
+        .map(drop)
+}
+
+/// One `IP_PKTINFO` control message, laid out as `CMSG_SPACE` lays it out: the
+/// header, then the data at the next `size_t` boundary (the header's own size on
+/// Linux, for both word sizes).
+#[repr(C)]
+struct PktInfo {
+    header: libc::cmsghdr,
+    info: libc::in_pktinfo,
+}
+
+impl PktInfo {
+    fn through(ifindex: u32) -> Self {
+        // SAFETY: both are plain C structs (musl's header has private padding
+        // fields, hence zeroed rather than a literal); all-zero is valid for each.
+        let mut m: Self = unsafe { std::mem::zeroed() };
+        let data_len = std::mem::size_of::<libc::in_pktinfo>() as u32;
+        // SAFETY: CMSG_LEN only computes a length.
+        m.header.cmsg_len = unsafe { libc::CMSG_LEN(data_len) } as _;
+        m.header.cmsg_level = libc::IPPROTO_IP;
+        m.header.cmsg_type = libc::IP_PKTINFO;
+        m.info.ipi_ifindex = ifindex as libc::c_int;
+        m
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: a repr(C) struct of integers, read as its bytes.
+        unsafe {
+            std::slice::from_raw_parts((self as *const Self).cast(), std::mem::size_of::<Self>())
+        }
     }
 }
 
@@ -439,5 +524,24 @@ impl InterfaceWatch {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pktinfo_message_is_laid_out_as_the_kernel_reads_it() {
+        let m = PktInfo::through(7);
+        let data_len = std::mem::size_of::<libc::in_pktinfo>() as u32;
+        // SAFETY: length computations only.
+        let (space, len) = unsafe { (libc::CMSG_SPACE(data_len), libc::CMSG_LEN(data_len)) };
+        assert_eq!(m.as_bytes().len(), space as usize);
+        assert_eq!(
+            std::mem::offset_of!(PktInfo, info),
+            (len - data_len) as usize,
+            "the data starts where CMSG_DATA points"
+        );
     }
 }
