@@ -21,7 +21,7 @@ use crate::log::{Log, LogFormat};
 
 /// Hand-over, failover and leader election for services updated in place.
 #[derive(Debug, Parser)]
-#[command(version, propagate_version = true)]
+#[command(name = "handover", version, propagate_version = true)]
 struct Cli {
     /// Log format: human-readable text, or one JSON object per line for each event
     /// (with `t_us`, a monotonic timestamp in microseconds).

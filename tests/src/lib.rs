@@ -10,6 +10,7 @@ pub fn seeds() -> u32 {
     }
 }
 
+pub mod balena;
 pub mod crowd;
 pub mod embassy;
 pub mod measure;

@@ -10,34 +10,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use handover_tests::balena;
 use handover_tests::crowd::Crowd;
 use handover_tests::netns::{Netns, GROUP};
-use handover_tests::process::{eventually, fake_service, handover_bin, marks, scratch, Run};
+use handover_tests::process::{eventually, handover_bin, marks, scratch, Run};
 use handover_tests::require_netns;
 use handover_tests::topology::{Containers, Fleet};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// `handover run [extra] -- fake-service MARK` in `ns`, with the environment balena
-/// gives a container of service `svc` on device `uuid` (and nothing about the
-/// network).
+/// `handover run [extra] -- fake-service MARK` in `ns`, started as balena starts a
+/// container of service `svc` on device `uuid`.
 fn command(ns: &Netns, uuid: &str, lock_dir: &Path, mark: &Path, extra: &[&str]) -> Command {
-    let mut cmd = ns.command(handover_bin());
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("BALENA", "1")
-        .env("BALENA_DEVICE_UUID", uuid)
-        .env("BALENA_SERVICE_NAME", "svc")
-        .env(
-            "BALENA_SERVICE_HANDOVER_COMPLETE_PATH",
-            lock_dir.join("handover-complete"),
-        )
-        .args(["--log-format", "json", "run"])
-        .args(extra)
-        .arg("--")
-        .arg(fake_service())
-        .arg(mark);
-    cmd
+    balena::entrypoint(ns, &[handover_bin()], uuid, lock_dir, mark, extra)
 }
 
 fn service(ns: &Netns, uuid: &str, lock_dir: &Path, mark: &Path, extra: &[&str]) -> Run {
