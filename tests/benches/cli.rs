@@ -1,6 +1,6 @@
 //! Timings of `handover run` processes in network namespaces (needs root): hand-over
-//! latency without and with 30 % loss (nftables), failover time after kill -9, and
-//! the idle cost of `handover run` around `sleep`. Hand-over and failover are
+//! latency without and with 30 % loss (nftables) and failover time after kill -9
+//! (the idle cost is in the `footprint` benchmark). Hand-over and failover are
 //! measured twice: every instance in one namespace pinned to `lo`, and instances
 //! alternating between two containers on a bridge (each its own namespace) with
 //! default network options, as users run them.
@@ -97,54 +97,6 @@ fn failovers(placement: &Placement, n: usize) -> (Vec<u64>, Vec<u64>) {
     (elected, started)
 }
 
-/// Peak RSS (KiB) and CPU ticks of a process.
-fn usage(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may contain spaces): utime is 14th, stime 15th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let ticks = f[11] + f[12];
-    (hwm, ticks)
-}
-
-fn idle(ns: &Netns, seconds: u64) {
-    let placement = Placement {
-        spots: vec![ns],
-        pinned: true,
-    };
-    let mut run = start(
-        &placement,
-        0,
-        "1s",
-        &["--ready-after", "0s"],
-        &["sleep", "100000"],
-    );
-    t_us(&mut run, "ready");
-    // `ip netns exec` execs the command: the pid is handover's.
-    let pid = run.pid();
-    let (_, before) = usage(pid);
-    std::thread::sleep(Duration::from_secs(seconds));
-    let (hwm, after) = usage(pid);
-    let ticks_per_s = rustix::param::clock_ticks_per_second();
-    let cpu_s = (after - before) as f64 / ticks_per_s as f64;
-    println!(
-        "idle handover run -- sleep, {seconds} s at a 1 s heartbeat: peak RSS {:.2} MiB, CPU {:.3} % of one core ({} ticks)",
-        hwm as f64 / 1024.0,
-        cpu_s / seconds as f64 * 100.0,
-        after - before
-    );
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -203,5 +155,4 @@ fn main() {
         elected,
     );
     report("  (kill -> standby's service started)", started);
-    idle(&ns, 30);
 }
