@@ -7,8 +7,6 @@
 //!
 //! `cargo bench -p handover-tests --bench cli` (`HANDOVER_BENCH_ROUNDS`, default 100)
 
-use std::time::Duration;
-
 use handover_tests::measure::{hand_over_chain, report, t_us};
 use handover_tests::netns::{unavailable, Netns};
 use handover_tests::process::{fake_service, monotonic_us, Run};
