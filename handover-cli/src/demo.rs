@@ -85,7 +85,7 @@ async fn hand_over(
     say("old", format!("stopping its work ({stop_time:?})"));
     tokio::time::sleep(stop_time).await;
     let mut old_events = old.subscribe();
-    old.complete().await?;
+    old.shutdown_complete().await?;
     while let Ok(e) = old_events.try_recv() {
         if let Event::CompleteWritten(path) = e {
             say("old", format!("complete file written: {}", path.display()));

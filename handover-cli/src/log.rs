@@ -107,7 +107,7 @@ impl Log {
         match event {
             Event::Protocol(P::Shutdown { successor }) => self.event(
                 "shutdown_requested",
-                json!({ "successor": successor.map(hex) }),
+                json!({ "successor": successor.id().map(hex) }),
             ),
             Event::Protocol(P::PredecessorDone { id }) => {
                 self.event("predecessor_done", json!({ "id": hex(*id) }))

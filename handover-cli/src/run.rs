@@ -288,7 +288,7 @@ async fn hand_over(
                     return driver_failed(Some(service), e, args, log).await;
                 }
                 let status = service.stop(args, log).await?;
-                if let Err(e) = handover.complete().await {
+                if let Err(e) = handover.shutdown_complete().await {
                     return driver_failed(None, e, args, log).await;
                 }
                 return Ok(handed_over(status, args.stop_signal));

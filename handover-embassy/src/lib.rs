@@ -20,7 +20,7 @@
 //! )?;
 //! spawner.spawn(handover_task(runner))?;    // async fn handover_task(mut r) { r.run().await }
 //! handover.ready().await;                   // claim
-//! let successor = handover.wait_shutdown().await;
+//! let successor = handover.shutdown_requested().await;
 //! // ... stop the work ...
 //! handover.shutdown_complete().await;
 //! ```
@@ -75,15 +75,19 @@ use embassy_sync::channel::Channel;
 use embassy_sync::pubsub::{PubSubChannel, Subscriber, WaitResult};
 use embassy_sync::signal::Signal;
 use embassy_time::Timer;
+/// The protocol core, whose types this crate's API hands out: one dependency is enough.
+pub use handover_proto as proto;
 use handover_proto::wire::{self, MAX_DATAGRAM, MAX_STATE};
-use handover_proto::{Config, Destination, Event, Instant, Peer, State, StateError, Stats};
+use handover_proto::{
+    Config, Destination, Event, Instant, Peer, State, StateError, Stats, Successor,
+};
 use heapless::Vec;
 
 /// Datagrams the socket buffers in each direction.
 pub const QUEUE: usize = 4;
 /// Events buffered for each subscriber; one that falls further behind loses the
 /// oldest (counted in [`Events::missed`]). A shutdown request is never lost: see
-/// [`Handover::wait_shutdown`].
+/// [`Handover::shutdown_requested`].
 pub const EVENT_QUEUE: usize = 4;
 /// Event subscribers a [`Shared`] block allows at once.
 pub const EVENT_SUBSCRIBERS: usize = 2;
@@ -182,7 +186,7 @@ pub struct Status {
 pub struct Shared<M: RawMutex> {
     commands: Channel<M, Command, 2>,
     events: EventChannel<M>,
-    shutdown: Signal<M, Option<u64>>,
+    shutdown: Signal<M, Successor>,
     /// Set when the goodbye is out (`Ok`) or `shutdown_complete`/`leave` was refused.
     finished: Signal<M, Result<(), StateError>>,
     status: Mutex<M, Cell<Option<Status>>>,
@@ -226,13 +230,14 @@ impl<'a, M: RawMutex> Handover<'a, M> {
         self.shared.commands.send(Command::Ready).await;
     }
 
-    /// Waits until a newer instance has taken over; returns its id. Never missed, even
-    /// if events were not drained.
-    pub async fn wait_shutdown(&self) -> Option<u64> {
+    /// Waits until a newer instance has taken over and this one must shut down;
+    /// returns who took over. Never missed, even if events were not drained.
+    pub async fn shutdown_requested(&self) -> Successor {
         self.shared.shutdown.wait().await
     }
 
-    /// The application has stopped its work after [`wait_shutdown`](Self::wait_shutdown):
+    /// The application has stopped its work after
+    /// [`shutdown_requested`](Self::shutdown_requested):
     /// send the goodbye, and wait until it was delivered (or given up on).
     pub async fn shutdown_complete(&self) -> Result<(), StateError> {
         self.shared.commands.send(Command::ShutdownComplete).await;

@@ -6,6 +6,26 @@ use heapless::Vec;
 
 use crate::wire::{MAX_ADDRESSES, MAX_NAME, MAX_STATE};
 
+/// The instance that takes over from one asked to shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Successor {
+    /// A peer of this protocol, by id.
+    Peer(u64),
+    /// A handover-lib instance (legacy protocol): it has no id.
+    Legacy,
+}
+
+impl Successor {
+    /// The successor's id, if it has one.
+    pub fn id(self) -> Option<u64> {
+        match self {
+            Successor::Peer(id) => Some(id),
+            Successor::Legacy => None,
+        }
+    }
+}
+
 /// Something that happened, drained with [`Peer::poll_event`](crate::Peer::poll_event).
 /// [`Shutdown`](Event::Shutdown) and [`MarkComplete`](Event::MarkComplete) are actions:
 /// the adapter must carry them out.
@@ -14,10 +34,9 @@ use crate::wire::{MAX_ADDRESSES, MAX_NAME, MAX_STATE};
 pub enum Event {
     /// Action: a newer instance has taken over; shut the service down cleanly, then
     /// call [`Peer::shutdown_complete`](crate::Peer::shutdown_complete). Emitted once.
-    /// `successor` is `None` when the successor is a legacy (handover-lib) peer.
     Shutdown {
-        /// The peer that takes over.
-        successor: Option<u64>,
+        /// The instance that takes over.
+        successor: Successor,
     },
     /// Action: write the supervisor's hand-over-complete file (balena's
     /// `/tmp/balena/handover-complete`). Emitted once, after `shutdown_complete`.

@@ -47,7 +47,7 @@
 //!
 //! ```
 //! use core::net::SocketAddr;
-//! use handover_proto::{wire, Config, Event, Instant, Peer, State};
+//! use handover_proto::{wire, Config, Event, Instant, Peer, State, Successor};
 //!
 //! let scope = wire::scope_id(b"device-1/api");
 //! let mut old = Peer::<8>::new(Config::new(scope, 1, 1_700_000_000_000, 11), Instant::ZERO).unwrap();
@@ -94,7 +94,7 @@
 //! pump(now, [(&mut new, addr_new, &mut new_events), (&mut old, addr_old, &mut old_events)]);
 //!
 //! // Step 4: the old instance is told to shut down in favour of the new one.
-//! assert!(old_events.contains(&Event::Shutdown { successor: Some(2) }));
+//! assert!(old_events.contains(&Event::Shutdown { successor: Successor::Peer(2) }));
 //! old.shutdown_complete(now).unwrap();
 //! assert_eq!(old.poll_event(), Some(Event::MarkComplete));
 //! pump(now, [(&mut old, addr_old, &mut old_events), (&mut new, addr_new, &mut new_events)]);
@@ -124,7 +124,7 @@ pub use config::{
     Auth, Config, ConfigError, Policy, DEFAULT_HEARTBEAT, DEFAULT_PRIORITY, MAX_HEARTBEAT,
     MIN_HEARTBEAT,
 };
-pub use event::{Destination, Event, State, StateError, Transmit};
+pub use event::{Destination, Event, State, StateError, Successor, Transmit};
 pub use peer::{Peer, PeerInfo, StateTooLong, MAX_GENERATION};
 pub use rank::Rank;
 pub use stats::Stats;

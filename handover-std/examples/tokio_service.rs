@@ -69,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         while connections.join_next().await.is_some() {}
     })
     .await;
-    handover.complete().await?;
+    handover.shutdown_complete().await?;
     println!("hand-over complete");
     Ok(())
 }

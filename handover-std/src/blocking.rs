@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::{Config, Error, Event, Status};
+use crate::{Config, Error, Event, Status, Successor};
 
 /// A running instance of the protocol, driven by a background thread.
 ///
@@ -16,7 +16,7 @@ use crate::{Config, Error, Event, Status};
 /// let handover = Handover::start(Config::from_env()?)?;
 /// // ... start serving ...
 /// handover.ready()?;
-/// handover.wait_shutdown()?;
+/// let successor = handover.shutdown_requested()?;
 /// // ... stop serving ...
 /// handover.shutdown_complete()?;
 /// # Ok(()) }
@@ -56,31 +56,38 @@ impl Handover {
         self.inner().set_state(state)
     }
 
-    /// Blocks until a newer instance has taken over and this one must shut down.
-    /// An error is not a request to shut down (see
+    /// Blocks until a newer instance has taken over and this one must shut down;
+    /// returns who took over. An error is not a request to shut down (see
     /// [`crate::Handover::shutdown_requested`]).
-    pub fn wait_shutdown(&self) -> Result<(), Error> {
+    pub fn shutdown_requested(&self) -> Result<Successor, Error> {
         self.runtime.block_on(self.inner().shutdown_requested())
     }
 
-    /// Like [`wait_shutdown`](Self::wait_shutdown), giving up after `timeout`;
-    /// `Ok(true)` if a shutdown was requested.
-    pub fn wait_shutdown_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+    /// Like [`shutdown_requested`](Self::shutdown_requested), giving up after
+    /// `timeout`: `Ok(None)` if no shutdown was requested by then.
+    pub fn shutdown_requested_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<Successor>, Error> {
         let wait = self.inner().shutdown_requested();
         self.runtime.block_on(async {
             match tokio::time::timeout(timeout, wait).await {
-                Ok(result) => result.map(|()| true),
-                Err(_) => Ok(false),
+                Ok(result) => result.map(Some),
+                Err(_) => Ok(None),
             }
         })
     }
 
-    /// Calls `f` on the background thread when a shutdown is requested.
-    pub fn on_shutdown(&self, f: impl FnOnce() + Send + 'static) {
+    /// Calls `f` with the successor on the background thread when a shutdown is
+    /// requested.
+    pub fn on_shutdown(&self, f: impl FnOnce(Successor) + Send + 'static) {
         let mut status = self.inner().status_receiver();
         self.runtime.spawn(async move {
-            if status.wait_for(|s| s.shutdown_requested).await.is_ok() {
-                f();
+            if let Ok(s) = status.wait_for(|s| s.successor.is_some()).await {
+                if let Some(successor) = s.successor {
+                    drop(s);
+                    f(successor);
+                }
             }
         });
     }
@@ -88,7 +95,7 @@ impl Handover {
     /// The service has shut down: write the complete file and say goodbye; returns
     /// once the goodbye has been delivered (or given up on).
     pub fn shutdown_complete(&self) -> Result<(), Error> {
-        self.runtime.block_on(self.inner().complete())
+        self.runtime.block_on(self.inner().shutdown_complete())
     }
 
     /// Leaves at once (failover: a standby takes over without waiting).

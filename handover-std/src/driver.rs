@@ -51,8 +51,8 @@ pub struct Status {
     pub state: State,
     /// The peer in charge, as far as it knows.
     pub leader: Option<u64>,
-    /// The protocol asked this instance to shut down.
-    pub shutdown_requested: bool,
+    /// Set when the protocol asked this instance to shut down: who took over.
+    pub successor: Option<handover_proto::Successor>,
     /// Its goodbye has been sent: nothing more will happen.
     pub finished: bool,
     /// The driver stopped on an error it could not recover from: the protocol no
@@ -138,7 +138,7 @@ impl Driver {
             id: peer.id(),
             state: peer.state(),
             leader: None,
-            shutdown_requested: false,
+            successor: None,
             finished: false,
             failed: None,
             interfaces,
@@ -318,10 +318,13 @@ impl Driver {
             if event == handover_proto::Event::MarkComplete {
                 self.mark_complete();
             }
-            let shutdown = matches!(event, handover_proto::Event::Shutdown { .. });
+            let successor = match event {
+                handover_proto::Event::Shutdown { successor } => Some(successor),
+                _ => None,
+            };
             let _ = self.events.send(Event::Protocol(event));
-            if shutdown {
-                self.status.send_modify(|s| s.shutdown_requested = true);
+            if successor.is_some() {
+                self.status.send_modify(|s| s.successor = successor);
             }
         }
         let (state, leader, stats) = (self.peer.state(), self.peer.leader(), *self.peer.stats());
@@ -507,7 +510,7 @@ mod tests {
             .expect("the failure is reported");
         assert!(matches!(requested, Err(Error::Failed(_))), "{requested:?}");
         assert!(handover.status().failed.is_some());
-        assert!(!handover.status().shutdown_requested);
+        assert_eq!(handover.status().successor, None);
         assert!(matches!(handover.ready(), Err(Error::Failed(_))));
     }
 }

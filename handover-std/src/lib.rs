@@ -2,7 +2,9 @@
 //! services.
 //!
 //! Two flavours: [`Handover`] for tokio and [`blocking::Handover`] for everything
-//! else. Either owns a background task that drives a
+//! else, with the same vocabulary as each other and as the embassy adapter:
+//! `ready`, `shutdown_requested` (which says who took over), `shutdown_complete`,
+//! `leave`. Either owns a background task that drives a
 //! [`handover_proto::Peer`] over UDP multicast (socket2 underneath, never in the
 //! API), writes the supervisor's hand-over-complete file when the protocol says so,
 //! and reports [`Event`]s.
@@ -14,9 +16,9 @@
 //! let handover = Handover::start(Config::from_env()?).await?;
 //! // ... start serving ...
 //! handover.ready()?;
-//! handover.shutdown_requested().await?;
+//! let successor = handover.shutdown_requested().await?;
 //! // ... stop serving, close connections ...
-//! handover.complete().await?;
+//! handover.shutdown_complete().await?;
 //! # Ok(()) }
 //! ```
 
@@ -36,7 +38,7 @@ pub use driver::{Error, Event, Status, TABLE};
 /// The protocol core, whose types this crate's API hands out ([`Event::Protocol`]
 /// carries a [`proto::Event`]): one dependency is enough.
 pub use handover_proto as proto;
-pub use handover_proto::{Policy, State};
+pub use handover_proto::{Policy, State, Successor};
 pub use key::GroupKey;
 
 use driver::{Command, Driver};
@@ -78,21 +80,22 @@ impl Handover {
         self.send(Command::SetState(state.to_vec()))
     }
 
-    /// Waits until a newer instance has taken over and this one must shut down.
+    /// Waits until a newer instance has taken over and this one must shut down;
+    /// returns who took over.
     ///
     /// An error is not a request to shut down: [`Error::Failed`] if the driver
     /// stopped on a socket error (the protocol no longer runs), [`Error::Stopped`] if
     /// it finished without one (after [`leave`](Self::leave)).
-    pub async fn shutdown_requested(&self) -> Result<(), Error> {
+    pub async fn shutdown_requested(&self) -> Result<Successor, Error> {
         let mut status = self.status.clone();
         let outcome = status
-            .wait_for(|s| s.shutdown_requested || s.failed.is_some())
+            .wait_for(|s| s.successor.is_some() || s.failed.is_some())
             .await
-            .map(|s| (s.shutdown_requested, s.failed.clone()));
+            .map(|s| (s.successor, s.failed.clone()));
         match outcome {
-            Ok((true, _)) => Ok(()),
-            Ok((false, Some(error))) => Err(Error::Failed(error)),
-            Ok((false, None)) | Err(_) => Err(self.stopped()),
+            Ok((Some(successor), _)) => Ok(successor),
+            Ok((None, Some(error))) => Err(Error::Failed(error)),
+            Ok((None, None)) | Err(_) => Err(self.stopped()),
         }
     }
 
@@ -106,7 +109,7 @@ impl Handover {
 
     /// The service has shut down: write the complete file, say goodbye, and wait
     /// until the goodbye has been delivered (or given up on).
-    pub async fn complete(&self) -> Result<(), Error> {
+    pub async fn shutdown_complete(&self) -> Result<(), Error> {
         self.send(Command::ShutdownComplete)?;
         self.finished().await
     }

@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use handover_std::{Config, Event, Handover, NetworkMode, State};
+use handover_std::{Config, Event, Handover, NetworkMode, State, Successor};
 
 fn config(port: u16, scope: &str, complete: &std::path::Path) -> Config {
     Config {
@@ -67,12 +67,13 @@ async fn newer_instance_takes_over_on_loopback() {
     let mut new_events = Box::pin(new.events());
     let started = std::time::Instant::now();
     new.ready().unwrap();
-    tokio::time::timeout(Duration::from_secs(2), old.shutdown_requested())
+    let successor = tokio::time::timeout(Duration::from_secs(2), old.shutdown_requested())
         .await
         .expect("old instance told to shut down")
         .unwrap();
     let latency = started.elapsed();
-    old.complete().await.unwrap();
+    assert_eq!(successor, Successor::Peer(new.status().id), "who took over");
+    old.shutdown_complete().await.unwrap();
     assert!(complete.is_file(), "complete file written");
     let done = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
@@ -105,21 +106,28 @@ fn blocking_api_hands_over() {
 
     let old = blocking::Handover::start(config(port, &scope, &complete)).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    old.on_shutdown(move || tx.send(()).unwrap());
+    old.on_shutdown(move |successor| tx.send(successor).unwrap());
     old.ready().unwrap();
     let new = blocking::Handover::start(config(port, &scope, &complete)).unwrap();
-    assert!(
-        !old.wait_shutdown_timeout(Duration::from_millis(200))
+    assert_eq!(
+        old.shutdown_requested_timeout(Duration::from_millis(200))
             .unwrap(),
+        None,
         "no one newer yet"
     );
     new.ready().unwrap();
-    assert!(
-        old.wait_shutdown_timeout(Duration::from_secs(2)).unwrap(),
-        "superseded"
+    let successor = Successor::Peer(new.status().id);
+    assert_eq!(
+        old.shutdown_requested_timeout(Duration::from_secs(2))
+            .unwrap(),
+        Some(successor),
+        "superseded by the new instance"
     );
-    rx.recv_timeout(Duration::from_secs(1))
-        .expect("shutdown callback called");
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(1))
+            .expect("shutdown callback called"),
+        successor
+    );
     old.shutdown_complete().unwrap();
     assert!(complete.is_file());
     assert_eq!(old.status().state, State::Done);

@@ -104,7 +104,7 @@ fn hand_over_between_two_stacks() {
             embassy_time::Timer::after_millis(500).await;
             let started = embassy_time::Instant::now();
             new.ready().await;
-            let successor = old.wait_shutdown().await;
+            let successor = old.shutdown_requested().await;
             let latency = started.elapsed();
             old.shutdown_complete().await.unwrap();
             next(&mut new_events, |e| {
@@ -121,7 +121,7 @@ fn hand_over_between_two_stacks() {
                 latency.as_micros(),
                 active_after.as_micros()
             );
-            assert_eq!(successor, Some(2));
+            assert_eq!(successor, handover_proto::Successor::Peer(2));
             assert!(
                 latency.as_millis() < 50,
                 "shutdown requested after {} ms",

@@ -86,7 +86,7 @@ fn play(sim: &mut Sim, instances: &[Instance]) -> Vec<(NodeId, Instant)> {
 fn check_invariants(sim: &Sim) -> Result<(), TestCaseError> {
     for record in sim.records() {
         if let Event::Shutdown {
-            successor: Some(successor),
+            successor: handover_proto::Successor::Peer(successor),
         } = record.event
         {
             let winner = (0..sim.len())

@@ -8,7 +8,7 @@ use core::num::NonZeroU64;
 use heapless::{Deque, Vec};
 
 use crate::config::{Config, ConfigError, Policy, MAX_HEARTBEAT, MIN_HEARTBEAT};
-use crate::event::{Destination, Event, State, StateError, Transmit};
+use crate::event::{Destination, Event, State, StateError, Successor, Transmit};
 use crate::stats::{Bump, Stats};
 use crate::time::{Clock, Tick};
 use crate::wire::{self, legacy, Body, Datagram, Frame, Header, Packet, Role, MAX_STATE};
@@ -419,7 +419,10 @@ impl<const N: usize> Peer<N> {
     pub fn poll_event(&mut self) -> Option<Event> {
         Some(match self.events.pop_front()? {
             Pending::Shutdown(successor) => Event::Shutdown {
-                successor: NonZeroU64::new(successor.into()).map(NonZeroU64::get),
+                successor: match NonZeroU64::new(successor.into()) {
+                    Some(id) => Successor::Peer(id.get()),
+                    None => Successor::Legacy,
+                },
             },
             Pending::MarkComplete => Event::MarkComplete,
             Pending::PredecessorDone(id) => Event::PredecessorDone { id: id.into() },
@@ -1282,7 +1285,12 @@ mod tests {
         p.leave(at_ms(1_002)).unwrap();
         let shutdown =
             core::iter::from_fn(|| p.poll_event()).find(|e| matches!(e, Event::Shutdown { .. }));
-        assert_eq!(shutdown, Some(Event::Shutdown { successor: Some(2) }));
+        assert_eq!(
+            shutdown,
+            Some(Event::Shutdown {
+                successor: Successor::Peer(2)
+            })
+        );
     }
 
     #[test]

@@ -73,7 +73,7 @@ fn main() {
             };
             match events.next().await {
                 Event::Shutdown { successor } => {
-                    say("shutdown_requested", &fields(successor));
+                    say("shutdown_requested", &fields(successor.id()));
                     handover.shutdown_complete().await.expect("yielding");
                     say("exit", r#""code":0"#);
                     return;

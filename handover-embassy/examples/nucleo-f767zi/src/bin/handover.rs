@@ -76,7 +76,7 @@ async fn main(spawner: Spawner) {
             Timer::after_millis(500).await;
         }
     };
-    let successor = embassy_futures::select::select(work, handover.wait_shutdown()).await;
+    let successor = embassy_futures::select::select(work, handover.shutdown_requested()).await;
     if let embassy_futures::select::Either::Second(successor) = successor {
         info!("superseded by {:?}: stopping", successor);
     }
