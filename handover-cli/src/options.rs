@@ -110,6 +110,33 @@ impl Network {
     }
 }
 
+/// The group's keys: `run` authenticates with them, `watch` and `status` check
+/// who is authentic.
+#[derive(Debug, Clone, Args)]
+pub struct Keys {
+    /// Group key: a file of 64 hex digits (`openssl rand -hex 32`). Every datagram is
+    /// then authenticated; forged and replayed ones are dropped
+    #[arg(long, env = "HANDOVER_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// The key being replaced, still accepted for --key-transition after start
+    #[arg(long, env = "HANDOVER_PREVIOUS_KEY_FILE", value_name = "FILE")]
+    pub previous_key_file: Option<PathBuf>,
+}
+
+impl Keys {
+    /// Reads the key files into `c`; an error names the option.
+    pub fn apply(&self, c: &mut Config) -> Result<(), handover_std::ConfigError> {
+        if let Some(path) = &self.key_file {
+            c.key = Some(Config::key_file("--key-file", path)?);
+        }
+        if let Some(path) = &self.previous_key_file {
+            c.previous_key = Some(Config::key_file("--previous-key-file", path)?);
+        }
+        Ok(())
+    }
+}
+
 /// The protocol options of `handover run`.
 #[derive(Debug, Clone, Args)]
 pub struct Protocol {
@@ -134,14 +161,8 @@ pub struct Protocol {
     #[arg(long = "complete-file", env = "HANDOVER_COMPLETE_FILE")]
     pub complete_files: Vec<PathBuf>,
 
-    /// Group key: a file of 64 hex digits (`openssl rand -hex 32`). Every datagram is
-    /// then authenticated; forged and replayed ones are dropped
-    #[arg(long, env = "HANDOVER_KEY_FILE", value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-
-    /// The key being replaced, still accepted for --key-transition after start
-    #[arg(long, env = "HANDOVER_PREVIOUS_KEY_FILE", value_name = "FILE")]
-    pub previous_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub keys: Keys,
 
     /// How long the previous key is accepted
     #[arg(long, env = "HANDOVER_KEY_TRANSITION", value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
@@ -166,12 +187,7 @@ impl Protocol {
         if !self.complete_files.is_empty() {
             c.complete_files = self.complete_files.clone();
         }
-        if let Some(path) = &self.key_file {
-            c.key = Some(Config::key_file("--key-file", path)?);
-        }
-        if let Some(path) = &self.previous_key_file {
-            c.previous_key = Some(Config::key_file("--previous-key-file", path)?);
-        }
+        self.keys.apply(&mut c)?;
         c.key_transition = self.key_transition;
         c.accept_legacy_with_key = self.accept_legacy_with_key;
         Ok(c)

@@ -17,13 +17,17 @@ use handover_std::observe::{Sighting, Watcher};
 use serde_json::json;
 
 use crate::log::hex;
-use crate::options::{parse_duration, Network};
-use crate::watch::{role, sighting_json};
+use crate::options::{parse_duration, Keys, Network};
+use crate::watch::{role, sighting_json, ScopeNames};
 
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Args {
     #[command(flatten)]
     network: Network,
+
+    /// With the group's key files, only authentic peers count
+    #[command(flatten)]
+    keys: Keys,
 
     /// How long to listen
     #[arg(long, env = "HANDOVER_STATUS_WAIT", default_value = "2500ms", value_parser = parse_duration)]
@@ -35,8 +39,10 @@ pub struct Args {
 }
 
 pub async fn status(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let config = args.network.config()?;
+    let mut config = args.network.config()?;
+    args.keys.apply(&mut config)?;
     let scope = handover_proto::wire::scope_id(config.scope.as_bytes());
+    let names = ScopeNames::new(&config.scope, None);
     let mut watcher = Watcher::open(&config)?;
     let mut peers: BTreeMap<u64, Sighting> = BTreeMap::new();
     let listening = async {
@@ -44,6 +50,10 @@ pub async fn status(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> 
             let s = watcher.next().await?;
             // Another scope's, or handover-lib's (it has none): not ours to count.
             if s.scope != Some(scope) {
+                continue;
+            }
+            // With a key, a peer that cannot prove it belongs is not counted.
+            if s.authentic == Some(false) {
                 continue;
             }
             if s.goodbye {
@@ -67,7 +77,7 @@ pub async fn status(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> 
         let line = json!({
             "scope": config.scope,
             "active": in_charge.iter().map(|p| hex(p.id)).collect::<Vec<_>>(),
-            "peers": peers.values().map(sighting_json).collect::<Vec<_>>(),
+            "peers": peers.values().map(|p| sighting_json(p, &names)).collect::<Vec<_>>(),
         });
         let _ = writeln!(out, "{line}");
     } else {

@@ -1,6 +1,6 @@
 //! `handover watch`: the peers on a group, live.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -10,12 +10,16 @@ use handover_std::observe::{Sighting, Watcher};
 use serde_json::json;
 
 use crate::log::hex;
-use crate::options::Network;
+use crate::options::{Keys, Network};
 
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Args {
     #[command(flatten)]
     network: Network,
+
+    /// With the group's key files: show which peers are authentic
+    #[command(flatten)]
+    keys: Keys,
 
     /// Show every scope on the group, not only `--scope`'s
     #[arg(long)]
@@ -30,8 +34,10 @@ pub struct Args {
 const FORGET_AFTER_HEARTBEATS: u32 = 4;
 
 pub async fn watch(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let config = args.network.config()?;
+    let mut config = args.network.config()?;
+    args.keys.apply(&mut config)?;
     let scope = (!args.all_scopes).then(|| handover_proto::wire::scope_id(config.scope.as_bytes()));
+    let mut names = ScopeNames::new(&config.scope, std::env::var("BALENA_DEVICE_UUID").ok());
     let mut watcher = Watcher::open(&config)?;
     let mut peers: BTreeMap<u64, Sighting> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -43,13 +49,14 @@ pub async fn watch(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 if scope.is_some() && s.scope.is_some() && s.scope != scope {
                     continue;
                 }
+                names.learn(&s);
                 // A copy heard on another interface changes nothing.
                 let changed = match peers.get(&s.id) {
                     Some(old) => old.role != s.role || s.goodbye,
                     None => !s.goodbye,
                 };
                 if args.json && changed {
-                    println!("{}", sighting_json(&s));
+                    println!("{}", sighting_json(&s, &names));
                 }
                 if s.goodbye {
                     peers.remove(&s.id);
@@ -67,7 +74,7 @@ pub async fn watch(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     alive
                 });
                 if !args.json {
-                    print_table(&peers, watcher.malformed, tty);
+                    print_table(&peers, &names, watcher.malformed, tty);
                 }
             }
         }
@@ -82,11 +89,71 @@ pub fn role(s: &Sighting) -> String {
     }
 }
 
-pub fn sighting_json(s: &Sighting) -> serde_json::Value {
+/// Names for scope ids. A scope id is a hash of the scope's name, so a name can be
+/// recognised, never recovered: the candidates are the watcher's own scope and,
+/// for each peer, its service name alone (systemd users' `--scope my-service`) and
+/// after this device's UUID (balena's default, `$BALENA_DEVICE_UUID/service`).
+pub struct ScopeNames {
+    names: HashMap<u32, String>,
+    device: Option<String>,
+}
+
+impl ScopeNames {
+    pub fn new(own: &str, device: Option<String>) -> Self {
+        let mut names = ScopeNames {
+            names: HashMap::new(),
+            device,
+        };
+        names.add(own.to_owned());
+        names
+    }
+
+    fn add(&mut self, name: String) {
+        let id = handover_proto::wire::scope_id(name.as_bytes());
+        self.names.entry(id).or_insert(name);
+    }
+
+    /// Adds the candidates a peer's service name suggests.
+    pub fn learn(&mut self, s: &Sighting) {
+        if s.name.is_empty() {
+            return;
+        }
+        if let Some(device) = &self.device {
+            self.add(format!("{device}/{}", s.name));
+        }
+        self.add(s.name.clone());
+    }
+
+    /// The scope's name if it is known, else its id in hex; `v1` for handover-lib's
+    /// format, which has no scope.
+    pub fn show(&self, scope: Option<u32>) -> String {
+        match scope {
+            None => "v1".into(),
+            Some(id) => self
+                .names
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("{id:08x}")),
+        }
+    }
+}
+
+/// "yes", "NO" or "" (no key given, or handover-lib's format).
+fn authentic(s: &Sighting) -> &'static str {
+    match s.authentic {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "",
+    }
+}
+
+pub fn sighting_json(s: &Sighting, names: &ScopeNames) -> serde_json::Value {
     json!({
         "event": if s.goodbye { "goodbye" } else { "peer" },
         "id": hex(s.id),
         "scope": s.scope.map(|x| format!("{x:08x}")),
+        "scope_name": s.scope.and_then(|id| names.names.get(&id)),
+        "authentic": s.authentic,
         "role": role(s),
         "priority": s.priority,
         "start_ms": s.start_ms,
@@ -96,7 +163,7 @@ pub fn sighting_json(s: &Sighting) -> serde_json::Value {
     })
 }
 
-fn print_table(peers: &BTreeMap<u64, Sighting>, malformed: u64, tty: bool) {
+fn print_table(peers: &BTreeMap<u64, Sighting>, names: &ScopeNames, malformed: u64, tty: bool) {
     let mut out = std::io::stdout().lock();
     if tty {
         // Clear the screen and go home: a live view.
@@ -104,23 +171,22 @@ fn print_table(peers: &BTreeMap<u64, Sighting>, malformed: u64, tty: bool) {
     }
     let _ = writeln!(
         out,
-        "{:<16}  {:<8}  {:<9}  {:>4}  {:<16}  {:<24}  {:>10}",
-        "ID", "SCOPE", "ROLE", "PRIO", "NAME", "ADDRESSES", "LAST HEARD"
+        "{:<16}  {:<24}  {:<9}  {:>4}  {:<16}  {:<24}  {:<4}  {:>10}",
+        "ID", "SCOPE", "ROLE", "PRIO", "NAME", "ADDRESSES", "AUTH", "LAST HEARD"
     );
     let now = Instant::now();
     for p in peers.values() {
         let addresses: Vec<String> = p.addresses.iter().map(|a| a.to_string()).collect();
         let _ = writeln!(
             out,
-            "{:<16}  {:<8}  {:<9}  {:>4}  {:<16}  {:<24}  {:>8}ms",
+            "{:<16}  {:<24}  {:<9}  {:>4}  {:<16}  {:<24}  {:<4}  {:>8}ms",
             hex(p.id),
-            p.scope
-                .map(|x| format!("{x:08x}"))
-                .unwrap_or_else(|| "v1".into()),
+            names.show(p.scope),
             role(p),
             p.priority.map(|x| x.to_string()).unwrap_or_default(),
             p.name,
             addresses.join(","),
+            authentic(p),
             now.duration_since(p.at).as_millis(),
         );
     }

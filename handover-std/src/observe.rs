@@ -37,6 +37,10 @@ pub struct Sighting {
     pub goodbye: bool,
     /// handover-lib's v1 format.
     pub legacy: bool,
+    /// With the group's keys: whether the datagram carries a valid tag under one of
+    /// them (not checked for replay: a watcher keeps no counters). `None` without
+    /// keys, or for handover-lib's format, which has no tags.
+    pub authentic: Option<bool>,
 }
 
 /// Listens on a group's port (and handover-lib's, in legacy mode) without joining the
@@ -44,15 +48,19 @@ pub struct Sighting {
 #[derive(Debug)]
 pub struct Watcher {
     listeners: transport::Listeners,
+    keys: Vec<wire::Key>,
     /// Datagrams that did not decode.
     pub malformed: u64,
 }
 
 impl Watcher {
-    /// Opens the sockets `config` describes.
+    /// Opens the sockets `config` describes; with its keys (current and previous),
+    /// each sighting says whether it is authentic.
     pub fn open(config: &Config) -> io::Result<Self> {
+        let keys = [&config.key, &config.previous_key];
         Ok(Watcher {
             listeners: transport::Listeners::open(config)?,
+            keys: keys.into_iter().flatten().map(|k| k.0).collect(),
             malformed: 0,
         })
     }
@@ -73,7 +81,7 @@ impl Watcher {
                     continue;
                 }
             };
-            match sighting(from, bytes) {
+            match sighting(from, bytes, &self.keys) {
                 Ok(Some(s)) => return Ok(s),
                 Ok(None) => {}
                 Err(_) => self.malformed += 1,
@@ -82,8 +90,13 @@ impl Watcher {
     }
 }
 
-/// Decodes one datagram into a sighting; `Ok(None)` for acknowledgements.
-pub fn sighting(from: SocketAddr, bytes: &[u8]) -> Result<Option<Sighting>, wire::DecodeError> {
+/// Decodes one datagram into a sighting; `Ok(None)` for acknowledgements. With
+/// `keys`, the sighting says whether its tag is valid under one of them.
+pub fn sighting(
+    from: SocketAddr,
+    bytes: &[u8],
+    keys: &[wire::Key],
+) -> Result<Option<Sighting>, wire::DecodeError> {
     let mut s = Sighting {
         at: Instant::now(),
         from,
@@ -97,6 +110,7 @@ pub fn sighting(from: SocketAddr, bytes: &[u8]) -> Result<Option<Sighting>, wire
         addresses: Vec::new(),
         goodbye: false,
         legacy: false,
+        authentic: None,
     };
     match Datagram::parse(bytes)? {
         Datagram::Legacy(a) => {
@@ -108,6 +122,12 @@ pub fn sighting(from: SocketAddr, bytes: &[u8]) -> Result<Option<Sighting>, wire
             let header = frame.packet.header;
             s.scope = Some(header.scope);
             s.id = header.sender;
+            if !keys.is_empty() {
+                s.authentic = Some(frame.tag.is_some_and(|tag| {
+                    keys.iter()
+                        .any(|k| wire::auth::verify(k, frame.covered, tag))
+                }));
+            }
             match frame.packet.body {
                 Body::Announce(a) => {
                     s.role = Some(a.role);

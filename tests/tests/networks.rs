@@ -358,9 +358,15 @@ fn a_crowd_of_other_scopes_never_wakes_the_process() {
 
 /// `handover status --json --scope SCOPE` in `ns`: its exit code and what it printed.
 fn status(ns: &Netns, scope: &str) -> (Option<i32>, serde_json::Value) {
+    status_with(ns, scope, &[])
+}
+
+/// The same with `extra` options.
+fn status_with(ns: &Netns, scope: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
     let out = ns
         .command(handover_bin())
         .args(["status", "--json", "--wait", "1500ms", "--scope", scope])
+        .args(extra)
         .output()
         .unwrap();
     let printed = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -401,5 +407,117 @@ fn status_tells_who_is_in_charge() {
     let (code, printed) = status(&host, "split/svc");
     assert_eq!(code, Some(2), "two in charge: {printed}");
     drop(split);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `handover watch --json --all-scopes ARGS` in `ns` for `time`, as balena runs it on
+/// device `uuid`: the last line it printed for each peer id.
+fn watch(
+    ns: &Netns,
+    uuid: &str,
+    args: &[&str],
+    time: Duration,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let out = ns
+        .command("timeout")
+        .args(["-s", "INT", &format!("{:.3}", time.as_secs_f64())])
+        .arg(handover_bin())
+        .args(["watch", "--json", "--all-scopes", "--heartbeat", "100ms"])
+        .args(args)
+        .env("BALENA_DEVICE_UUID", uuid)
+        .output()
+        .expect("handover watch");
+    // `timeout` ends it with SIGINT, and reports 124.
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "watch {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "peer")
+        .map(|v| (v["id"].as_str().unwrap_or_default().to_owned(), v))
+        .collect()
+}
+
+#[test]
+fn watch_names_scopes_and_tells_which_peers_are_authentic() {
+    require_netns!();
+    let net = Containers::new();
+    let dir = scratch("watch-keys");
+    let (key, other_key) = (dir.join("key"), dir.join("other-key"));
+    std::fs::write(&key, "3c".repeat(32)).unwrap();
+    std::fs::write(&other_key, "a5".repeat(32)).unwrap();
+    let key_arg = |k: &Path| ["--key-file".to_owned(), k.to_str().unwrap().to_owned()];
+
+    // The group's own service, keyed; another service without a key; an intruder in
+    // the first service's scope with a key that is not the group's.
+    let containers = [net.container(), net.container(), net.container()];
+    let mut runs = Vec::new();
+    for (i, (service, key)) in [
+        ("api", Some(&key)),
+        ("worker", None),
+        ("api", Some(&other_key)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let extra: Vec<String> = key.map(|k| key_arg(k).to_vec()).unwrap_or_default();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let mut cmd = command(
+            &containers[i].ns,
+            "dev1",
+            &dir,
+            &dir.join(i.to_string()),
+            &extra,
+        );
+        cmd.env("BALENA_SERVICE_NAME", service);
+        let mut run = Run::spawn(cmd);
+        let id = run.wait_event("listening", WAIT).expect("listening")["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        runs.push((run, id));
+    }
+    let watcher = net.container();
+    let key_args = key_arg(&key);
+    let seen = watch(
+        &watcher.ns,
+        "dev1",
+        &[&key_args[0], &key_args[1]],
+        Duration::from_millis(2500),
+    );
+    let peer = |i: usize| {
+        seen.get(&runs[i].1)
+            .unwrap_or_else(|| panic!("peer {i} not seen: {seen:?}"))
+    };
+    assert_eq!(peer(0)["scope_name"], "dev1/api");
+    assert_eq!(peer(0)["authentic"], true, "tagged with the group's key");
+    assert_eq!(peer(1)["scope_name"], "dev1/worker");
+    assert_eq!(peer(1)["authentic"], false, "no tag");
+    assert_eq!(peer(2)["scope_name"], "dev1/api");
+    assert_eq!(peer(2)["authentic"], false, "tagged with another key");
+
+    // Two instances of dev1/api say they are in charge; with the key, `status`
+    // counts only the one that proves it belongs.
+    let (code, printed) = status(&watcher.ns, "dev1/api");
+    assert_eq!(code, Some(2), "without the key: {printed}");
+    let (code, printed) = status_with(&watcher.ns, "dev1/api", &[&key_args[0], &key_args[1]]);
+    assert_eq!(code, Some(0), "with the key: {printed}");
+    assert_eq!(
+        printed["active"],
+        serde_json::json!([runs[0].1]),
+        "{printed}"
+    );
+
+    // Without a key nothing is claimed about authenticity, and without the device's
+    // UUID the balena scopes cannot be named.
+    let seen = watch(&watcher.ns, "", &[], Duration::from_millis(1500));
+    let first = &seen[&runs[0].1];
+    assert_eq!(first["authentic"], serde_json::Value::Null, "{first}");
+    assert_ne!(first["scope_name"], "dev1/api", "{first}");
+    drop(runs);
     let _ = std::fs::remove_dir_all(&dir);
 }
