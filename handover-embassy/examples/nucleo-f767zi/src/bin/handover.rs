@@ -78,7 +78,7 @@ async fn main(spawner: Spawner) {
     };
     let successor = embassy_futures::select::select(work, handover.shutdown_requested()).await;
     if let embassy_futures::select::Either::Second(successor) = successor {
-        info!("superseded by {:?}: stopping", successor);
+        info!("superseded by {:?}: stopping", successor.id());
     }
     // ... stop the work, release what the successor needs ...
     match handover.shutdown_complete().await {
