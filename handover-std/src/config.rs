@@ -21,6 +21,18 @@ pub enum NetworkMode {
     },
 }
 
+/// What decides who is in charge.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub enum Election {
+    /// The handover protocol on UDP multicast: one broadcast domain, no server.
+    #[default]
+    Multicast,
+    /// An etcd v3 election: instances on different hosts, subnets or clouds.
+    #[cfg(feature = "etcd")]
+    Etcd(crate::etcd::EtcdConfig),
+}
+
 /// Everything the Linux adapter needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -57,6 +69,8 @@ pub struct Config {
     pub key_transition: Duration,
     /// Accept handover-lib's unauthenticated datagrams even with a key.
     pub accept_legacy_with_key: bool,
+    /// The election backend: multicast (the default) or etcd.
+    pub election: Election,
 }
 
 /// balena's hand-over-complete file inside a container.
@@ -115,6 +129,7 @@ impl Default for Config {
             previous_key: None,
             key_transition: Duration::from_secs(3600),
             accept_legacy_with_key: false,
+            election: Election::Multicast,
         }
     }
 }

@@ -25,23 +25,27 @@
 pub mod blocking;
 mod complete;
 mod config;
-mod driver;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod filter;
 pub mod key;
+mod link;
+mod multicast;
 pub mod notify;
 pub mod observe;
 mod transport;
 
 pub use complete::write_complete_file;
-pub use config::{Config, ConfigError, NetworkMode, BALENA_COMPLETE_FILE};
-pub use driver::{Error, Event, Status, TABLE};
+pub use config::{Config, ConfigError, Election, NetworkMode, BALENA_COMPLETE_FILE};
 /// The protocol core, whose types this crate's API hands out ([`Event::Protocol`]
 /// carries a [`proto::Event`]): one dependency is enough.
 pub use handover_proto as proto;
 pub use handover_proto::{Policy, State, Successor};
 pub use key::GroupKey;
+pub use link::{Error, Event, Status, Term};
+pub use multicast::TABLE;
 
-use driver::{Command, Driver};
+use link::Command;
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// A running instance of the protocol (tokio API).
@@ -60,10 +64,20 @@ impl Handover {
     /// Opens the sockets and starts listening. Call [`ready`](Self::ready) when the
     /// service can serve.
     pub async fn start(config: Config) -> Result<Self, Error> {
-        let (driver, handover) = Driver::new(config)?;
-        // Detached: when every handle is gone the driver says goodbye and ends.
-        tokio::spawn(driver.run());
-        Ok(handover)
+        // Detached: when every handle is gone the engine says goodbye and ends.
+        match &config.election {
+            Election::Multicast => {
+                let (driver, handover) = multicast::Driver::new(config)?;
+                tokio::spawn(driver.run());
+                Ok(handover)
+            }
+            #[cfg(feature = "etcd")]
+            Election::Etcd(_) => {
+                let (engine, handover) = etcd::Engine::new(config)?;
+                tokio::spawn(engine.run());
+                Ok(handover)
+            }
+        }
     }
 
     fn send(&self, cmd: Command) -> Result<(), Error> {

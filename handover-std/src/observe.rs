@@ -73,7 +73,7 @@ impl Watcher {
             let l = &mut self.listeners;
             let (bytes, from) = tokio::select! {
                 r = l.group.recv_from(&mut a) => { let (n, f) = r?; (&a[..n], f) }
-                r = crate::driver::recv_opt(l.legacy.as_ref(), &mut b) => { let (n, f) = r?; (&b[..n], f) }
+                r = crate::multicast::recv_opt(l.legacy.as_ref(), &mut b) => { let (n, f) = r?; (&b[..n], f) }
                 () = l.watch.changed() => {
                     if let Err(e) = l.refresh() {
                         tracing::warn!("reading the interfaces failed: {e}");

@@ -1,97 +1,21 @@
-//! The task that owns the [`Peer`] and its sockets: the sans-IO loop of
-//! `handover-proto`'s crate docs, on tokio.
+//! The multicast engine: the task that owns the [`Peer`] and its sockets, the
+//! sans-IO loop of `handover-proto`'s crate docs, on tokio. Besides electing, it
+//! carries out the hand-over's duties: the complete file, the shutdown request.
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use handover_proto::{wire, Instant, Peer, State, Stats};
+use handover_proto::{wire, Instant, Peer};
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::complete::write_complete_file;
 use crate::config::Config;
+use crate::link::{Command, Error, Event, Link, Status};
 use crate::transport::Sockets;
 
 /// Capacity of the peer table on Linux.
 pub const TABLE: usize = 32;
-
-/// What the adapter reports: the protocol's events and its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// An event of the protocol (the adapter carries out its actions itself).
-    Protocol(handover_proto::Event),
-    /// The hand-over-complete file was written.
-    CompleteWritten(PathBuf),
-    /// The hand-over-complete file could not be written; the supervisor's timeout
-    /// remains the backstop.
-    CompleteFailed {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        error: String,
-    },
-    /// The interfaces the group is joined on changed (one came up, went away or
-    /// changed address); the names of those joined now.
-    InterfacesChanged(Vec<String>),
-    /// Receiving failed and will be retried (counted in
-    /// [`Status::receive_errors`]).
-    ReceiveError(String),
-}
-
-/// A snapshot of the instance, kept current by the driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Status {
-    /// This instance's id.
-    pub id: u64,
-    /// Its lifecycle state.
-    pub state: State,
-    /// The peer in charge, as far as it knows.
-    pub leader: Option<u64>,
-    /// Set when the protocol asked this instance to shut down: who took over.
-    pub successor: Option<handover_proto::Successor>,
-    /// Its goodbye has been sent: nothing more will happen.
-    pub finished: bool,
-    /// The driver stopped on an error it could not recover from: the protocol no
-    /// longer runs. Not a request to shut down.
-    pub failed: Option<String>,
-    /// The interfaces the group is joined on.
-    pub interfaces: Vec<String>,
-    /// Receive errors that were retried.
-    pub receive_errors: u64,
-    /// Datagram counters.
-    pub stats: Stats,
-}
-
-#[derive(Debug)]
-pub(crate) enum Command {
-    Ready,
-    ShutdownComplete,
-    Leave,
-    SetState(Vec<u8>),
-}
-
-/// Errors of the Linux adapter.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A setting is wrong.
-    #[error(transparent)]
-    Config(#[from] crate::ConfigError),
-    /// The sockets could not be set up.
-    #[error("network: {0}")]
-    Io(#[from] io::Error),
-    /// The driver has finished (after this instance's goodbye).
-    #[error("the handover driver has stopped")]
-    Stopped,
-    /// The driver stopped on an error: the protocol no longer runs. This is not a
-    /// request to shut down; no newer instance took over.
-    #[error("the handover driver failed: {0}")]
-    Failed(String),
-}
 
 pub(crate) struct Driver {
     config: Config,
@@ -100,9 +24,7 @@ pub(crate) struct Driver {
     /// Receive errors in a row: a socket that keeps failing is broken.
     errors_in_a_row: u32,
     epoch: std::time::Instant,
-    commands: mpsc::UnboundedReceiver<Command>,
-    events: broadcast::Sender<Event>,
-    status: watch::Sender<Status>,
+    link: Link,
 }
 
 /// A random 64-bit value from the OS-seeded hasher keys std already draws.
@@ -132,9 +54,7 @@ impl Driver {
         let proto = config.to_proto(id, start_ms, random_u64(), &sockets.addresses())?;
         let epoch = std::time::Instant::now();
         let peer = Peer::new(proto, Instant::ZERO).map_err(crate::ConfigError::from)?;
-        let (cmd_tx, commands) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(256);
-        let (status, status_rx) = watch::channel(Status {
+        let (link, handover) = Link::new(Status {
             id: peer.id(),
             state: peer.state(),
             leader: None,
@@ -144,6 +64,7 @@ impl Driver {
             interfaces,
             receive_errors: 0,
             stats: *peer.stats(),
+            term: None,
         });
         let driver = Driver {
             config,
@@ -151,14 +72,7 @@ impl Driver {
             sockets,
             errors_in_a_row: 0,
             epoch,
-            commands,
-            events: events.clone(),
-            status,
-        };
-        let handover = crate::Handover {
-            commands: cmd_tx,
-            events,
-            status: status_rx,
+            link,
         };
         Ok((driver, handover))
     }
@@ -171,8 +85,7 @@ impl Driver {
     /// handle also sends) or a socket fails for good, which the status reports.
     pub(crate) async fn run(mut self) {
         if let Err(e) = self.drive().await {
-            tracing::error!("the handover driver failed: {e}");
-            self.status.send_modify(|s| s.failed = Some(e.to_string()));
+            self.link.fail(e.to_string());
         }
     }
 
@@ -202,7 +115,7 @@ impl Driver {
                 r = sockets.unicast.recv_from(&mut unicast_buf) => Wake::Received(Source::Unicast, r),
                 r = recv_opt(listeners.legacy.as_ref(), &mut legacy_buf) => Wake::Received(Source::Legacy, r),
                 () = listeners.watch.changed() => Wake::Interfaces,
-                cmd = self.commands.recv(), if commands_open => Wake::Command(cmd),
+                cmd = self.link.commands.recv(), if commands_open => Wake::Command(cmd),
                 () = sleep_until(sleep) => Wake::Timer,
             };
             match wake {
@@ -273,8 +186,8 @@ impl Driver {
             return Err(e);
         }
         tracing::warn!("receiving failed (retrying): {e}");
-        self.status.send_modify(|s| s.receive_errors += 1);
-        let _ = self.events.send(Event::ReceiveError(e.to_string()));
+        self.link.status.send_modify(|s| s.receive_errors += 1);
+        self.link.emit(Event::ReceiveError(e.to_string()));
         tokio::time::sleep(ERROR_PAUSE).await;
         Ok(())
     }
@@ -283,8 +196,10 @@ impl Driver {
         let names = self.sockets.listeners.interface_names();
         tracing::info!("interfaces joined: {}", names.join(", "));
         self.peer.set_addresses(&self.sockets.addresses());
-        self.status.send_modify(|s| s.interfaces.clone_from(&names));
-        let _ = self.events.send(Event::InterfacesChanged(names));
+        self.link
+            .status
+            .send_modify(|s| s.interfaces.clone_from(&names));
+        self.link.emit(Event::InterfacesChanged(names));
     }
 
     fn command(&mut self, cmd: Command) {
@@ -322,14 +237,14 @@ impl Driver {
                 handover_proto::Event::Shutdown { successor } => Some(successor),
                 _ => None,
             };
-            let _ = self.events.send(Event::Protocol(event));
+            self.link.emit(Event::Protocol(event));
             if successor.is_some() {
-                self.status.send_modify(|s| s.successor = successor);
+                self.link.status.send_modify(|s| s.successor = successor);
             }
         }
         let (state, leader, stats) = (self.peer.state(), self.peer.leader(), *self.peer.stats());
         let finished = self.peer.is_finished();
-        self.status.send_if_modified(|s| {
+        self.link.status.send_if_modified(|s| {
             let changed = s.state != state
                 || s.leader != leader
                 || s.stats != stats
@@ -347,11 +262,11 @@ impl Driver {
             match write_complete_file(path) {
                 Ok(()) => {
                     tracing::info!(path = %path.display(), "hand-over complete file written");
-                    let _ = self.events.send(Event::CompleteWritten(path.clone()));
+                    self.link.emit(Event::CompleteWritten(path.clone()));
                 }
                 Err(e) => {
                     tracing::error!(path = %path.display(), "writing the complete file failed: {e}");
-                    let _ = self.events.send(Event::CompleteFailed {
+                    self.link.emit(Event::CompleteFailed {
                         path: path.clone(),
                         error: e.to_string(),
                     });
@@ -465,6 +380,8 @@ mod tests {
         s.set_nonblocking(true).unwrap();
         UdpSocket::from_std(s).unwrap()
     }
+
+    use handover_proto::State;
 
     #[tokio::test]
     async fn a_transient_receive_error_is_counted_and_the_driver_carries_on() {

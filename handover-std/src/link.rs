@@ -1,0 +1,147 @@
+//! What every election engine shares with the handle it serves: the events and
+//! status it reports, the commands it takes, and the [`Link`] that carries them.
+//! The multicast engine ([`crate::multicast`]) and the etcd engine both drive one,
+//! so a service sees the same API whichever decides who is in charge.
+
+use std::io;
+use std::path::PathBuf;
+
+use handover_proto::{State, Stats};
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// What the adapter reports: the protocol's events and its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// An event of the protocol (the adapter carries out its actions itself).
+    Protocol(handover_proto::Event),
+    /// The hand-over-complete file was written.
+    CompleteWritten(PathBuf),
+    /// The hand-over-complete file could not be written; the supervisor's timeout
+    /// remains the backstop.
+    CompleteFailed {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// The interfaces the group is joined on changed (one came up, went away or
+    /// changed address); the names of those joined now.
+    InterfacesChanged(Vec<String>),
+    /// Receiving failed and will be retried (counted in
+    /// [`Status::receive_errors`]).
+    ReceiveError(String),
+    /// A term began with a fencing token (etcd), just before
+    /// [`Elected`](handover_proto::Event::Elected).
+    Term(Term),
+    /// The election backend could not be reached or refused a request; the engine
+    /// retries (etcd).
+    ElectionError(String),
+}
+
+/// A term of leadership on a backend that numbers them (etcd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    /// The fencing token: the leader key's create revision. It grows across terms;
+    /// a resource that remembers the highest token it accepted refuses a deposed
+    /// leader's writes.
+    pub token: u64,
+    /// The leader key (`NAME/<lease id>`).
+    pub key: String,
+}
+
+/// A snapshot of the instance, kept current by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// This instance's id.
+    pub id: u64,
+    /// Its lifecycle state.
+    pub state: State,
+    /// The peer in charge, as far as it knows.
+    pub leader: Option<u64>,
+    /// Set when the protocol asked this instance to shut down: who took over.
+    pub successor: Option<handover_proto::Successor>,
+    /// Its goodbye has been sent: nothing more will happen.
+    pub finished: bool,
+    /// The driver stopped on an error it could not recover from: the protocol no
+    /// longer runs. Not a request to shut down.
+    pub failed: Option<String>,
+    /// The interfaces the group is joined on.
+    pub interfaces: Vec<String>,
+    /// Receive errors that were retried.
+    pub receive_errors: u64,
+    /// Datagram counters (multicast).
+    pub stats: Stats,
+    /// The current term, while leading on a backend that numbers them (etcd).
+    pub term: Option<Term>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Command {
+    Ready,
+    ShutdownComplete,
+    Leave,
+    SetState(Vec<u8>),
+}
+
+/// Errors of the Linux adapter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting is wrong.
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
+    /// The sockets could not be set up.
+    #[error("network: {0}")]
+    Io(#[from] io::Error),
+    /// The driver has finished (after this instance's goodbye).
+    #[error("the handover driver has stopped")]
+    Stopped,
+    /// The driver stopped on an error: the protocol no longer runs. This is not a
+    /// request to shut down; no newer instance took over.
+    #[error("the handover driver failed: {0}")]
+    Failed(String),
+}
+
+/// The engine's end of a [`Handover`](crate::Handover): commands in, events and
+/// status out.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) status: watch::Sender<Status>,
+}
+
+impl Link {
+    /// A link starting at `status`, and the handle at its other end.
+    pub(crate) fn new(status: Status) -> (Link, crate::Handover) {
+        let (cmd_tx, commands) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(256);
+        let (status, status_rx) = watch::channel(status);
+        let handle = crate::Handover {
+            commands: cmd_tx,
+            events: events.clone(),
+            status: status_rx,
+        };
+        (
+            Link {
+                commands,
+                events,
+                status,
+            },
+            handle,
+        )
+    }
+
+    /// Reports an event (to nobody, if no one subscribed).
+    pub(crate) fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Records an unrecoverable error: the engine no longer runs.
+    pub(crate) fn fail(&self, error: String) {
+        tracing::error!("the handover engine failed: {error}");
+        self.status.send_modify(|s| s.failed = Some(error));
+    }
+}
