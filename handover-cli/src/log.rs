@@ -148,6 +148,10 @@ impl Log {
                 self.event("interfaces_changed", json!({ "interfaces": names }))
             }
             Event::ReceiveError(error) => self.event("receive_error", json!({ "error": error })),
+            Event::Term(term) => {
+                self.event("term", json!({ "token": term.token, "key": term.key }))
+            }
+            Event::ElectionError(error) => self.event("election_error", json!({ "error": error })),
             other => self.event("other", json!({ "debug": format!("{other:?}") })),
         }
     }

@@ -110,6 +110,110 @@ impl Network {
     }
 }
 
+/// Which backend decides who is in charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The handover protocol on UDP multicast: one LAN, no server.
+    Multicast,
+    /// An etcd v3 election: instances anywhere that reach the etcd cluster.
+    Etcd,
+}
+
+/// The election backend and, for etcd, where and how to campaign.
+#[derive(Debug, Clone, Args)]
+pub struct ElectionArgs {
+    /// Election backend (etcd: failover mode only)
+    #[arg(long, env = "HANDOVER_ELECTION", value_enum, default_value_t = Backend::Multicast)]
+    pub election: Backend,
+
+    /// etcd client URLs, comma-separated (http://host:2379,...)
+    #[arg(
+        long,
+        env = "HANDOVER_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URLS"
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// The election's name in etcd, a key prefix shared by every candidate
+    /// [default: handover/SCOPE]
+    #[arg(long, env = "HANDOVER_ELECTION_NAME", value_name = "NAME")]
+    pub election_name: Option<String>,
+
+    /// etcd lease TTL: how long a leader that vanished keeps the election (2s to
+    /// 60s); a leader demotes itself a quarter of it before
+    #[arg(long, env = "HANDOVER_TTL", value_name = "DURATION", default_value = "5s", value_parser = parse_ttl)]
+    pub ttl: Duration,
+
+    /// etcd user, for clusters with authentication on
+    #[arg(
+        long,
+        env = "HANDOVER_ETCD_USER",
+        value_name = "USER",
+        requires = "etcd_password_file"
+    )]
+    pub etcd_user: Option<String>,
+
+    /// File holding the etcd user's password (read once, never logged)
+    #[arg(
+        long,
+        env = "HANDOVER_ETCD_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "etcd_user"
+    )]
+    pub etcd_password_file: Option<PathBuf>,
+}
+
+/// An etcd lease TTL etcd grants and the protocol can keep alive.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if (Duration::from_secs(2)..=Duration::from_secs(60)).contains(&d) && d.subsec_nanos() == 0 {
+        Ok(d)
+    } else {
+        Err(format!(
+            "{} is out of range: whole seconds, 2s to 60s",
+            humantime::format_duration(d)
+        ))
+    }
+}
+
+impl ElectionArgs {
+    /// Sets `c.election`; an error names the option.
+    pub fn apply(&self, c: &mut Config, mode: Mode) -> Result<(), String> {
+        match self.election {
+            Backend::Multicast => Ok(()),
+            Backend::Etcd => {
+                if mode != Mode::Failover {
+                    return Err("--election etcd: needs --mode failover (etcd elects; it \
+                                hands nothing over)"
+                        .into());
+                }
+                if self.etcd_endpoints.is_empty() {
+                    return Err("--election etcd: --etcd-endpoints is required".into());
+                }
+                let name = self
+                    .election_name
+                    .clone()
+                    .unwrap_or_else(|| format!("handover/{}", c.scope));
+                let mut etcd =
+                    handover_std::etcd::EtcdConfig::new(self.etcd_endpoints.clone(), name);
+                etcd.ttl = self.ttl;
+                if let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) {
+                    let password = std::fs::read_to_string(file).map_err(|e| {
+                        format!(
+                            "--etcd-password-file {}: cannot read it: {e}",
+                            file.display()
+                        )
+                    })?;
+                    etcd.credentials = Some((user.clone(), password.trim_end().to_owned()));
+                }
+                c.election = handover_std::Election::Etcd(etcd);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The group's keys: `run` authenticates with them, `watch` and `status` check
 /// who is authentic.
 #[derive(Debug, Clone, Args)]

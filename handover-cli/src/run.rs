@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::Args as ClapArgs;
 use handover_std::notify;
-use handover_std::{Handover, State};
+use handover_std::{Handover, State, Term};
 use rustix::process::Signal;
 use serde_json::json;
 use std::process::Command;
@@ -27,13 +27,16 @@ use crate::reaper::{dies_with_parent, Child, Reaper};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::log::{hex, Log};
-use crate::options::{Mode, Protocol};
+use crate::options::{Backend, ElectionArgs, Mode, Protocol};
 use crate::ready::{parse_http_url, Readiness, Relay};
 
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Args {
     #[command(flatten)]
     protocol: Protocol,
+
+    #[command(flatten)]
+    election: ElectionArgs,
 
     #[command(flatten)]
     readiness: Readiness,
@@ -55,6 +58,18 @@ pub struct Args {
     /// The service and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
+}
+
+impl Args {
+    /// How long a stopping service has before SIGKILL. On etcd a demoted leader's
+    /// service must be gone before its lease could expire: half the margin the
+    /// engine keeps, at most.
+    fn stop_limit(&self) -> Duration {
+        match self.election.election {
+            Backend::Multicast => self.stop_timeout,
+            Backend::Etcd => self.stop_timeout.min(self.election.ttl / 8),
+        }
+    }
 }
 
 /// Signals by name (`SIGTERM`, `TERM`) or number.
@@ -135,15 +150,22 @@ struct Service {
 }
 
 impl Service {
+    /// Starts the service; `term` is the term it serves in (etcd), given to it as
+    /// `etcdctl lock` gives its child `ETCD_LOCK_REV`.
     fn spawn(
         args: &Args,
         reaper: &Reaper,
         notify_socket: &std::path::Path,
+        term: Option<&Term>,
         log: Log,
     ) -> std::io::Result<Self> {
         let mut cmd = Command::new(&args.command[0]);
         cmd.args(&args.command[1..])
             .env("NOTIFY_SOCKET", notify_socket);
+        if let Some(term) = term {
+            cmd.env("HANDOVER_FENCING_TOKEN", term.token.to_string())
+                .env("HANDOVER_ELECTION_KEY", &term.key);
+        }
         dies_with_parent(&mut cmd, Signal::TERM);
         let child = reaper.spawn(&mut cmd).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot start {:?}: {e}", args.command[0]))
@@ -165,15 +187,17 @@ impl Service {
         }
     }
 
-    /// Stop signal, then SIGKILL after the timeout.
+    /// Stop signal, then SIGKILL after the stop timeout (etcd: sooner, if the lease
+    /// could expire first).
     async fn stop(mut self, args: &Args, log: Log) -> std::io::Result<ExitStatus> {
         self.signal(args.stop_signal, log);
-        let status = match tokio::time::timeout(args.stop_timeout, self.child.wait()).await {
+        let limit = args.stop_limit();
+        let status = match tokio::time::timeout(limit, self.child.wait()).await {
             Ok(status) => status?,
             Err(_) => {
                 log.event(
                     "child_killed",
-                    json!({ "after_ms": args.stop_timeout.as_millis() as u64 }),
+                    json!({ "after_ms": limit.as_millis() as u64 }),
                 );
                 self.child.signal(Signal::KILL)?;
                 self.child.wait().await?
@@ -210,7 +234,8 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
             );
         }
     }
-    let config = args.protocol.config()?;
+    let mut config = args.protocol.config()?;
+    args.election.apply(&mut config, args.protocol.mode)?;
     let mut signals = Forwarded::install()?;
     let reaper = Reaper::start()?;
     let handover = Handover::start(config.clone()).await?;
@@ -226,6 +251,7 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
             "port": config.port,
             "heartbeat_ms": config.heartbeat.as_millis() as u64,
             "mode": format!("{:?}", args.protocol.mode).to_lowercase(),
+            "election": format!("{:?}", args.election.election).to_lowercase(),
             "priority": config.priority,
             "legacy": config.legacy,
             "keyed": config.key.is_some(),
@@ -258,7 +284,7 @@ async fn hand_over(
     log: Log,
 ) -> Result<u8, Box<dyn std::error::Error>> {
     let relay = Relay::start(&runtime_dir())?;
-    let mut service = match Service::spawn(args, reaper, relay.path(), log) {
+    let mut service = match Service::spawn(args, reaper, relay.path(), None, log) {
         Ok(service) => service,
         Err(e) => return not_started(e, handover, log).await,
     };
@@ -367,7 +393,7 @@ async fn failover(
                     let relay = Relay::start(&runtime_dir())?;
                     service_ready = false;
                     ready_deadline = deadline(args.ready_timeout);
-                    match Service::spawn(args, reaper, relay.path(), log) {
+                    match Service::spawn(args, reaper, relay.path(), status.term.as_ref(), log) {
                         Ok(service) => running = Some((service, relay)),
                         Err(e) => return not_started(e, handover, log).await,
                     }
@@ -381,8 +407,9 @@ async fn failover(
                 leave(handover).await;
                 let code = exit_code(status);
                 // A child that dies while active is a failure even if it exits 0,
-                // unless it was asked to stop.
-                return Ok(if stopping { code } else { code.max(1) });
+                // unless it was asked to stop: then ending by the stop signal is a
+                // clean stop, as after a hand-over.
+                return Ok(if stopping { handed_over(status, args.stop_signal) } else { code.max(1) });
             }
             sig = signals.recv() => match &running {
                 Some((service, _)) => {

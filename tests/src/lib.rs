@@ -13,6 +13,7 @@ pub fn seeds() -> u32 {
 pub mod balena;
 pub mod crowd;
 pub mod embassy;
+pub mod etcd;
 pub mod measure;
 pub mod netns;
 pub mod process;

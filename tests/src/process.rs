@@ -109,6 +109,17 @@ impl Run {
         self.next_event(name, timeout)
     }
 
+    /// Records every event that arrives within `time` (in [`seen`](Self::seen)).
+    pub fn collect(&mut self, time: Duration) {
+        let deadline = Instant::now() + time;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(v) => self.seen.push(v),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// The next event named `name` not seen before, or `None` after `timeout`.
     pub fn next_event(&mut self, name: &str, timeout: Duration) -> Option<Value> {
         let deadline = Instant::now() + timeout;

@@ -1,0 +1,521 @@
+//! The etcd engine: leader election on etcd v3, for instances that share no LAN.
+//!
+//! Each term is a lease and a campaign under the election's name (etcd's own
+//! Election service). What it adds to them, because etcd alone does not give it:
+//!
+//! - **Leadership ends locally, before etcd can end it.** The server never tells a
+//!   holder its lease is gone. So the engine renews the lease itself, every third
+//!   of the TTL, and holds leadership only until `send time of the last renewal that
+//!   was answered + TTL − margin`: the old leader is `Demoted` before etcd could have
+//!   expired its lease and elected another.
+//! - **A campaign's success is checked.** A campaign that outlived its lease
+//!   returns success for a key that no longer exists; a transaction comparing the
+//!   key's create revision proves it before `Elected`.
+//! - **A fencing token.** The leader key's create revision, which grows across
+//!   terms: [`Event::Term`](crate::Event::Term) carries it, before `Elected`.
+//! - **Who leads, including nobody.** A watch of the election's prefix and a sorted
+//!   read give `LeaderChanged` (etcd's Observe never reports "no leader").
+//! - **Leaving is immediate.** `leave()`, or dropping every handle, resigns and
+//!   revokes the lease: a standby is elected in tens of milliseconds, not a TTL.
+//! - **A lost term is never resumed.** After demotion the engine starts over with a
+//!   new lease and a new campaign, retrying while etcd is unreachable.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaderKey, ResignOptions,
+    SortOrder, SortTarget, Txn, WatchOptions,
+};
+use handover_proto::{Event as P, State, Stats};
+use tokio::time::{sleep_until, Instant};
+
+use crate::config::{Config, Election};
+use crate::link::{Command, Error, Event, Link, Status, Term};
+
+/// Where and how to campaign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdConfig {
+    /// Client URLs of the cluster's members (`http://host:2379`).
+    pub endpoints: Vec<String>,
+    /// The election's name: a key prefix shared by every candidate.
+    pub name: String,
+    /// Lease TTL: how long a leader that vanished keeps the election.
+    pub ttl: Duration,
+    /// User name and password, for clusters with authentication on.
+    pub credentials: Option<(String, String)>,
+}
+
+impl EtcdConfig {
+    /// The smallest TTL etcd grants with its default timings.
+    pub const MIN_TTL: Duration = Duration::from_secs(2);
+    /// The default TTL.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+
+    /// An election named `name` on `endpoints`, with the default TTL.
+    pub fn new(endpoints: Vec<String>, name: impl Into<String>) -> Self {
+        EtcdConfig {
+            endpoints,
+            name: name.into(),
+            ttl: Self::DEFAULT_TTL,
+            credentials: None,
+        }
+    }
+
+    /// How long before the lease's earliest possible expiry the leader demotes
+    /// itself: time for its service to stop, and for clock-rate differences.
+    pub fn margin(&self) -> Duration {
+        self.ttl / 4
+    }
+}
+
+/// What ended a term (or the attempt at one).
+enum Ended {
+    /// The handle asked to leave, or every handle is gone.
+    Left,
+    /// The lease could no longer be proven alive, or the campaign did not lead.
+    Lost(String),
+}
+
+pub(crate) struct Engine {
+    etcd: EtcdConfig,
+    /// This instance's id, and the campaign value peers see (`<id hex> <name>`).
+    id: u64,
+    value: String,
+    ready: bool,
+    link: Link,
+}
+
+impl Engine {
+    pub(crate) fn new(config: Config) -> Result<(Self, crate::Handover), Error> {
+        let Election::Etcd(etcd) = config.election else {
+            unreachable!("the etcd engine is started for an etcd election");
+        };
+        if etcd.endpoints.is_empty() {
+            return Err(crate::ConfigError::Invalid {
+                setting: "etcd endpoints",
+                value: String::new(),
+                expected: "a list of at least one client URL",
+            }
+            .into());
+        }
+        if etcd.ttl < EtcdConfig::MIN_TTL {
+            return Err(crate::ConfigError::Invalid {
+                setting: "ttl",
+                value: format!("{:?}", etcd.ttl),
+                expected: "at least 2s, the shortest lease etcd grants",
+            }
+            .into());
+        }
+        let id = crate::multicast::random_u64().max(1);
+        let (link, handover) = Link::new(Status {
+            id,
+            state: State::Listening,
+            leader: None,
+            successor: None,
+            finished: false,
+            failed: None,
+            interfaces: Vec::new(),
+            receive_errors: 0,
+            stats: Stats::default(),
+            term: None,
+        });
+        let value = format!("{id:016x} {}", config.name);
+        let engine = Engine {
+            etcd,
+            id,
+            value,
+            ready: false,
+            link,
+        };
+        Ok((engine, handover))
+    }
+
+    /// Campaigns, term after term, until told to leave.
+    pub(crate) async fn run(mut self) {
+        let mut retry = Duration::from_millis(100);
+        loop {
+            match self.term().await {
+                Ok(Ended::Left) => break,
+                Ok(Ended::Lost(why)) => {
+                    tracing::warn!("election term ended: {why}");
+                    retry = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    tracing::warn!("etcd: {e}; retrying in {retry:?}");
+                    self.link.emit(Event::ElectionError(e.to_string()));
+                    if self.pause(retry).await {
+                        break;
+                    }
+                    retry = (retry * 2).min(self.etcd.ttl / 2);
+                }
+            }
+        }
+        self.set_state(State::Done, None);
+        self.link.status.send_modify(|s| s.finished = true);
+    }
+
+    /// Waits `time`, taking commands; `true` if told to leave meanwhile.
+    async fn pause(&mut self, time: Duration) -> bool {
+        let until = Instant::now() + time;
+        loop {
+            tokio::select! {
+                () = sleep_until(until) => return false,
+                cmd = self.link.commands.recv() => if self.command(cmd) { return true },
+            }
+        }
+    }
+
+    /// Takes a command; `true` if it asks to leave (or every handle is gone).
+    fn command(&mut self, cmd: Option<Command>) -> bool {
+        match cmd {
+            None | Some(Command::Leave) => true,
+            Some(Command::Ready) => {
+                self.ready = true;
+                false
+            }
+            Some(Command::ShutdownComplete) | Some(Command::SetState(_)) => {
+                tracing::warn!("command ignored: the etcd election has no hand-over or state");
+                false
+            }
+        }
+    }
+
+    fn set_state(&self, state: State, term: Option<Term>) {
+        self.link.status.send_modify(|s| {
+            s.state = state;
+            s.term = term;
+        });
+    }
+
+    async fn connect(&self, timeout: Option<Duration>) -> Result<Client, etcd_client::Error> {
+        let mut options = ConnectOptions::new().with_connect_timeout(self.etcd.ttl / 2);
+        if let Some(timeout) = timeout {
+            options = options.with_timeout(timeout);
+        }
+        if let Some((user, password)) = &self.etcd.credentials {
+            options = options.with_user(user, password);
+        }
+        Client::connect(&self.etcd.endpoints, Some(options)).await
+    }
+
+    /// One term: a lease, a campaign, leadership until the lease can no longer be
+    /// proven alive or the handle leaves.
+    async fn term(&mut self) -> Result<Ended, etcd_client::Error> {
+        // Requests that must answer within the lease's margin use `ops`; the
+        // campaign and the watch wait as long as they must, on `long`.
+        let limit = self.etcd.margin();
+        let mut ops = within(limit, "connect", self.connect(Some(limit))).await?;
+        let long = within(limit, "connect", self.connect(None)).await?;
+        let prefix = format!("{}/", self.etcd.name);
+        let mut view = within(limit, "watch", LeaderView::open(&long, &prefix)).await?;
+        self.observe(&mut ops, &mut view, &prefix).await?;
+
+        // Not ready yet: only watch who leads.
+        while !self.ready {
+            tokio::select! {
+                cmd = self.link.commands.recv() => if self.command(cmd) { return Ok(Ended::Left) },
+                changed = view.changed() => { changed?; self.observe(&mut ops, &mut view, &prefix).await?; }
+            }
+        }
+
+        let ttl_s = self.etcd.ttl.as_secs().max(1) as i64;
+        let granted_at = Instant::now();
+        let lease = within(limit, "lease grant", ops.lease_grant(ttl_s, None))
+            .await?
+            .id();
+        let mut lease = within(
+            limit,
+            "lease renewal",
+            Lease::new(&mut ops, lease, granted_at, &self.etcd),
+        )
+        .await?;
+        self.set_state(State::Standby, None);
+
+        let mut election = long.election_client();
+        let value = self.value.clone();
+        let name = self.etcd.name.clone();
+        let campaign = election.campaign(name, value, lease.id);
+        tokio::pin!(campaign);
+        let leader: LeaderKey = loop {
+            tokio::select! {
+                won = &mut campaign => break won?.take_leader().unwrap_or_default(),
+                () = sleep_until(lease.deadline) => {
+                    lease.revoke(&mut ops).await;
+                    return Ok(Ended::Lost("the lease expired while campaigning".into()));
+                }
+                () = sleep_until(lease.next_renewal) => lease.renew(&mut ops).await,
+                answered = lease.answer() => if let Err(e) = answered {
+                    tracing::warn!("lease renewal failed: {e}");
+                    lease.reopen(&mut ops).await;
+                },
+                cmd = self.link.commands.recv() => if self.command(cmd) {
+                    lease.revoke(&mut ops).await;
+                    return Ok(Ended::Left);
+                },
+                changed = view.changed() => { changed?; self.observe(&mut ops, &mut view, &prefix).await?; }
+            }
+        };
+
+        // A campaign can succeed for a key its expired lease already took away.
+        let key = leader.key().to_vec();
+        let holds = Txn::new().when([Compare::create_revision(
+            key.clone(),
+            CompareOp::Equal,
+            leader.rev(),
+        )]);
+        if leader.lease() != lease.id
+            || Instant::now() >= lease.deadline
+            || !within(limit, "verify", ops.txn(holds)).await?.succeeded()
+        {
+            lease.revoke(&mut ops).await;
+            return Ok(Ended::Lost("the campaign returned without leading".into()));
+        }
+        let term = Term {
+            token: leader.rev() as u64,
+            key: String::from_utf8_lossy(&key).into_owned(),
+        };
+        tracing::info!(token = term.token, key = %term.key, "elected");
+        self.set_state(State::Active, Some(term.clone()));
+        self.link.emit(Event::Term(term));
+        self.link.emit(Event::Protocol(P::Elected));
+        self.observe(&mut ops, &mut view, &prefix).await?;
+
+        let ended = loop {
+            tokio::select! {
+                () = sleep_until(lease.deadline) => break Ended::Lost("the lease could not be renewed in time".into()),
+                () = sleep_until(lease.next_renewal) => {
+                    // Renewals go on until the deadline: another member may answer.
+                    lease.renew(&mut ops).await;
+                    if view.stream.is_none() {
+                        view.reopen(&long, &prefix, self.etcd.margin()).await;
+                    }
+                }
+                answered = lease.answer() => if let Err(e) = answered {
+                    tracing::warn!("lease renewal failed: {e}");
+                    lease.reopen(&mut ops).await;
+                },
+                cmd = self.link.commands.recv() => if self.command(cmd) { break Ended::Left },
+                changed = view.changed() => {
+                    if let Err(e) = changed {
+                        // Reopened at the next renewal; leading goes on meanwhile.
+                        tracing::warn!("watching the election failed: {e}");
+                        view.stream = None;
+                    }
+                    let _ = self.observe(&mut ops, &mut view, &prefix).await;
+                }
+            }
+        };
+        // Demoted first, so that the service stops before anyone else can lead.
+        self.set_state(State::Standby, None);
+        self.link.emit(Event::Protocol(P::Demoted));
+        if let Ended::Left = ended {
+            let resign = ResignOptions::new().with_leader(leader);
+            let mut election = ops.election_client();
+            if let Err(e) = within(limit, "resign", election.resign(Some(resign))).await {
+                tracing::warn!("resigning failed (the lease is revoked anyway): {e}");
+            }
+        }
+        lease.revoke(&mut ops).await;
+        Ok(ended)
+    }
+
+    /// Reads who leads (the candidate with the oldest key) and reports a change.
+    async fn observe(
+        &self,
+        ops: &mut Client,
+        view: &mut LeaderView,
+        prefix: &str,
+    ) -> Result<(), etcd_client::Error> {
+        let first = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1);
+        let response = within(self.etcd.margin(), "read", ops.get(prefix, Some(first))).await?;
+        let leader = response.kvs().first().and_then(|kv| {
+            let value = std::str::from_utf8(kv.value()).ok()?;
+            u64::from_str_radix(value.split_whitespace().next()?, 16).ok()
+        });
+        if view.leader != Some(leader) {
+            view.leader = Some(leader);
+            self.link.status.send_modify(|s| s.leader = leader);
+            self.link
+                .emit(Event::Protocol(P::LeaderChanged { id: leader }));
+            if leader == Some(self.id) {
+                tracing::debug!("this instance leads");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `request`, given up after `limit`: no call but the campaign may hold the engine
+/// longer (a frozen member accepts connections and never answers).
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, etcd_client::Error> {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(etcd_client::Error::IoError(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{what}: no answer in {limit:?}"),
+            )))
+        })
+}
+
+/// A lease kept alive by this engine, and the deadline until which it is proven.
+struct Lease {
+    id: i64,
+    ttl: Duration,
+    margin: Duration,
+    keeper: Option<etcd_client::LeaseKeeper>,
+    answers: Option<etcd_client::LeaseKeepAliveStream>,
+    /// When the renewal awaiting an answer was sent.
+    sent: Option<Instant>,
+    next_renewal: Instant,
+    /// Leadership may be held until then, no longer.
+    deadline: Instant,
+}
+
+impl Lease {
+    async fn new(
+        ops: &mut Client,
+        id: i64,
+        granted_at: Instant,
+        etcd: &EtcdConfig,
+    ) -> Result<Self, etcd_client::Error> {
+        let (keeper, answers) = ops.lease_keep_alive(id).await?;
+        Ok(Lease {
+            id,
+            ttl: etcd.ttl,
+            margin: etcd.margin(),
+            keeper: Some(keeper),
+            answers: Some(answers),
+            sent: None,
+            next_renewal: granted_at + etcd.ttl / 3,
+            deadline: granted_at + etcd.ttl - etcd.margin(),
+        })
+    }
+
+    /// Sends a renewal (one in flight at a time: its send time is what counts). One
+    /// unanswered for a third of the TTL is given up with its stream, and the
+    /// renewal goes out on a new one (to whichever member answers).
+    async fn renew(&mut self, ops: &mut Client) {
+        let now = Instant::now();
+        self.next_renewal = now + self.ttl / 6;
+        match self.sent {
+            Some(sent) if now - sent < self.ttl / 3 => return,
+            Some(_) => self.reopen(ops).await,
+            None if self.keeper.is_none() => self.reopen(ops).await,
+            None => {}
+        }
+        if let Some(keeper) = &mut self.keeper {
+            match within(self.margin, "lease renewal", keeper.keep_alive()).await {
+                Ok(()) => self.sent = Some(now),
+                Err(e) => tracing::warn!("lease renewal not sent: {e}"),
+            }
+        }
+    }
+
+    /// The next answer to a renewal: the deadline moves to its send time + the TTL
+    /// granted − the margin. A TTL of 0 means the lease is gone.
+    async fn answer(&mut self) -> Result<(), etcd_client::Error> {
+        let Some(answers) = &mut self.answers else {
+            return std::future::pending().await;
+        };
+        let Some(answer) = answers.message().await? else {
+            self.answers = None;
+            return Err(etcd_client::Error::LeaseKeepAliveError(
+                "the renewal stream ended".into(),
+            ));
+        };
+        let Some(sent) = self.sent.take() else {
+            return Ok(());
+        };
+        if answer.ttl() <= 0 {
+            self.deadline = Instant::now();
+            return Ok(());
+        }
+        let ttl = Duration::from_secs(answer.ttl() as u64);
+        self.deadline = self.deadline.max(sent + ttl - self.margin);
+        self.next_renewal = sent + self.ttl / 3;
+        Ok(())
+    }
+
+    /// Opens a new renewal stream after the last one failed.
+    async fn reopen(&mut self, ops: &mut Client) {
+        self.sent = None;
+        match within(self.margin, "lease renewal", ops.lease_keep_alive(self.id)).await {
+            Ok((keeper, answers)) => {
+                self.keeper = Some(keeper);
+                self.answers = Some(answers);
+            }
+            Err(e) => {
+                tracing::warn!("lease renewal stream: {e}");
+                self.keeper = None;
+                self.answers = None;
+            }
+        }
+    }
+
+    /// Gives the lease back, so that its key goes at once.
+    async fn revoke(&self, ops: &mut Client) {
+        if let Err(e) = within(self.margin, "revoke", ops.lease_revoke(self.id)).await {
+            tracing::warn!("revoking the lease failed (it expires by itself): {e}");
+        }
+    }
+}
+
+/// A watch of the election's prefix: it wakes the engine when candidates come or
+/// go, and remembers the leader last reported (`None` until the first read).
+struct LeaderView {
+    /// `None` after the watch broke, until it is reopened.
+    stream: Option<etcd_client::WatchStream>,
+    leader: Option<Option<u64>>,
+}
+
+impl LeaderView {
+    async fn open(long: &Client, prefix: &str) -> Result<Self, etcd_client::Error> {
+        let stream = long
+            .watch_client()
+            .watch(prefix, Some(WatchOptions::new().with_prefix()))
+            .await?;
+        Ok(LeaderView {
+            stream: Some(stream),
+            leader: None,
+        })
+    }
+
+    /// Tries to watch again, for at most `limit` (the engine must not wait longer).
+    async fn reopen(&mut self, long: &Client, prefix: &str, limit: Duration) {
+        if let Ok(view) = within(limit, "watch", Self::open(long, prefix)).await {
+            self.stream = view.stream;
+        }
+    }
+
+    /// Waits until a candidate's key was put or deleted (forever while broken).
+    async fn changed(&mut self) -> Result<(), etcd_client::Error> {
+        let Some(stream) = &mut self.stream else {
+            return std::future::pending().await;
+        };
+        loop {
+            let Some(response) = stream.message().await? else {
+                return Err(etcd_client::Error::WatchError("the watch ended".into()));
+            };
+            if response.canceled() {
+                return Err(etcd_client::Error::WatchError(
+                    "the watch was canceled".into(),
+                ));
+            }
+            if response
+                .events()
+                .iter()
+                .any(|e| matches!(e.event_type(), EventType::Put | EventType::Delete))
+            {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! `handover run --mode failover --election etcd` against real etcd clusters
+//! (Debian's etcd-server, members on loopback ports started by the test, fast raft
+//! timings): one leader, immediate takeover when it leaves, takeover within the TTL
+//! when it is killed, fencing tokens that grow, and no split brain when etcd itself
+//! fails.
+//!
+//! Needs the etcd binary; skips with the reason otherwise, and fails under
+//! `CI=true`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use handover_tests::etcd::{etcd_bin, Cluster};
+use handover_tests::measure::t_us;
+use handover_tests::process::{handover_bin, monotonic_us, scratch, Run};
+use handover_tests::require;
+use rustix::process::Signal;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A candidate: `handover run` in failover mode on etcd with lease TTL `ttl`, around
+/// a service that appends the fencing token it was given to `tokens`.
+fn candidate(cluster: &Cluster, ttl: &str, tokens: &std::path::Path) -> Run {
+    let script = format!(
+        "echo \"$HANDOVER_FENCING_TOKEN\" >> {}; exec sleep 1000",
+        tokens.display()
+    );
+    let mut cmd = Command::new(handover_bin());
+    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+        .args([
+            "--election",
+            "etcd",
+            "--etcd-endpoints",
+            &cluster.endpoints(),
+        ])
+        .args(["--scope", "svc", "--ttl", ttl, "--stop-timeout", "5s"])
+        .args(["--", "sh", "-c", &script]);
+    Run::spawn(cmd)
+}
+
+/// The token of `run`'s next term.
+fn term(run: &mut Run) -> u64 {
+    let term = run.next_event("term", WAIT).expect("a term");
+    assert!(run.saw("elected", WAIT), "elected after its term");
+    term["token"].as_u64().expect("token")
+}
+
+/// What `run` said, one short line per event or log message.
+fn summary(run: &Run) -> Vec<String> {
+    run.seen
+        .iter()
+        .map(|e| {
+            let t = e["t_us"].as_u64().unwrap_or(0) / 1000;
+            match e["event"].as_str() {
+                Some(name) => format!("{t} {name}"),
+                None => format!("log {}", e["fields"]["message"]),
+            }
+        })
+        .collect()
+}
+
+fn etcd() -> Result<std::path::PathBuf, String> {
+    etcd_bin()
+}
+
+#[test]
+fn one_leader_takes_over_at_once_on_leave_and_within_the_ttl_on_kill() {
+    let bin = etcd();
+    require!(bin.as_ref().err());
+    let cluster = Cluster::start(bin.unwrap(), 1);
+    let dir = scratch("etcd-one-leader");
+    let tokens = dir.join("tokens");
+
+    let mut a = candidate(&cluster, "2s", &tokens);
+    let token_a = term(&mut a);
+    let mut b = candidate(&cluster, "2s", &tokens);
+    assert!(b.saw("ready", WAIT), "b stands by");
+    assert!(!b.saw("elected", Duration::from_secs(1)), "one leader");
+    assert!(
+        !b.saw("child_started", Duration::ZERO),
+        "the standby's service waits"
+    );
+
+    // a leaves (SIGTERM, as a supervisor stops it): it resigns, b leads at once.
+    let left = monotonic_us();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(a.pid() as i32).unwrap(),
+        Signal::TERM,
+    )
+    .unwrap();
+    let token_b = term(&mut b);
+    let took = t_us(&mut b, "elected") - left;
+    assert!(took < 1_000_000, "takeover after a resign took {took} µs");
+    assert_eq!(a.wait(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(token_b > token_a, "tokens grow: {token_a} then {token_b}");
+
+    // b is killed: c leads once b's lease expires, within TTL + 1 s.
+    let mut c = candidate(&cluster, "2s", &tokens);
+    assert!(c.saw("ready", WAIT));
+    let killed = monotonic_us();
+    b.kill();
+    let token_c = term(&mut c);
+    let took = t_us(&mut c, "elected") - killed;
+    assert!(took < 3_000_000, "takeover after kill -9 took {took} µs");
+    assert!(token_c > token_b, "tokens grow: {token_b} then {token_c}");
+
+    // Each service got its term's token.
+    assert!(c.saw("child_started", WAIT));
+    let seen = || std::fs::read_to_string(&tokens).unwrap_or_default();
+    assert!(
+        handover_tests::process::eventually(WAIT, || seen().lines().count() == 3),
+        "{}",
+        seen()
+    );
+    let given: Vec<u64> = seen().lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(given, vec![token_a, token_b, token_c]);
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Leadership intervals `[elected, demoted)` of `run` on the monotonic clock, from
+/// its events so far (an open interval ends at `now`).
+fn terms(run: &Run, now: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut since = None;
+    for e in &run.seen {
+        let t = e["t_us"].as_u64().unwrap_or(0);
+        match e["event"].as_str() {
+            Some("elected") => since = Some(t),
+            Some("demoted") => {
+                if let Some(s) = since.take() {
+                    out.push((s, t));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.extend(since.map(|s| (s, now)));
+    out
+}
+
+#[test]
+fn a_raft_leader_crash_does_not_change_the_election_leader() {
+    let bin = etcd();
+    require!(bin.as_ref().err());
+    let mut cluster = Cluster::start(bin.unwrap(), 3);
+    let dir = scratch("etcd-raft-crash");
+    let tokens = dir.join("tokens");
+    let mut a = candidate(&cluster, "5s", &tokens);
+    term(&mut a);
+    let mut b = candidate(&cluster, "5s", &tokens);
+    assert!(b.saw("ready", WAIT));
+
+    let raft = cluster.raft_leader().expect("a raft leader");
+    cluster.kill(raft);
+    // Raft elects a new leader in about 0.75 s and extends every lease: with the
+    // default TTL the term goes on, with no second election.
+    assert!(!a.saw("demoted", Duration::from_secs(4)), "{:?}", a.seen);
+    assert!(!b.saw("elected", Duration::ZERO), "{:?}", b.seen);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn quorum_loss_never_gives_two_leaders_and_recovery_gives_one() {
+    let bin = etcd();
+    require!(bin.as_ref().err());
+    let cluster = Cluster::start(bin.unwrap(), 3);
+    let dir = scratch("etcd-quorum");
+    let tokens = dir.join("tokens");
+    let mut a = candidate(&cluster, "2s", &tokens);
+    term(&mut a);
+    let mut b = candidate(&cluster, "2s", &tokens);
+    assert!(b.saw("ready", WAIT));
+
+    // Two of three members frozen for longer than the TTL: no quorum, no renewal.
+    cluster.signal(1, Signal::STOP);
+    cluster.signal(2, Signal::STOP);
+    assert!(
+        a.saw("demoted", Duration::from_secs(4)),
+        "the leader demotes itself"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.signal(1, Signal::CONT);
+    cluster.signal(2, Signal::CONT);
+
+    let recovered = handover_tests::process::eventually(Duration::from_secs(15), || {
+        a.collect(Duration::from_millis(50));
+        b.collect(Duration::from_millis(50));
+        let now = monotonic_us();
+        let leading = |r: &Run| terms(r, now).last().is_some_and(|&(_, end)| end == now);
+        leading(&a) || leading(&b)
+    });
+    assert!(
+        recovered,
+        "a leader after recovery: a {:?} b {:?}",
+        summary(&a),
+        summary(&b)
+    );
+    a.collect(Duration::from_secs(1));
+    b.collect(Duration::ZERO);
+    let now = monotonic_us();
+    let (ta, tb) = (terms(&a, now), terms(&b, now));
+    for x in &ta {
+        for y in &tb {
+            assert!(
+                x.1 <= y.0 || y.1 <= x.0,
+                "overlapping terms: a {ta:?} b {tb:?}"
+            );
+        }
+    }
+    let open = |t: &[(u64, u64)]| t.last().is_some_and(|&(_, end)| end == now);
+    assert_eq!(
+        open(&ta) as u8 + open(&tb) as u8,
+        1,
+        "exactly one leader: a {ta:?} b {tb:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
