@@ -12,7 +12,7 @@
 //!   returns success for a key that no longer exists; a transaction comparing the
 //!   key's create revision proves it before `Elected`.
 //! - **A fencing token.** The leader key's create revision, which grows across
-//!   terms: [`Event::Term`](crate::Event::Term) carries it, before `Elected`.
+//!   terms: [`Event::Term`] carries it, before `Elected`.
 //! - **Who leads, including nobody.** A watch of the election's prefix and a sorted
 //!   read give `LeaderChanged` (etcd's Observe never reports "no leader").
 //! - **Leaving is immediate.** `leave()`, or dropping every handle, resigns and

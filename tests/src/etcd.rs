@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::process::{handover_bin, Run};
+
 /// The etcd server: `$HANDOVER_ETCD_BIN`, else `etcd` on `PATH`; `Err` says what
 /// is missing.
 pub fn etcd_bin() -> Result<PathBuf, String> {
@@ -225,4 +227,20 @@ impl Drop for Cluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A candidate: `handover run --mode failover --election etcd` on `cluster`, scope
+/// `svc`, lease TTL `ttl`, around `service`.
+pub fn candidate(cluster: &Cluster, ttl: &str, service: &[&str]) -> Run {
+    let mut cmd = Command::new(handover_bin());
+    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+        .args([
+            "--election",
+            "etcd",
+            "--etcd-endpoints",
+            &cluster.endpoints(),
+        ])
+        .args(["--scope", "svc", "--ttl", ttl, "--stop-timeout", "5s", "--"])
+        .args(service);
+    Run::spawn(cmd)
 }

@@ -7,35 +7,24 @@
 //! Needs the etcd binary; skips with the reason otherwise, and fails under
 //! `CI=true`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use handover_tests::etcd::{etcd_bin, Cluster};
 use handover_tests::measure::t_us;
-use handover_tests::process::{handover_bin, monotonic_us, scratch, Run};
+use handover_tests::process::{monotonic_us, scratch, Run};
 use handover_tests::require;
 use rustix::process::Signal;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A candidate: `handover run` in failover mode on etcd with lease TTL `ttl`, around
-/// a service that appends the fencing token it was given to `tokens`.
+/// A candidate with lease TTL `ttl` around a service that appends the fencing
+/// token it was given to `tokens`.
 fn candidate(cluster: &Cluster, ttl: &str, tokens: &std::path::Path) -> Run {
     let script = format!(
         "echo \"$HANDOVER_FENCING_TOKEN\" >> {}; exec sleep 1000",
         tokens.display()
     );
-    let mut cmd = Command::new(handover_bin());
-    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
-        .args([
-            "--election",
-            "etcd",
-            "--etcd-endpoints",
-            &cluster.endpoints(),
-        ])
-        .args(["--scope", "svc", "--ttl", ttl, "--stop-timeout", "5s"])
-        .args(["--", "sh", "-c", &script]);
-    Run::spawn(cmd)
+    handover_tests::etcd::candidate(cluster, ttl, &["sh", "-c", &script])
 }
 
 /// The token of `run`'s next term.
