@@ -1,6 +1,7 @@
 //! Real etcd clusters for the tests: members started from the etcd binary on
-//! loopback ports picked here, with the fast timings etcd's own tests use, and
-//! removed (processes and data directories) when the cluster is dropped.
+//! loopback ports picked here (or on a container's address, for candidates in
+//! other containers), with the fast timings etcd's own tests use, and removed
+//! (processes and data directories) when the cluster is dropped.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -8,7 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::Netns;
 use crate::process::{handover_bin, Run};
+use crate::topology::Container;
 
 /// The etcd server: `$HANDOVER_ETCD_BIN`, else `etcd` on `PATH`; `Err` says what
 /// is missing.
@@ -43,30 +46,43 @@ pub struct Member {
 }
 
 impl Member {
-    /// Its client URL.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
-    }
-
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Child::id)
     }
 }
 
-/// A cluster of etcd members on loopback.
+/// A cluster of etcd members.
 #[derive(Debug)]
 pub struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
     initial: String,
+    /// Where the members run: a container of a test network, or this namespace.
+    host: Option<Container>,
+    ip: Ipv4Addr,
     /// The members, in start order.
     pub members: Vec<Member>,
 }
 
 impl Cluster {
-    /// Starts `n` members and waits until each answers its health check.
+    /// Starts `n` members on loopback and waits until each answers its health
+    /// check.
     pub fn start(bin: PathBuf, n: usize) -> Self {
+        Self::start_on(bin, n, None)
+    }
+
+    /// The same in container `host`, on its address: reachable from the other
+    /// containers of its network.
+    pub fn start_in(bin: PathBuf, n: usize, host: Container) -> Self {
+        Self::start_on(bin, n, Some(host))
+    }
+
+    fn start_on(bin: PathBuf, n: usize, host: Option<Container>) -> Self {
+        let ip = match &host {
+            Some(c) => c.address.expect("the etcd host is plugged in"),
+            None => Ipv4Addr::LOCALHOST,
+        };
         let dir = crate::process::scratch(&format!("etcd-{n}-{}", free_port()));
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -78,13 +94,15 @@ impl Cluster {
             .collect();
         let initial = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .map(|m| format!("{}=http://{ip}:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Cluster {
             bin,
             dir,
             initial,
+            host,
+            ip,
             members,
         };
         for i in 0..n {
@@ -96,23 +114,35 @@ impl Cluster {
         cluster
     }
 
+    /// Member `i`'s client URL.
+    pub fn url(&self, i: usize) -> String {
+        format!("http://{}:{}", self.ip, self.members[i].client)
+    }
+
+    /// The address every member listens on.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
     fn spawn(&mut self, i: usize) {
+        let (url, peer) = (
+            self.url(i),
+            format!("http://{}:{}", self.ip, self.members[i].peer),
+        );
         let m = &self.members[i];
         let data = self.dir.join(&m.name);
-        let child = Command::new(&self.bin)
+        let mut cmd = match &self.host {
+            Some(c) => c.ns.command(&self.bin),
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen-client-urls", &m.url()])
-            .args(["--advertise-client-urls", &m.url()])
-            .args([
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{}", m.peer),
-            ])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{}", m.peer),
-            ])
+            .args(["--listen-client-urls", &url])
+            .args(["--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &self.initial])
             .args(["--initial-cluster-state", "new"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
@@ -126,16 +156,24 @@ impl Cluster {
 
     /// Comma-separated client URLs of every member.
     pub fn endpoints(&self) -> String {
-        self.members
-            .iter()
-            .map(Member::url)
+        (0..self.members.len())
+            .map(|i| self.url(i))
             .collect::<Vec<_>>()
             .join(",")
     }
 
+    /// A connection to member `i`'s client port, from where the cluster runs.
+    fn connect(&self, i: usize) -> Option<TcpStream> {
+        let to = (self.ip, self.members[i].client);
+        match &self.host {
+            Some(c) => c.ns.enter(|| TcpStream::connect(to).ok()),
+            None => TcpStream::connect(to).ok(),
+        }
+    }
+
     /// Whether member `i` says it is healthy (`GET /health` on its client port).
     pub fn healthy(&self, i: usize) -> bool {
-        let Ok(mut s) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.members[i].client)) else {
+        let Some(mut s) = self.connect(i) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
@@ -177,7 +215,7 @@ impl Cluster {
     }
 
     fn status(&self, i: usize) -> Option<String> {
-        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, self.members[i].client)).ok()?;
+        let mut s = self.connect(i)?;
         s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
         let body = "{}";
         let request = format!(
@@ -232,7 +270,15 @@ impl Drop for Cluster {
 /// A candidate: `handover run --mode failover --election etcd` on `cluster`, scope
 /// `svc`, lease TTL `ttl`, around `service`.
 pub fn candidate(cluster: &Cluster, ttl: &str, service: &[&str]) -> Run {
-    let mut cmd = Command::new(handover_bin());
+    candidate_from(Command::new(handover_bin()), cluster, ttl, service)
+}
+
+/// The same in network namespace `ns`.
+pub fn candidate_in(ns: &Netns, cluster: &Cluster, ttl: &str, service: &[&str]) -> Run {
+    candidate_from(ns.command(handover_bin()), cluster, ttl, service)
+}
+
+fn candidate_from(mut cmd: Command, cluster: &Cluster, ttl: &str, service: &[&str]) -> Run {
     cmd.args(["--log-format", "json", "run", "--mode", "failover"])
         .args([
             "--election",

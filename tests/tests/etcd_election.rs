@@ -9,10 +9,11 @@
 
 use std::time::Duration;
 
-use handover_tests::etcd::{etcd_bin, Cluster};
+use handover_tests::etcd::{candidate_in, etcd_bin, Cluster};
 use handover_tests::measure::t_us;
 use handover_tests::process::{monotonic_us, scratch, Run};
-use handover_tests::require;
+use handover_tests::topology::Containers;
+use handover_tests::{require, require_netns};
 use rustix::process::Signal;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -204,4 +205,40 @@ fn quorum_loss_never_gives_two_leaders_and_recovery_gives_one() {
         "exactly one leader: a {ta:?} b {tb:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_leader_cut_off_from_etcd_stops_before_another_is_elected() {
+    require_netns!();
+    let bin = etcd();
+    require!(bin.as_ref().err());
+    // etcd in one container, each candidate in another, on one bridge.
+    let net = Containers::new();
+    let cluster = Cluster::start_in(bin.unwrap(), 1, net.container());
+    let (near, far) = (net.container(), net.container());
+    let service = ["sleep", "1000"];
+    let mut a = candidate_in(&near.ns, &cluster, "2s", &service);
+    assert!(a.saw("elected", WAIT), "{:?}", summary(&a));
+    let mut b = candidate_in(&far.ns, &cluster, "2s", &service);
+    assert!(b.saw("ready", WAIT));
+    assert!(b.saw("leader_changed", WAIT));
+
+    // Everything a sends to etcd is lost from now on: it hears nothing back either.
+    near.ns.nft(&format!(
+        "add table inet cut; \
+         add chain inet cut out {{ type filter hook output priority 0; }}; \
+         add rule inet cut out ip daddr {} drop",
+        cluster.ip()
+    ));
+    let demoted = t_us(&mut a, "demoted");
+    let stopped = t_us(&mut a, "child_exited");
+    let elected = t_us(&mut b, "elected");
+    assert!(
+        demoted < elected && stopped < elected,
+        "a demoted at {demoted}, its service stopped at {stopped}, b elected at {elected} µs"
+    );
+    eprintln!(
+        "gap between the old leader's service stopping and the new leader: {} ms",
+        (elected - stopped) / 1000
+    );
 }
