@@ -10,9 +10,13 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let from = SocketAddr::from(([192, 168, 1, 2], 1538));
-    if let Ok(Some(s)) = handover_std::observe::sighting(from, data) {
-        assert!(s.name.chars().count() <= handover_proto::wire::MAX_NAME);
-        assert!(s.addresses.len() <= handover_proto::wire::MAX_ADDRESSES);
+    for keys in [&[][..], &[[3; 32]][..]] {
+        if let Ok(Some(s)) = handover_std::observe::sighting(from, data, keys) {
+            assert!(s.name.chars().count() <= handover_proto::wire::MAX_NAME);
+            assert!(s.addresses.len() <= handover_proto::wire::MAX_ADDRESSES);
+            // Authenticity is claimed only with a key, and never for v1.
+            assert_eq!(s.authentic.is_some(), !keys.is_empty() && !s.legacy);
+        }
     }
     for key in [None, Some(GroupKey([3; 32]))] {
         let config = Config {

@@ -208,13 +208,13 @@ impl Engine {
         let long = within(limit, "connect", self.connect(None)).await?;
         let prefix = format!("{}/", self.etcd.name);
         let mut view = within(limit, "watch", LeaderView::open(&long, &prefix)).await?;
-        self.observe(&mut ops, &mut view, &prefix).await?;
+        self.observe(&mut ops, &mut view, &prefix, limit).await?;
 
         // Not ready yet: only watch who leads.
         while !self.ready {
             tokio::select! {
                 cmd = self.link.commands.recv() => if self.command(cmd) { return Ok(Ended::Left) },
-                changed = view.changed() => { changed?; self.observe(&mut ops, &mut view, &prefix).await?; }
+                changed = view.changed() => { changed?; self.observe(&mut ops, &mut view, &prefix, limit).await?; }
             }
         }
 
@@ -238,11 +238,13 @@ impl Engine {
         tokio::pin!(campaign);
         let leader: LeaderKey = loop {
             tokio::select! {
-                won = &mut campaign => break won?.take_leader().unwrap_or_default(),
+                // A campaign that returns after the deadline is given up.
+                biased;
                 () = sleep_until(lease.deadline) => {
                     lease.revoke(&mut ops).await;
                     return Ok(Ended::Lost("the lease expired while campaigning".into()));
                 }
+                won = &mut campaign => break won?.take_leader().unwrap_or_default(),
                 () = sleep_until(lease.next_renewal) => lease.renew(&mut ops).await,
                 answered = lease.answer() => if let Err(e) = answered {
                     tracing::warn!("lease renewal failed: {e}");
@@ -252,7 +254,7 @@ impl Engine {
                     lease.revoke(&mut ops).await;
                     return Ok(Ended::Left);
                 },
-                changed = view.changed() => { changed?; self.observe(&mut ops, &mut view, &prefix).await?; }
+                changed = view.changed() => { changed?; self.observe(&mut ops, &mut view, &prefix, limit).await?; }
             }
         };
 
@@ -278,16 +280,21 @@ impl Engine {
         self.set_state(State::Active, Some(term.clone()));
         self.link.emit(Event::Term(term));
         self.link.emit(Event::Protocol(P::Elected));
-        self.observe(&mut ops, &mut view, &prefix).await?;
+        let _ = self
+            .observe(&mut ops, &mut view, &prefix, lease.time_left())
+            .await;
 
+        // While leading, nothing may wait past the deadline: it comes first, and
+        // every request is bounded by the time left until it.
         let ended = loop {
             tokio::select! {
+                biased;
                 () = sleep_until(lease.deadline) => break Ended::Lost("the lease could not be renewed in time".into()),
                 () = sleep_until(lease.next_renewal) => {
                     // Renewals go on until the deadline: another member may answer.
                     lease.renew(&mut ops).await;
                     if view.stream.is_none() {
-                        view.reopen(&long, &prefix, self.etcd.margin()).await;
+                        view.reopen(&long, &prefix, lease.time_left()).await;
                     }
                 }
                 answered = lease.answer() => if let Err(e) = answered {
@@ -301,7 +308,7 @@ impl Engine {
                         tracing::warn!("watching the election failed: {e}");
                         view.stream = None;
                     }
-                    let _ = self.observe(&mut ops, &mut view, &prefix).await;
+                    let _ = self.observe(&mut ops, &mut view, &prefix, lease.time_left()).await;
                 }
             }
         };
@@ -319,18 +326,20 @@ impl Engine {
         Ok(ended)
     }
 
-    /// Reads who leads (the candidate with the oldest key) and reports a change.
+    /// Reads who leads (the candidate with the oldest key), waiting at most `limit`,
+    /// and reports a change.
     async fn observe(
         &self,
         ops: &mut Client,
         view: &mut LeaderView,
         prefix: &str,
+        limit: Duration,
     ) -> Result<(), etcd_client::Error> {
         let first = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
             .with_limit(1);
-        let response = within(self.etcd.margin(), "read", ops.get(prefix, Some(first))).await?;
+        let response = within(limit, "read", ops.get(prefix, Some(first))).await?;
         let leader = response.kvs().first().and_then(|kv| {
             let value = std::str::from_utf8(kv.value()).ok()?;
             u64::from_str_radix(value.split_whitespace().next()?, 16).ok()
@@ -411,8 +420,9 @@ impl Lease {
             None if self.keeper.is_none() => self.reopen(ops).await,
             None => {}
         }
+        let limit = self.time_left();
         if let Some(keeper) = &mut self.keeper {
-            match within(self.margin, "lease renewal", keeper.keep_alive()).await {
+            match within(limit, "lease renewal", keeper.keep_alive()).await {
                 Ok(()) => self.sent = Some(now),
                 Err(e) => tracing::warn!("lease renewal not sent: {e}"),
             }
@@ -447,7 +457,13 @@ impl Lease {
     /// Opens a new renewal stream after the last one failed.
     async fn reopen(&mut self, ops: &mut Client) {
         self.sent = None;
-        match within(self.margin, "lease renewal", ops.lease_keep_alive(self.id)).await {
+        match within(
+            self.time_left(),
+            "lease renewal",
+            ops.lease_keep_alive(self.id),
+        )
+        .await
+        {
             Ok((keeper, answers)) => {
                 self.keeper = Some(keeper);
                 self.answers = Some(answers);
@@ -458,6 +474,13 @@ impl Lease {
                 self.answers = None;
             }
         }
+    }
+
+    /// How long a request may take: until the deadline, and never more than the
+    /// margin.
+    fn time_left(&self) -> Duration {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        left.clamp(Duration::from_millis(1), self.margin)
     }
 
     /// Gives the lease back, so that its key goes at once.

@@ -242,3 +242,47 @@ fn a_leader_cut_off_from_etcd_stops_before_another_is_elected() {
         (elected - stopped) / 1000
     );
 }
+
+/// The log messages `run` wrote before its first event named `event`.
+fn logged_before(run: &Run, event: &str) -> Vec<String> {
+    run.seen
+        .iter()
+        .take_while(|e| e["event"] != event)
+        .filter_map(|e| e["fields"]["message"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_campaign_that_outlived_its_lease_never_leads() {
+    let bin = etcd();
+    require!(bin.as_ref().err());
+    let cluster = Cluster::start(bin.unwrap(), 1);
+    let dir = scratch("etcd-phantom");
+    let tokens = dir.join("tokens");
+    let mut a = candidate(&cluster, "2s", &tokens);
+    term(&mut a);
+    let mut b = candidate(&cluster, "2s", &tokens);
+    assert!(b.saw("ready", WAIT));
+    assert!(b.saw("leader_changed", WAIT));
+    std::thread::sleep(Duration::from_millis(200));
+
+    // b waits in its campaign, frozen, until its lease is gone; then a leaves, and
+    // etcd answers b's campaign with success for a key that no longer exists.
+    let pid = rustix::process::Pid::from_raw(b.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, Signal::STOP).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let a_pid = rustix::process::Pid::from_raw(a.pid() as i32).unwrap();
+    rustix::process::kill_process(a_pid, Signal::TERM).unwrap();
+    assert_eq!(a.wait(WAIT).and_then(|s| s.code()), Some(0));
+    std::thread::sleep(Duration::from_millis(500));
+    rustix::process::kill_process(pid, Signal::CONT).unwrap();
+
+    // b leads, but only in a new term, after giving that campaign up.
+    assert!(b.saw("elected", WAIT), "{:?}", summary(&b));
+    let before = logged_before(&b, "elected");
+    assert!(
+        before.iter().any(|m| m.starts_with("election term ended")),
+        "b led on the campaign of an expired lease: {before:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
