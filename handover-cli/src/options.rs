@@ -182,6 +182,16 @@ impl ElectionArgs {
     pub fn apply(&self, c: &mut Config, mode: Mode) -> Result<(), String> {
         match self.election {
             Backend::Multicast => Ok(()),
+            #[cfg(not(feature = "etcd"))]
+            Backend::Etcd => {
+                let _ = (c, mode);
+                Err(
+                    "--election etcd: this handover was built without etcd support \
+                     (cargo feature `etcd`)"
+                        .into(),
+                )
+            }
+            #[cfg(feature = "etcd")]
             Backend::Etcd => {
                 if mode != Mode::Failover {
                     return Err("--election etcd: needs --mode failover (etcd elects; it \
