@@ -277,9 +277,11 @@ impl Engine {
             key: String::from_utf8_lossy(&key).into_owned(),
         };
         tracing::info!(token = term.token, key = %term.key, "elected");
-        self.set_state(State::Active, Some(term.clone()));
-        self.link.emit(Event::Term(term));
+        // Events before the status that reflects them, as the multicast engine
+        // does: a service that sees the status change has the events too.
+        self.link.emit(Event::Term(term.clone()));
         self.link.emit(Event::Protocol(P::Elected));
+        self.set_state(State::Active, Some(term));
         let _ = self
             .observe(&mut ops, &mut view, &prefix, lease.time_left())
             .await;
@@ -313,8 +315,8 @@ impl Engine {
             }
         };
         // Demoted first, so that the service stops before anyone else can lead.
-        self.set_state(State::Standby, None);
         self.link.emit(Event::Protocol(P::Demoted));
+        self.set_state(State::Standby, None);
         if let Ended::Left = ended {
             let resign = ResignOptions::new().with_leader(leader);
             let mut election = ops.election_client();
@@ -344,14 +346,17 @@ impl Engine {
             let value = std::str::from_utf8(kv.value()).ok()?;
             u64::from_str_radix(value.split_whitespace().next()?, 16).ok()
         });
+        // This instance's key may be the oldest before its campaign has returned
+        // and been verified: it is reported as leader only once elected.
+        let elected = self.link.status.borrow().state == State::Active;
+        if leader == Some(self.id) && !elected {
+            return Ok(());
+        }
         if view.leader != Some(leader) {
             view.leader = Some(leader);
-            self.link.status.send_modify(|s| s.leader = leader);
             self.link
                 .emit(Event::Protocol(P::LeaderChanged { id: leader }));
-            if leader == Some(self.id) {
-                tracing::debug!("this instance leads");
-            }
+            self.link.status.send_modify(|s| s.leader = leader);
         }
         Ok(())
     }

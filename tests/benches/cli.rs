@@ -7,16 +7,13 @@
 //!
 //! `cargo bench -p handover-tests --bench cli` (`HANDOVER_BENCH_ROUNDS`, default 100)
 
-use handover_tests::measure::{hand_over_chain, report, t_us};
+use handover_tests::measure::{hand_over_chain, report, setting, t_us};
 use handover_tests::netns::{unavailable, Netns};
 use handover_tests::process::{fake_service, monotonic_us, Run};
 use handover_tests::topology::Containers;
 
 fn rounds() -> usize {
-    std::env::var("HANDOVER_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100)
+    setting("HANDOVER_BENCH_ROUNDS", 100) as usize
 }
 
 /// Where the instances run: the namespaces they take turns in, and whether they are

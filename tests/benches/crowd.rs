@@ -10,17 +10,10 @@
 use std::time::Duration;
 
 use handover_tests::crowd::Crowd;
-use handover_tests::measure::{cpu_ns, hand_over_chain, report, t_us};
+use handover_tests::measure::{cpu_ns, hand_over_chain, report, setting, t_us};
 use handover_tests::netns::{unavailable, Netns};
 use handover_tests::process::{fake_service, Run};
 use handover_tests::topology::Containers;
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// `handover run` with default network options (bridge mode) around the test
 /// service, in `ns`.

@@ -9,15 +9,12 @@
 use std::time::Duration;
 
 use handover_tests::etcd::{candidate, etcd_bin, Cluster};
-use handover_tests::measure::{cpu_ns, report, t_us};
+use handover_tests::measure::{cpu_ns, peak_rss_kib, report, setting, t_us};
 use handover_tests::process::{monotonic_us, Run};
 use rustix::process::{kill_process, Pid, Signal};
 
 fn rounds(default: usize) -> usize {
-    std::env::var("HANDOVER_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    setting("HANDOVER_BENCH_ROUNDS", default as u64) as usize
 }
 
 const SERVICE: &[&str] = &["sleep", "100000"];
@@ -56,13 +53,7 @@ fn idle(cluster: &Cluster, seconds: u64) {
     let before = cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(seconds));
     let cpu = cpu_ns(pid) - before;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let hwm_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM");
+    let hwm_kib = peak_rss_kib(pid);
     println!(
         "idle leader, {seconds} s, TTL 5 s: peak RSS {:.2} MiB, CPU {:.4} % of one core",
         hwm_kib as f64 / 1024.0,

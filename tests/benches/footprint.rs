@@ -11,16 +11,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use handover_tests::measure::{report, t_us};
+use handover_tests::measure::{cpu_ns, peak_rss_kib, report, setting, t_us};
 use handover_tests::netns::{unavailable, Netns};
 use handover_tests::process::{handover_bin, monotonic_us, Run};
 use handover_tests::topology::Containers;
 
 fn rounds() -> usize {
-    std::env::var("HANDOVER_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100)
+    setting("HANDOVER_BENCH_ROUNDS", 100) as usize
 }
 
 /// `handover run EXTRA -- sleep` started directly inside `ns` (no `ip netns exec`
@@ -47,25 +44,14 @@ fn start_to_listening(ns: &Netns, n: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Peak RSS (KiB) of a process.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process");
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM")
-}
-
 /// An instance that leads alone, at a 1 s heartbeat, for `seconds`.
 fn idle(ns: &Netns, seconds: u64) {
     let mut run = start(ns, &["--heartbeat", "1s", "--ready-after", "0s"]);
     t_us(&mut run, "ready");
     let pid = run.pid();
-    let before = handover_tests::measure::cpu_ns(pid);
+    let before = cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(seconds));
-    let cpu = handover_tests::measure::cpu_ns(pid) - before;
+    let cpu = cpu_ns(pid) - before;
     println!(
         "idle, {seconds} s at a 1 s heartbeat: peak RSS {:.2} MiB, CPU {:.4} % of one core",
         peak_rss_kib(pid) as f64 / 1024.0,

@@ -41,6 +41,26 @@ pub fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
+/// A benchmark setting from the environment (`HANDOVER_BENCH_ROUNDS`...), else
+/// `default`.
+pub fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Peak resident set size of a process (`VmHWM`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process");
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM")
+}
+
 /// A chain of `n` hand-overs: `start(i)` starts the `i`-th instance (0 first); each
 /// new instance's `ready` to its predecessor's `shutdown_requested`, on one clock.
 pub fn hand_over_chain(n: usize, mut start: impl FnMut(usize) -> Run) -> Vec<u64> {
