@@ -1,6 +1,7 @@
 //! One failover scenario, written once against the library's API, run on both
-//! election backends: the multicast protocol (each instance in its own container
-//! on a bridge, default network options) and etcd (a real member on loopback).
+//! election backends: the multicast protocol (default network options) and etcd
+//! (a real member in a container of its own), each instance in its own container
+//! on a bridge.
 //! A service sees the same states and events whichever decides.
 //!
 //! Needs root (namespaces) and the etcd binary; skips with the reason otherwise,
@@ -99,11 +100,14 @@ fn failover_on_multicast() {
 
 #[test]
 fn failover_on_etcd() {
+    require_netns!();
     let bin = etcd_bin();
     require!(bin.as_ref().err());
-    let cluster = Cluster::start(bin.unwrap(), 1);
+    let net = Containers::new();
+    let cluster = Cluster::start_in(bin.unwrap(), 1, net.container());
+    let (a, b) = (net.container(), net.container());
     let endpoints: Vec<String> = cluster.endpoints().split(',').map(str::to_owned).collect();
-    failover([None, None], || {
+    failover([Some(&a.ns), Some(&b.ns)], || {
         let mut etcd = handover_std::etcd::EtcdConfig::new(endpoints.clone(), "backends");
         etcd.ttl = Duration::from_secs(2);
         Config {

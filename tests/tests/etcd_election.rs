@@ -1,31 +1,55 @@
 //! `handover run --mode failover --election etcd` against real etcd clusters
-//! (Debian's etcd-server, members on loopback ports started by the test, fast raft
-//! timings): one leader, immediate takeover when it leaves, takeover within the TTL
-//! when it is killed, fencing tokens that grow, and no split brain when etcd itself
-//! fails.
+//! (Debian's etcd-server, members started by the test in a container of a bridge
+//! network, fast raft timings), each candidate in a container of its own: one
+//! leader, immediate takeover when it leaves, takeover within the TTL when it is
+//! killed, fencing tokens that grow, and no split brain when etcd itself fails.
 //!
-//! Needs the etcd binary; skips with the reason otherwise, and fails under
-//! `CI=true`.
+//! Needs root (namespaces) and the etcd binary; skips with the reason otherwise,
+//! and fails under `CI=true`.
 
 use std::time::Duration;
 
 use handover_tests::etcd::{candidate_in, etcd_bin, Cluster};
 use handover_tests::measure::t_us;
 use handover_tests::process::{monotonic_us, scratch, Run};
-use handover_tests::topology::Containers;
+use handover_tests::topology::{Container, Containers};
 use handover_tests::{require, require_netns};
 use rustix::process::Signal;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A candidate with lease TTL `ttl` around a service that appends the fencing
-/// token it was given to `tokens`.
-fn candidate(cluster: &Cluster, ttl: &str, tokens: &std::path::Path) -> Run {
-    let script = format!(
-        "echo \"$HANDOVER_FENCING_TOKEN\" >> {}; exec sleep 1000",
-        tokens.display()
-    );
-    handover_tests::etcd::candidate(cluster, ttl, &["sh", "-c", &script])
+/// etcd in one container of a bridge network and each candidate in a container
+/// of its own: hosts that reach etcd over the network, as users run them.
+struct Site {
+    cluster: Cluster,
+    hosts: Vec<Container>,
+    net: Containers,
+}
+
+impl Site {
+    /// A network with `members` etcd members on one of its containers.
+    fn start(bin: std::path::PathBuf, members: usize) -> Self {
+        let net = Containers::new();
+        let cluster = Cluster::start_in(bin, members, net.container());
+        Site {
+            cluster,
+            hosts: Vec::new(),
+            net,
+        }
+    }
+
+    /// A candidate on a new host, with lease TTL `ttl`, around a service that
+    /// appends the fencing token it was given to `tokens`.
+    fn candidate(&mut self, ttl: &str, tokens: &std::path::Path) -> Run {
+        let script = format!(
+            "echo \"$HANDOVER_FENCING_TOKEN\" >> {}; exec sleep 1000",
+            tokens.display()
+        );
+        let host = self.net.container();
+        let run = candidate_in(&host.ns, &self.cluster, ttl, &["sh", "-c", &script]);
+        self.hosts.push(host);
+        run
+    }
 }
 
 /// The token of `run`'s next term.
@@ -55,15 +79,16 @@ fn etcd() -> Result<std::path::PathBuf, String> {
 
 #[test]
 fn one_leader_takes_over_at_once_on_leave_and_within_the_ttl_on_kill() {
+    require_netns!();
     let bin = etcd();
     require!(bin.as_ref().err());
-    let cluster = Cluster::start(bin.unwrap(), 1);
+    let mut site = Site::start(bin.unwrap(), 1);
     let dir = scratch("etcd-one-leader");
     let tokens = dir.join("tokens");
 
-    let mut a = candidate(&cluster, "2s", &tokens);
+    let mut a = site.candidate("2s", &tokens);
     let token_a = term(&mut a);
-    let mut b = candidate(&cluster, "2s", &tokens);
+    let mut b = site.candidate("2s", &tokens);
     assert!(b.saw("ready", WAIT), "b stands by");
     assert!(!b.saw("elected", Duration::from_secs(1)), "one leader");
     assert!(
@@ -85,7 +110,7 @@ fn one_leader_takes_over_at_once_on_leave_and_within_the_ttl_on_kill() {
     assert!(token_b > token_a, "tokens grow: {token_a} then {token_b}");
 
     // b is killed: c leads once b's lease expires, within TTL + 1 s.
-    let mut c = candidate(&cluster, "2s", &tokens);
+    let mut c = site.candidate("2s", &tokens);
     assert!(c.saw("ready", WAIT));
     let killed = monotonic_us();
     b.kill();
@@ -131,18 +156,19 @@ fn terms(run: &Run, now: u64) -> Vec<(u64, u64)> {
 
 #[test]
 fn a_raft_leader_crash_does_not_change_the_election_leader() {
+    require_netns!();
     let bin = etcd();
     require!(bin.as_ref().err());
-    let mut cluster = Cluster::start(bin.unwrap(), 3);
+    let mut site = Site::start(bin.unwrap(), 3);
     let dir = scratch("etcd-raft-crash");
     let tokens = dir.join("tokens");
-    let mut a = candidate(&cluster, "5s", &tokens);
+    let mut a = site.candidate("5s", &tokens);
     term(&mut a);
-    let mut b = candidate(&cluster, "5s", &tokens);
+    let mut b = site.candidate("5s", &tokens);
     assert!(b.saw("ready", WAIT));
 
-    let raft = cluster.raft_leader().expect("a raft leader");
-    cluster.kill(raft);
+    let raft = site.cluster.raft_leader().expect("a raft leader");
+    site.cluster.kill(raft);
     // Raft elects a new leader in about 0.75 s and extends every lease: with the
     // default TTL the term goes on, with no second election.
     assert!(!a.saw("demoted", Duration::from_secs(4)), "{:?}", a.seen);
@@ -152,26 +178,27 @@ fn a_raft_leader_crash_does_not_change_the_election_leader() {
 
 #[test]
 fn quorum_loss_never_gives_two_leaders_and_recovery_gives_one() {
+    require_netns!();
     let bin = etcd();
     require!(bin.as_ref().err());
-    let cluster = Cluster::start(bin.unwrap(), 3);
+    let mut site = Site::start(bin.unwrap(), 3);
     let dir = scratch("etcd-quorum");
     let tokens = dir.join("tokens");
-    let mut a = candidate(&cluster, "2s", &tokens);
+    let mut a = site.candidate("2s", &tokens);
     term(&mut a);
-    let mut b = candidate(&cluster, "2s", &tokens);
+    let mut b = site.candidate("2s", &tokens);
     assert!(b.saw("ready", WAIT));
 
     // Two of three members frozen for longer than the TTL: no quorum, no renewal.
-    cluster.signal(1, Signal::STOP);
-    cluster.signal(2, Signal::STOP);
+    site.cluster.signal(1, Signal::STOP);
+    site.cluster.signal(2, Signal::STOP);
     assert!(
         a.saw("demoted", Duration::from_secs(4)),
         "the leader demotes itself"
     );
     std::thread::sleep(Duration::from_secs(1));
-    cluster.signal(1, Signal::CONT);
-    cluster.signal(2, Signal::CONT);
+    site.cluster.signal(1, Signal::CONT);
+    site.cluster.signal(2, Signal::CONT);
 
     let recovered = handover_tests::process::eventually(Duration::from_secs(15), || {
         a.collect(Duration::from_millis(50));
@@ -254,14 +281,15 @@ fn logged_before(run: &Run, event: &str) -> Vec<String> {
 
 #[test]
 fn a_campaign_that_outlived_its_lease_never_leads() {
+    require_netns!();
     let bin = etcd();
     require!(bin.as_ref().err());
-    let cluster = Cluster::start(bin.unwrap(), 1);
+    let mut site = Site::start(bin.unwrap(), 1);
     let dir = scratch("etcd-phantom");
     let tokens = dir.join("tokens");
-    let mut a = candidate(&cluster, "2s", &tokens);
+    let mut a = site.candidate("2s", &tokens);
     term(&mut a);
-    let mut b = candidate(&cluster, "2s", &tokens);
+    let mut b = site.candidate("2s", &tokens);
     assert!(b.saw("ready", WAIT));
     assert!(b.saw("leader_changed", WAIT));
     std::thread::sleep(Duration::from_millis(200));
