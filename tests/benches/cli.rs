@@ -7,8 +7,8 @@
 //!
 //! `cargo bench -p handover-tests --bench cli` (`HANDOVER_BENCH_ROUNDS`, default 100)
 
-use handover_tests::measure::{hand_over_chain, report, setting, t_us};
-use handover_tests::netns::{unavailable, Netns};
+use handover_tests::measure::{hand_over_chain, report, setting, skip_bench, t_us};
+use handover_tests::netns::Netns;
 use handover_tests::process::{fake_service, monotonic_us, Run};
 use handover_tests::topology::Containers;
 
@@ -93,11 +93,7 @@ fn failovers(placement: &Placement, n: usize) -> (Vec<u64>, Vec<u64>) {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    if let Some(why) = unavailable() {
-        println!("skipped: {why}");
+    if skip_bench() {
         return;
     }
     let n = rounds();

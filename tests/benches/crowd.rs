@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use handover_tests::crowd::Crowd;
-use handover_tests::measure::{cpu_ns, hand_over_chain, report, setting, t_us};
-use handover_tests::netns::{unavailable, Netns};
+use handover_tests::measure::{cpu_ns, hand_over_chain, report, setting, skip_bench, t_us};
+use handover_tests::netns::Netns;
 use handover_tests::process::{fake_service, Run};
 use handover_tests::topology::Containers;
 
@@ -62,11 +62,7 @@ fn hand_overs(a: &Netns, b: &Netns, n: usize) -> Vec<u64> {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    if let Some(why) = unavailable() {
-        println!("skipped: {why}");
+    if skip_bench() {
         return;
     }
     let seconds = setting("HANDOVER_BENCH_SECONDS", 20);

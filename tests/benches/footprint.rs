@@ -11,8 +11,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use handover_tests::measure::{cpu_ns, peak_rss_kib, report, setting, t_us};
-use handover_tests::netns::{unavailable, Netns};
+use handover_tests::measure::{cpu_ns, peak_rss_kib, report, setting, skip_bench, t_us};
+use handover_tests::netns::Netns;
 use handover_tests::process::{handover_bin, monotonic_us, Run};
 use handover_tests::topology::Containers;
 
@@ -60,11 +60,7 @@ fn idle(ns: &Netns, seconds: u64) {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    if let Some(why) = unavailable() {
-        println!("skipped: {why}");
+    if skip_bench() {
         return;
     }
     let bin = handover_bin();

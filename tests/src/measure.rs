@@ -41,6 +41,19 @@ pub fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
+/// Whether a benchmark of real processes should not run: cargo only lists the
+/// benchmarks (`--list`), or network namespaces are unavailable (said on stdout).
+pub fn skip_bench() -> bool {
+    if std::env::args().any(|a| a == "--list") {
+        return true;
+    }
+    if let Some(why) = crate::netns::unavailable() {
+        println!("skipped: {why}");
+        return true;
+    }
+    false
+}
+
 /// A benchmark setting from the environment (`HANDOVER_BENCH_ROUNDS`...), else
 /// `default`.
 pub fn setting(name: &str, default: u64) -> u64 {
