@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+#[cfg(feature = "etcd")]
+use handover_std::etcd::{EtcdTls, Secret};
 use handover_std::{Config, NetworkMode, Policy};
 
 /// What a lost hand-over costs the loser.
@@ -162,6 +164,29 @@ pub struct ElectionArgs {
         requires = "etcd_user"
     )]
     pub etcd_password_file: Option<PathBuf>,
+
+    /// PEM file of the certificate authority that signs the etcd members'
+    /// certificates (https:// endpoints; default: the system's roots)
+    #[arg(long, env = "HANDOVER_ETCD_CA_FILE", value_name = "FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate, for clusters that check them (--client-cert-auth)
+    #[arg(
+        long,
+        env = "HANDOVER_ETCD_CERT_FILE",
+        value_name = "FILE",
+        requires = "etcd_key_file"
+    )]
+    pub etcd_cert_file: Option<PathBuf>,
+
+    /// PEM private key of the client certificate (read once, never logged)
+    #[arg(
+        long,
+        env = "HANDOVER_ETCD_KEY_FILE",
+        value_name = "FILE",
+        requires = "etcd_cert_file"
+    )]
+    pub etcd_key_file: Option<PathBuf>,
 }
 
 /// An etcd lease TTL etcd grants and the protocol can keep alive.
@@ -209,19 +234,32 @@ impl ElectionArgs {
                     handover_std::etcd::EtcdConfig::new(self.etcd_endpoints.clone(), name);
                 etcd.ttl = self.ttl;
                 if let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) {
-                    let password = std::fs::read_to_string(file).map_err(|e| {
-                        format!(
-                            "--etcd-password-file {}: cannot read it: {e}",
-                            file.display()
-                        )
-                    })?;
-                    etcd.credentials = Some((user.clone(), password.trim_end().to_owned()));
+                    let password = read("--etcd-password-file", file)?;
+                    let password = password.trim_ascii_end();
+                    etcd.credentials = Some((user.clone(), Secret::new(password)));
+                }
+                if self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some() {
+                    let mut tls = EtcdTls::default();
+                    if let Some(file) = &self.etcd_ca_file {
+                        tls.ca = read("--etcd-ca-file", file)?;
+                    }
+                    if let (Some(cert), Some(key)) = (&self.etcd_cert_file, &self.etcd_key_file) {
+                        let key = Secret::new(read("--etcd-key-file", key)?);
+                        tls.identity = Some((read("--etcd-cert-file", cert)?, key));
+                    }
+                    etcd.tls = Some(tls);
                 }
                 c.election = handover_std::Election::Etcd(etcd);
                 Ok(())
             }
         }
     }
+}
+
+/// The contents of the file given to `option`; the error names both.
+#[cfg(feature = "etcd")]
+fn read(option: &str, file: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(file).map_err(|e| format!("{option} {}: cannot read it: {e}", file.display()))
 }
 
 /// The group's keys: `run` authenticates with them, `watch` and `status` check

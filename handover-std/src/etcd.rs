@@ -23,8 +23,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaderKey, ResignOptions,
-    SortOrder, SortTarget, Txn, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    LeaderKey, ResignOptions, SortOrder, SortTarget, TlsOptions, Txn, WatchOptions,
 };
 use handover_proto::{Event as P, State, Stats};
 use tokio::time::{sleep_until, Instant};
@@ -42,7 +42,43 @@ pub struct EtcdConfig {
     /// Lease TTL: how long a leader that vanished keeps the election.
     pub ttl: Duration,
     /// User name and password, for clusters with authentication on.
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<(String, Secret)>,
+    /// TLS settings for `https://` endpoints (the system's roots when `None`).
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS towards etcd: whom to trust, and who we are when the cluster checks
+/// client certificates (`--client-cert-auth`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EtcdTls {
+    /// PEM certificates of the authorities that sign the members' certificates;
+    /// empty: the system's roots.
+    pub ca: Vec<u8>,
+    /// PEM client certificate and its private key.
+    pub identity: Option<(Vec<u8>, Secret)>,
+}
+
+/// A password or private key: compared and cloned, never shown (`Debug` prints
+/// a placeholder), so no log line or error can echo it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps `bytes`.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Secret(bytes.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 impl EtcdConfig {
@@ -58,6 +94,7 @@ impl EtcdConfig {
             name: name.into(),
             ttl: Self::DEFAULT_TTL,
             credentials: None,
+            tls: None,
         }
     }
 
@@ -95,6 +132,24 @@ impl Engine {
                 setting: "etcd endpoints",
                 value: String::new(),
                 expected: "a list of at least one client URL",
+            }
+            .into());
+        }
+        let https = etcd.endpoints.iter().filter(|e| e.starts_with("https://"));
+        let https = https.count();
+        if https != 0 && https != etcd.endpoints.len() {
+            return Err(crate::ConfigError::Invalid {
+                setting: "etcd endpoints",
+                value: etcd.endpoints.join(","),
+                expected: "all https:// or none: one connection carries one TLS setting",
+            }
+            .into());
+        }
+        if https == 0 && etcd.tls.is_some() {
+            return Err(crate::ConfigError::Invalid {
+                setting: "etcd endpoints",
+                value: etcd.endpoints.join(","),
+                expected: "https:// URLs, since TLS certificates are given",
             }
             .into());
         }
@@ -193,9 +248,32 @@ impl Engine {
             options = options.with_timeout(timeout);
         }
         if let Some((user, password)) = &self.etcd.credentials {
+            let password = String::from_utf8_lossy(password.expose()).into_owned();
             options = options.with_user(user, password);
         }
+        if self
+            .etcd
+            .endpoints
+            .iter()
+            .any(|e| e.starts_with("https://"))
+        {
+            options = options.with_tls(self.tls_options());
+        }
         Client::connect(&self.etcd.endpoints, Some(options)).await
+    }
+
+    fn tls_options(&self) -> TlsOptions {
+        let tls = self.etcd.tls.clone().unwrap_or_default();
+        let mut options = TlsOptions::new();
+        options = if tls.ca.is_empty() {
+            options.with_native_roots()
+        } else {
+            options.ca_certificate(Certificate::from_pem(tls.ca))
+        };
+        if let Some((cert, key)) = tls.identity {
+            options = options.identity(Identity::from_pem(cert, key.expose()));
+        }
+        options
     }
 
     /// One term: a lease, a campaign, leadership until the lease can no longer be

@@ -3,8 +3,9 @@
 //! other containers), with the fast timings etcd's own tests use, and removed
 //! (processes and data directories) when the cluster is dropped.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
+
+use base64::Engine as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,24 +62,128 @@ pub struct Cluster {
     /// Where the members run: a container of a test network, or this namespace.
     host: Option<Container>,
     ip: Ipv4Addr,
+    /// TLS on the client port, with client certificates checked: the files.
+    tls: Option<Pki>,
     /// The members, in start order.
     pub members: Vec<Member>,
+}
+
+/// A certificate authority, a server certificate for the members' address and a
+/// client certificate, made with `openssl` in `dir`.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+}
+
+impl Pki {
+    /// Makes the files in `dir` (EC P-256, valid one day); the server certificate
+    /// names `ip`.
+    pub fn make(dir: &std::path::Path, ip: Ipv4Addr) -> Self {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(dir)
+                .args(args)
+                .output()
+                .expect("openssl (Debian's openssl package)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &key[..],
+                &["-keyout", "ca.key", "-out", "ca.pem"],
+                &["-days", "1", "-subj", "/CN=handover test CA"],
+            ]
+            .concat(),
+        );
+        let sign = |name: &str, cn: &str, ext: &str| {
+            let (k, csr, pem, extfile) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            std::fs::write(dir.join(&extfile), ext).unwrap();
+            openssl(
+                &[
+                    &["req"],
+                    &key[..],
+                    &["-keyout", &k, "-out", &csr, "-subj", &format!("/CN={cn}")],
+                ]
+                .concat(),
+            );
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-out",
+                &pem,
+                "-extfile",
+                &extfile,
+            ]);
+            (dir.join(pem), dir.join(k))
+        };
+        // etcd's JSON gateway calls its own gRPC port with the server certificate:
+        // with client certificates required, it must be good for clients too.
+        let server = sign(
+            "server",
+            "etcd",
+            &format!(
+                "subjectAltName=IP:{ip},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+            ),
+        );
+        // Its name is no etcd user: with authentication on, the certificate alone
+        // grants nothing, the password decides.
+        let client = sign("client", "handover client", "extendedKeyUsage=clientAuth\n");
+        Pki {
+            ca: dir.join("ca.pem"),
+            server,
+            client,
+        }
+    }
 }
 
 impl Cluster {
     /// Starts `n` members on loopback and waits until each answers its health
     /// check.
     pub fn start(bin: PathBuf, n: usize) -> Self {
-        Self::start_on(bin, n, None)
+        Self::start_on(bin, n, None, false)
     }
 
     /// The same in container `host`, on its address: reachable from the other
     /// containers of its network.
     pub fn start_in(bin: PathBuf, n: usize, host: Container) -> Self {
-        Self::start_on(bin, n, Some(host))
+        Self::start_on(bin, n, Some(host), false)
     }
 
-    fn start_on(bin: PathBuf, n: usize, host: Option<Container>) -> Self {
+    /// The same with TLS on the client port and client certificates required
+    /// (`--client-cert-auth`); [`Cluster::client_options`] gives the files.
+    pub fn start_secured_in(bin: PathBuf, n: usize, host: Container) -> Self {
+        Self::start_on(bin, n, Some(host), true)
+    }
+
+    fn start_on(bin: PathBuf, n: usize, host: Option<Container>, secured: bool) -> Self {
         let ip = match &host {
             Some(c) => c.address.expect("the etcd host is plugged in"),
             None => Ipv4Addr::LOCALHOST,
@@ -97,12 +202,14 @@ impl Cluster {
             .map(|m| format!("{}=http://{ip}:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
+        let tls = secured.then(|| Pki::make(&dir, ip));
         let mut cluster = Cluster {
             bin,
             dir,
             initial,
             host,
             ip,
+            tls,
             members,
         };
         for i in 0..n {
@@ -116,12 +223,35 @@ impl Cluster {
 
     /// Member `i`'s client URL.
     pub fn url(&self, i: usize) -> String {
-        format!("http://{}:{}", self.ip, self.members[i].client)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.ip, self.members[i].client)
     }
 
     /// The address every member listens on.
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
+    }
+
+    /// What `handover run` needs to reach the cluster: its endpoints and, when
+    /// it is secured, the CA and the client certificate.
+    pub fn client_options(&self) -> Vec<String> {
+        let mut options = vec!["--etcd-endpoints".to_string(), self.endpoints()];
+        if let Some(pki) = &self.tls {
+            for (option, file) in [
+                ("--etcd-ca-file", &pki.ca),
+                ("--etcd-cert-file", &pki.client.0),
+                ("--etcd-key-file", &pki.client.1),
+            ] {
+                options.push(option.into());
+                options.push(file.display().to_string());
+            }
+        }
+        options
+    }
+
+    /// The certificates, when the cluster is secured.
+    pub fn pki(&self) -> Option<&Pki> {
+        self.tls.as_ref()
     }
 
     fn spawn(&mut self, i: usize) {
@@ -135,6 +265,15 @@ impl Cluster {
             Some(c) => c.ns.command(&self.bin),
             None => Command::new(&self.bin),
         };
+        if let Some(pki) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&pki.server.0)
+                .arg("--key-file")
+                .arg(&pki.server.1)
+                .arg("--trusted-ca-file")
+                .arg(&pki.ca)
+                .arg("--client-cert-auth");
+        }
         let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
@@ -162,26 +301,40 @@ impl Cluster {
             .join(",")
     }
 
-    /// A connection to member `i`'s client port, from where the cluster runs.
-    fn connect(&self, i: usize) -> Option<TcpStream> {
-        let to = (self.ip, self.members[i].client);
-        match &self.host {
-            Some(c) => c.ns.enter(|| TcpStream::connect(to).ok()),
-            None => TcpStream::connect(to).ok(),
+    /// The body of member `i`'s answer to an HTTP request on its client port
+    /// (a GET, or a POST of `body` to etcd's JSON gateway), sent with curl from
+    /// where the cluster runs; `None` if it did not answer with success.
+    pub fn http(&self, i: usize, path: &str, body: Option<&str>) -> Option<String> {
+        let mut cmd = match &self.host {
+            Some(c) => c.ns.command("curl"),
+            None => Command::new("curl"),
+        };
+        cmd.args(["--silent", "--fail", "--max-time", "1"]);
+        if let Some(pki) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(&pki.ca)
+                .arg("--cert")
+                .arg(&pki.client.0)
+                .arg("--key")
+                .arg(&pki.client.1);
         }
+        if let Some(body) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data", body]);
+        }
+        let out = cmd
+            .arg(format!("{}{path}", self.url(i)))
+            .stderr(Stdio::null())
+            .output()
+            .expect("curl");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Whether member `i` says it is healthy (`GET /health` on its client port).
     pub fn healthy(&self, i: usize) -> bool {
-        let Some(mut s) = self.connect(i) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let request = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-        let mut reply = String::new();
-        s.write_all(request.as_bytes()).is_ok()
-            && s.read_to_string(&mut reply).is_ok()
-            && reply.contains("\"health\":\"true\"")
+        self.http(i, "/health", None)
+            .is_some_and(|reply| reply.contains("\"health\":\"true\""))
     }
 
     fn wait_healthy(&self, i: usize) {
@@ -198,34 +351,56 @@ impl Cluster {
     /// The member that is the raft leader, asked over the maintenance API's HTTP
     /// gateway (`/v3/maintenance/status`).
     pub fn raft_leader(&self) -> Option<usize> {
-        let ids: Vec<(usize, String)> = (0..self.members.len())
-            .filter_map(|i| {
-                let status = self.status(i)?;
-                Some((i, status))
-            })
-            .collect();
         let field = |s: &str, key: &str| -> Option<String> {
             let at = s.find(&format!("\"{key}\":\""))? + key.len() + 4;
             Some(s[at..].split('"').next()?.to_owned())
         };
-        ids.iter().find_map(|(i, s)| {
-            let me = field(s, "member_id")?;
-            (field(s, "leader")? == me).then_some(*i)
+        (0..self.members.len()).find(|&i| {
+            self.http(i, "/v3/maintenance/status", Some("{}"))
+                .and_then(|s| Some(field(&s, "leader")? == field(&s, "member_id")?))
+                .unwrap_or(false)
         })
     }
 
-    fn status(&self, i: usize) -> Option<String> {
-        let mut s = self.connect(i)?;
-        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-        let body = "{}";
-        let request = format!(
-            "POST /v3/maintenance/status HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(request.as_bytes()).ok()?;
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).ok()?;
-        Some(reply)
+    /// Turns authentication on, with a `root` user and user `user` (password
+    /// `password`) allowed to read and write keys under `prefix` only: the
+    /// least a candidate needs.
+    pub fn enable_auth(&self, user: &str, password: &str, prefix: &str) {
+        let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        let mut end = prefix.as_bytes().to_vec();
+        *end.last_mut().expect("a prefix") += 1;
+        let calls = [
+            (
+                "user/add",
+                format!(r#"{{"name":"root","password":"root-{password}"}}"#),
+            ),
+            ("user/grant", r#"{"user":"root","role":"root"}"#.to_string()),
+            ("role/add", r#"{"name":"candidate"}"#.to_string()),
+            (
+                "role/grant",
+                format!(
+                    r#"{{"name":"candidate","perm":{{"permType":"READWRITE","key":"{}","range_end":"{}"}}}}"#,
+                    b64(prefix.as_bytes()),
+                    b64(&end)
+                ),
+            ),
+            (
+                "user/add",
+                format!(r#"{{"name":"{user}","password":"{password}"}}"#),
+            ),
+            (
+                "user/grant",
+                format!(r#"{{"user":"{user}","role":"candidate"}}"#),
+            ),
+            ("enable", "{}".to_string()),
+        ];
+        for (call, body) in calls {
+            let path = format!("/v3/auth/{call}");
+            assert!(
+                self.http(0, &path, Some(&body)).is_some(),
+                "etcd {path} {body} failed"
+            );
+        }
     }
 
     /// Kills member `i` with SIGKILL.
@@ -270,23 +445,38 @@ impl Drop for Cluster {
 /// A candidate: `handover run --mode failover --election etcd` on `cluster`, scope
 /// `svc`, lease TTL `ttl`, around `service`.
 pub fn candidate(cluster: &Cluster, ttl: &str, service: &[&str]) -> Run {
-    candidate_from(Command::new(handover_bin()), cluster, ttl, service)
+    candidate_from(Command::new(handover_bin()), cluster, ttl, &[], service)
 }
 
 /// The same in network namespace `ns`.
 pub fn candidate_in(ns: &Netns, cluster: &Cluster, ttl: &str, service: &[&str]) -> Run {
-    candidate_from(ns.command(handover_bin()), cluster, ttl, service)
+    candidate_with(ns, cluster, ttl, &[], service)
 }
 
-fn candidate_from(mut cmd: Command, cluster: &Cluster, ttl: &str, service: &[&str]) -> Run {
+/// The same with more options for `run`.
+pub fn candidate_with(
+    ns: &Netns,
+    cluster: &Cluster,
+    ttl: &str,
+    options: &[&str],
+    service: &[&str],
+) -> Run {
+    candidate_from(ns.command(handover_bin()), cluster, ttl, options, service)
+}
+
+fn candidate_from(
+    mut cmd: Command,
+    cluster: &Cluster,
+    ttl: &str,
+    options: &[&str],
+    service: &[&str],
+) -> Run {
     cmd.args(["--log-format", "json", "run", "--mode", "failover"])
-        .args([
-            "--election",
-            "etcd",
-            "--etcd-endpoints",
-            &cluster.endpoints(),
-        ])
-        .args(["--scope", "svc", "--ttl", ttl, "--stop-timeout", "5s", "--"])
+        .args(["--election", "etcd"])
+        .args(cluster.client_options())
+        .args(["--scope", "svc", "--ttl", ttl, "--stop-timeout", "5s"])
+        .args(options)
+        .arg("--")
         .args(service);
     Run::spawn(cmd)
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use handover_tests::etcd::{candidate_in, etcd_bin, Cluster};
+use handover_tests::etcd::{candidate_in, candidate_with, etcd_bin, Cluster};
 use handover_tests::measure::t_us;
 use handover_tests::process::{monotonic_us, scratch, Run};
 use handover_tests::topology::{Container, Containers};
@@ -312,5 +312,97 @@ fn a_campaign_that_outlived_its_lease_never_leads() {
         before.iter().any(|m| m.starts_with("election term ended")),
         "b led on the campaign of an expired lease: {before:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_secured_cluster_elects_only_candidates_with_its_ca_certificate_and_password() {
+    require_netns!();
+    let bin = etcd();
+    require!(bin.as_ref().err());
+    // TLS on the client port, client certificates required, and users: the
+    // candidates' user may touch only the elections' keys.
+    let net = Containers::new();
+    let cluster = Cluster::start_secured_in(bin.unwrap(), 1, net.container());
+    const PASSWORD: &str = "correct horse battery staple";
+    cluster.enable_auth("candidate", PASSWORD, "handover/");
+    let dir = scratch("etcd-secured");
+    let (right, wrong) = (dir.join("password"), dir.join("wrong"));
+    std::fs::write(&right, format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(&wrong, "not the password\n").unwrap();
+    let user = |file: &std::path::Path| {
+        let file = file.display().to_string();
+        [
+            "--etcd-user".into(),
+            "candidate".into(),
+            "--etcd-password-file".into(),
+            file,
+        ]
+    };
+    let (right, wrong) = (user(&right), user(&wrong));
+    let right: Vec<&str> = right.iter().map(String::as_str).collect();
+    let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
+    let service = ["sleep", "1000"];
+    let hosts: Vec<Container> = (0..4).map(|_| net.container()).collect();
+
+    let mut a = candidate_with(&hosts[0].ns, &cluster, "2s", &right, &service);
+    assert!(a.saw("elected", WAIT), "{:?}", summary(&a));
+    let mut b = candidate_with(&hosts[1].ns, &cluster, "2s", &right, &service);
+    assert!(b.saw("ready", WAIT));
+    assert!(b.saw("leader_changed", WAIT), "{:?}", summary(&b));
+
+    // A wrong password, or no CA (the system's roots do not know this one): an
+    // error that says so, retried, never a term.
+    let mut impostor = candidate_with(&hosts[2].ns, &cluster, "2s", &wrong, &service);
+    let error = impostor
+        .next_event("election_error", WAIT)
+        .expect("an error");
+    let error = error["error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(error.contains("authentication failed"), "{error}");
+    let ca = cluster.pki().unwrap().ca.display().to_string();
+    let mut untrusting = {
+        let mut cmd = hosts[3].ns.command(handover_tests::process::handover_bin());
+        let options = cluster.client_options();
+        let without_ca: Vec<&String> = options
+            .iter()
+            .enumerate()
+            .filter(|&(i, o)| *o != ca && (i + 1 >= options.len() || options[i + 1] != ca))
+            .map(|(_, o)| o)
+            .collect();
+        cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+            .args(["--election", "etcd", "--scope", "svc", "--ttl", "2s"])
+            .args(without_ca)
+            .args(&right)
+            .arg("--")
+            .args(service);
+        Run::spawn(cmd)
+    };
+    assert!(
+        untrusting.saw("election_error", WAIT),
+        "{:?}",
+        summary(&untrusting)
+    );
+
+    // The leader leaves: the standby with the right credentials takes over.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(a.pid() as i32).unwrap(),
+        Signal::TERM,
+    )
+    .unwrap();
+    assert!(b.saw("elected", WAIT), "{:?}", summary(&b));
+    assert!(!impostor.saw("elected", Duration::from_secs(1)));
+    assert!(!untrusting.saw("elected", Duration::ZERO));
+    assert_eq!(a.wait(WAIT).and_then(|s| s.code()), Some(0));
+
+    // No password in any line any of them wrote.
+    for run in [&a, &b, &impostor, &untrusting] {
+        for line in &run.seen {
+            let line = line.to_string();
+            assert!(
+                !line.contains(PASSWORD) && !line.contains("not the password"),
+                "a password was echoed: {line}"
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
