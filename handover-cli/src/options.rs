@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 #[cfg(feature = "etcd")]
-use handover_std::etcd::{EtcdTls, Secret};
+use handover_std::etcd::{EtcdConfig, EtcdTls, Secret};
 use handover_std::{Config, NetworkMode, Policy};
 
 /// What a lost hand-over costs the loser.
@@ -205,54 +205,65 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 impl ElectionArgs {
     /// Sets `c.election`; an error names the option.
     pub fn apply(&self, c: &mut Config, mode: Mode) -> Result<(), String> {
-        match self.election {
-            Backend::Multicast => Ok(()),
-            #[cfg(not(feature = "etcd"))]
-            Backend::Etcd => {
-                let _ = (c, mode);
-                Err(
-                    "--election etcd: this handover was built without etcd support \
-                     (cargo feature `etcd`)"
-                        .into(),
-                )
-            }
-            #[cfg(feature = "etcd")]
-            Backend::Etcd => {
-                if mode != Mode::Failover {
-                    return Err("--election etcd: needs --mode failover (etcd elects; it \
-                                hands nothing over)"
-                        .into());
-                }
-                if self.etcd_endpoints.is_empty() {
-                    return Err("--election etcd: --etcd-endpoints is required".into());
-                }
-                let name = self
-                    .election_name
-                    .clone()
-                    .unwrap_or_else(|| format!("handover/{}", c.scope));
-                let mut etcd =
-                    handover_std::etcd::EtcdConfig::new(self.etcd_endpoints.clone(), name);
-                etcd.ttl = self.ttl;
-                if let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) {
-                    let password = read("--etcd-password-file", file)?;
-                    let password = password.trim_ascii_end();
-                    etcd.credentials = Some((user.clone(), Secret::new(password)));
-                }
-                if self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some() {
-                    let mut tls = EtcdTls::default();
-                    if let Some(file) = &self.etcd_ca_file {
-                        tls.ca = read("--etcd-ca-file", file)?;
-                    }
-                    if let (Some(cert), Some(key)) = (&self.etcd_cert_file, &self.etcd_key_file) {
-                        let key = Secret::new(read("--etcd-key-file", key)?);
-                        tls.identity = Some((read("--etcd-cert-file", cert)?, key));
-                    }
-                    etcd.tls = Some(tls);
-                }
-                c.election = handover_std::Election::Etcd(etcd);
-                Ok(())
-            }
+        if self.election == Backend::Etcd && mode != Mode::Failover {
+            return Err(
+                "--election etcd: needs --mode failover (etcd elects; it hands nothing over)"
+                    .into(),
+            );
         }
+        #[cfg(feature = "etcd")]
+        if let Some(etcd) = self.etcd(&c.scope)? {
+            c.election = handover_std::Election::Etcd(etcd);
+        }
+        #[cfg(not(feature = "etcd"))]
+        self.etcd(&c.scope)?;
+        Ok(())
+    }
+
+    /// The etcd election's settings (`None` for multicast), for scope `scope`.
+    #[cfg(not(feature = "etcd"))]
+    pub fn etcd(&self, _scope: &str) -> Result<Option<std::convert::Infallible>, String> {
+        match self.election {
+            Backend::Multicast => Ok(None),
+            Backend::Etcd => Err("--election etcd: this handover was built without etcd \
+                                  support (cargo feature `etcd`)"
+                .into()),
+        }
+    }
+
+    /// The etcd election's settings (`None` for multicast), for scope `scope`.
+    #[cfg(feature = "etcd")]
+    pub fn etcd(&self, scope: &str) -> Result<Option<EtcdConfig>, String> {
+        if self.election == Backend::Multicast {
+            return Ok(None);
+        }
+        if self.etcd_endpoints.is_empty() {
+            return Err("--election etcd: --etcd-endpoints is required".into());
+        }
+        let name = self
+            .election_name
+            .clone()
+            .unwrap_or_else(|| format!("handover/{scope}"));
+        let mut etcd = EtcdConfig::new(self.etcd_endpoints.clone(), name);
+        etcd.ttl = self.ttl;
+        if let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) {
+            let password = read("--etcd-password-file", file)?;
+            let password = password.trim_ascii_end();
+            etcd.credentials = Some((user.clone(), Secret::new(password)));
+        }
+        if self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some() {
+            let mut tls = EtcdTls::default();
+            if let Some(file) = &self.etcd_ca_file {
+                tls.ca = read("--etcd-ca-file", file)?;
+            }
+            if let (Some(cert), Some(key)) = (&self.etcd_cert_file, &self.etcd_key_file) {
+                let key = Secret::new(read("--etcd-key-file", key)?);
+                tls.identity = Some((read("--etcd-cert-file", cert)?, key));
+            }
+            etcd.tls = Some(tls);
+        }
+        etcd.validate().map_err(|e| e.to_string())?;
+        Ok(Some(etcd))
     }
 }
 

@@ -10,7 +10,7 @@ use handover_std::observe::{Sighting, Watcher};
 use serde_json::json;
 
 use crate::log::hex;
-use crate::options::{Keys, Network};
+use crate::options::{ElectionArgs, Keys, Network};
 
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Args {
@@ -28,6 +28,10 @@ pub struct Args {
     /// One JSON object per line for each change instead of a table
     #[arg(long)]
     json: bool,
+
+    /// With --election etcd: the election's leader and candidates instead
+    #[command(flatten)]
+    election: ElectionArgs,
 }
 
 /// A peer is forgotten after this many of its heartbeats without news.
@@ -35,6 +39,12 @@ const FORGET_AFTER_HEARTBEATS: u32 = 4;
 
 pub async fn watch(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut config = args.network.config()?;
+    #[cfg(feature = "etcd")]
+    if let Some(etcd) = args.election.etcd(&config.scope)? {
+        return watch_etcd(etcd, args.json).await;
+    }
+    #[cfg(not(feature = "etcd"))]
+    args.election.etcd(&config.scope)?;
     args.keys.apply(&mut config)?;
     let scope = (!args.all_scopes).then(|| handover_proto::wire::scope_id(config.scope.as_bytes()));
     let mut names = ScopeNames::new(&config.scope, std::env::var("BALENA_DEVICE_UUID").ok());
@@ -194,4 +204,63 @@ fn print_table(peers: &BTreeMap<u64, Sighting>, names: &ScopeNames, malformed: u
         let _ = writeln!(out, "({malformed} malformed datagrams ignored)");
     }
     let _ = writeln!(out);
+}
+
+/// The candidates of an etcd election, live: a table, or with `json` one line
+/// per change listing them (the first leads).
+#[cfg(feature = "etcd")]
+async fn watch_etcd(
+    etcd: handover_std::etcd::EtcdConfig,
+    json: bool,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use handover_std::etcd::Observer;
+    let mut observer = Observer::open(&etcd).await?;
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let candidates = observer.candidates().await?;
+        let mut out = std::io::stdout().lock();
+        if json {
+            let list: Vec<_> = candidates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    json!({
+                        "id": c.id.map(hex),
+                        "name": c.name,
+                        "role": if i == 0 { "leader" } else { "candidate" },
+                        "key": c.key,
+                        "revision": c.revision,
+                    })
+                })
+                .collect();
+            let leader = candidates.first().and_then(|c| c.id).map(hex);
+            let line = json!({ "event": "candidates", "election": etcd.name, "leader": leader, "candidates": list });
+            writeln!(out, "{line}")?;
+        } else {
+            if tty {
+                write!(out, "\x1b[2J\x1b[H")?;
+            }
+            writeln!(out, "election {}", etcd.name)?;
+            writeln!(
+                out,
+                "{:<16}  {:<9}  {:<16}  {:>10}  KEY",
+                "ID", "ROLE", "NAME", "REVISION"
+            )?;
+            for (i, c) in candidates.iter().enumerate() {
+                writeln!(
+                    out,
+                    "{:<16}  {:<9}  {:<16}  {:>10}  {}",
+                    c.id.map(hex).unwrap_or_else(|| "?".into()),
+                    if i == 0 { "leader" } else { "candidate" },
+                    c.name,
+                    c.revision,
+                    c.key
+                )?;
+            }
+            writeln!(out)?;
+        }
+        out.flush()?;
+        drop(out);
+        observer.changed().await?;
+    }
 }

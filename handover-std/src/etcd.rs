@@ -29,7 +29,7 @@ use etcd_client::{
 use handover_proto::{Event as P, State, Stats};
 use tokio::time::{sleep_until, Instant};
 
-use crate::config::{Config, Election};
+use crate::config::{Config, ConfigError, Election};
 use crate::link::{Command, Error, Event, Link, Status, Term};
 
 /// Where and how to campaign.
@@ -103,6 +103,71 @@ impl EtcdConfig {
     pub fn margin(&self) -> Duration {
         self.ttl / 4
     }
+
+    /// Checks the settings; the error names the one that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.endpoints.is_empty() {
+            return Err(ConfigError::Invalid {
+                setting: "etcd endpoints",
+                value: String::new(),
+                expected: "a list of at least one client URL",
+            });
+        }
+        let https = self.endpoints.iter().filter(|e| e.starts_with("https://"));
+        let https = https.count();
+        if https != 0 && https != self.endpoints.len() {
+            return Err(ConfigError::Invalid {
+                setting: "etcd endpoints",
+                value: self.endpoints.join(","),
+                expected: "all https:// or none: one connection carries one TLS setting",
+            });
+        }
+        if https == 0 && self.tls.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "etcd endpoints",
+                value: self.endpoints.join(","),
+                expected: "https:// URLs, since TLS certificates are given",
+            });
+        }
+        if self.ttl < EtcdConfig::MIN_TTL {
+            return Err(ConfigError::Invalid {
+                setting: "ttl",
+                value: format!("{:?}", self.ttl),
+                expected: "at least 2s, the shortest lease etcd grants",
+            });
+        }
+        Ok(())
+    }
+
+    /// A client of the cluster; `timeout` bounds every request made with it.
+    async fn connect(&self, timeout: Option<Duration>) -> Result<Client, etcd_client::Error> {
+        let mut options = ConnectOptions::new().with_connect_timeout(self.ttl / 2);
+        if let Some(timeout) = timeout {
+            options = options.with_timeout(timeout);
+        }
+        if let Some((user, password)) = &self.credentials {
+            let password = String::from_utf8_lossy(password.expose()).into_owned();
+            options = options.with_user(user, password);
+        }
+        if self.endpoints.iter().any(|e| e.starts_with("https://")) {
+            options = options.with_tls(self.tls_options());
+        }
+        Client::connect(&self.endpoints, Some(options)).await
+    }
+
+    fn tls_options(&self) -> TlsOptions {
+        let tls = self.tls.clone().unwrap_or_default();
+        let mut options = TlsOptions::new();
+        options = if tls.ca.is_empty() {
+            options.with_native_roots()
+        } else {
+            options.ca_certificate(Certificate::from_pem(tls.ca))
+        };
+        if let Some((cert, key)) = tls.identity {
+            options = options.identity(Identity::from_pem(cert, key.expose()));
+        }
+        options
+    }
 }
 
 /// What ended a term (or the attempt at one).
@@ -127,40 +192,7 @@ impl Engine {
         let Election::Etcd(etcd) = config.election else {
             unreachable!("the etcd engine is started for an etcd election");
         };
-        if etcd.endpoints.is_empty() {
-            return Err(crate::ConfigError::Invalid {
-                setting: "etcd endpoints",
-                value: String::new(),
-                expected: "a list of at least one client URL",
-            }
-            .into());
-        }
-        let https = etcd.endpoints.iter().filter(|e| e.starts_with("https://"));
-        let https = https.count();
-        if https != 0 && https != etcd.endpoints.len() {
-            return Err(crate::ConfigError::Invalid {
-                setting: "etcd endpoints",
-                value: etcd.endpoints.join(","),
-                expected: "all https:// or none: one connection carries one TLS setting",
-            }
-            .into());
-        }
-        if https == 0 && etcd.tls.is_some() {
-            return Err(crate::ConfigError::Invalid {
-                setting: "etcd endpoints",
-                value: etcd.endpoints.join(","),
-                expected: "https:// URLs, since TLS certificates are given",
-            }
-            .into());
-        }
-        if etcd.ttl < EtcdConfig::MIN_TTL {
-            return Err(crate::ConfigError::Invalid {
-                setting: "ttl",
-                value: format!("{:?}", etcd.ttl),
-                expected: "at least 2s, the shortest lease etcd grants",
-            }
-            .into());
-        }
+        etcd.validate()?;
         let id = crate::multicast::random_u64().max(1);
         let (link, handover) = Link::new(Status {
             id,
@@ -242,48 +274,14 @@ impl Engine {
         });
     }
 
-    async fn connect(&self, timeout: Option<Duration>) -> Result<Client, etcd_client::Error> {
-        let mut options = ConnectOptions::new().with_connect_timeout(self.etcd.ttl / 2);
-        if let Some(timeout) = timeout {
-            options = options.with_timeout(timeout);
-        }
-        if let Some((user, password)) = &self.etcd.credentials {
-            let password = String::from_utf8_lossy(password.expose()).into_owned();
-            options = options.with_user(user, password);
-        }
-        if self
-            .etcd
-            .endpoints
-            .iter()
-            .any(|e| e.starts_with("https://"))
-        {
-            options = options.with_tls(self.tls_options());
-        }
-        Client::connect(&self.etcd.endpoints, Some(options)).await
-    }
-
-    fn tls_options(&self) -> TlsOptions {
-        let tls = self.etcd.tls.clone().unwrap_or_default();
-        let mut options = TlsOptions::new();
-        options = if tls.ca.is_empty() {
-            options.with_native_roots()
-        } else {
-            options.ca_certificate(Certificate::from_pem(tls.ca))
-        };
-        if let Some((cert, key)) = tls.identity {
-            options = options.identity(Identity::from_pem(cert, key.expose()));
-        }
-        options
-    }
-
     /// One term: a lease, a campaign, leadership until the lease can no longer be
     /// proven alive or the handle leaves.
     async fn term(&mut self) -> Result<Ended, etcd_client::Error> {
         // Requests that must answer within the lease's margin use `ops`; the
         // campaign and the watch wait as long as they must, on `long`.
         let limit = self.etcd.margin();
-        let mut ops = within(limit, "connect", self.connect(Some(limit))).await?;
-        let long = within(limit, "connect", self.connect(None)).await?;
+        let mut ops = within(limit, "connect", self.etcd.connect(Some(limit))).await?;
+        let long = within(limit, "connect", self.etcd.connect(None)).await?;
         let prefix = format!("{}/", self.etcd.name);
         let mut view = within(limit, "watch", LeaderView::open(&long, &prefix)).await?;
         self.observe(&mut ops, &mut view, &prefix, limit).await?;
@@ -415,15 +413,8 @@ impl Engine {
         prefix: &str,
         limit: Duration,
     ) -> Result<(), etcd_client::Error> {
-        let first = GetOptions::new()
-            .with_prefix()
-            .with_sort(SortTarget::Create, SortOrder::Ascend)
-            .with_limit(1);
-        let response = within(limit, "read", ops.get(prefix, Some(first))).await?;
-        let leader = response.kvs().first().and_then(|kv| {
-            let value = std::str::from_utf8(kv.value()).ok()?;
-            u64::from_str_radix(value.split_whitespace().next()?, 16).ok()
-        });
+        let first = within(limit, "read", candidates(ops, prefix, 1)).await?;
+        let leader = first.first().and_then(|c| c.id);
         // This instance's key may be the oldest before its campaign has returned
         // and been verified: it is reported as leader only once elected.
         let elected = self.link.status.borrow().state == State::Active;
@@ -438,6 +429,93 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A candidate of an etcd election, as anyone can see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The instance's id, as in its events (`None` for a value not written by
+    /// `handover`).
+    pub id: Option<u64>,
+    /// The service name it announced.
+    pub name: String,
+    /// Its key under the election's prefix.
+    pub key: String,
+    /// The key's create revision: its fencing token once it leads.
+    pub revision: i64,
+}
+
+/// The first `limit` candidates (0: all) under `prefix`, oldest first: the first
+/// one leads, or will once its campaign has returned.
+async fn candidates(
+    client: &mut Client,
+    prefix: &str,
+    limit: i64,
+) -> Result<Vec<Candidate>, etcd_client::Error> {
+    let sorted = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(limit);
+    let response = client.get(prefix, Some(sorted)).await?;
+    Ok(response
+        .kvs()
+        .iter()
+        .map(|kv| {
+            // The value is `<id in hex> <service name>`.
+            let value = String::from_utf8_lossy(kv.value());
+            let (id, name) = value.split_once(' ').unwrap_or((&value, ""));
+            Candidate {
+                id: u64::from_str_radix(id, 16).ok(),
+                name: name.to_owned(),
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                revision: kv.create_revision(),
+            }
+        })
+        .collect())
+}
+
+/// An etcd election seen from outside, for tools (`handover watch`): its
+/// candidates now, and a wake-up when they change.
+pub struct Observer {
+    client: Client,
+    view: LeaderView,
+    prefix: String,
+}
+
+impl Observer {
+    /// Connects and watches the election `etcd.name`.
+    pub async fn open(etcd: &EtcdConfig) -> Result<Self, Error> {
+        etcd.validate()?;
+        let limit = etcd.ttl;
+        let prefix = format!("{}/", etcd.name);
+        let opened = async {
+            let client = etcd.connect(None).await?;
+            let view = LeaderView::open(&client, &prefix).await?;
+            Ok((client, view))
+        };
+        let (client, view) = within(limit, "connect", opened).await.map_err(failed)?;
+        Ok(Observer {
+            client,
+            view,
+            prefix,
+        })
+    }
+
+    /// The candidates, oldest first: the first leads.
+    pub async fn candidates(&mut self) -> Result<Vec<Candidate>, Error> {
+        candidates(&mut self.client, &self.prefix, 0)
+            .await
+            .map_err(failed)
+    }
+
+    /// Waits until a candidate comes or goes.
+    pub async fn changed(&mut self) -> Result<(), Error> {
+        self.view.changed().await.map_err(failed)
+    }
+}
+
+fn failed(e: etcd_client::Error) -> Error {
+    Error::Failed(format!("etcd: {e}"))
 }
 
 /// `request`, given up after `limit`: no call but the campaign may hold the engine

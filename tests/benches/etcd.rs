@@ -6,7 +6,7 @@
 //! `HANDOVER_ETCD_BIN=... cargo bench -p handover-tests --bench etcd`
 //! (`HANDOVER_BENCH_ROUNDS`, default 100 resigns and 20 kills.)
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use handover_tests::etcd::{candidate, etcd_bin, Cluster};
 use handover_tests::measure::{cpu_ns, peak_rss_kib, report, setting, t_us};
@@ -28,9 +28,16 @@ fn takeovers(cluster: &Cluster, ttl: &str, n: usize, end: impl Fn(&mut Run)) -> 
         .map(|_| {
             let mut standby = candidate(cluster, ttl, SERVICE);
             t_us(&mut standby, "ready");
-            // The standby's campaign is under way once it has read who leads.
-            t_us(&mut standby, "leader_changed");
-            std::thread::sleep(Duration::from_millis(50));
+            // The standby waits in its campaign once its key is in etcd and etcd's
+            // watcher for it has caught up: watchers that start at a past
+            // revision are synced every 100 ms (a standby that began campaigning
+            // just before the leader left can wait that much longer).
+            let campaigning = Instant::now() + Duration::from_secs(10);
+            while cluster.keys("handover/svc/") < 2 {
+                assert!(Instant::now() < campaigning, "the standby never campaigned");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(250));
             let ended = monotonic_us();
             end(&mut leader);
             let took = t_us(&mut standby, "elected") - ended;

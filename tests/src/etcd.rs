@@ -362,13 +362,31 @@ impl Cluster {
         })
     }
 
+    /// How many keys there are under `prefix` (asked of member 0): for an
+    /// election, how many candidates campaign.
+    pub fn keys(&self, prefix: &str) -> usize {
+        let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        let body = format!(
+            r#"{{"key":"{}","range_end":"{}","count_only":true}}"#,
+            b64(prefix.as_bytes()),
+            b64(&prefix_end(prefix))
+        );
+        let reply = self
+            .http(0, "/v3/kv/range", Some(&body))
+            .unwrap_or_default();
+        let count = reply
+            .split("\"count\":\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next());
+        count.and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+
     /// Turns authentication on, with a `root` user and user `user` (password
     /// `password`) allowed to read and write keys under `prefix` only: the
     /// least a candidate needs.
     pub fn enable_auth(&self, user: &str, password: &str, prefix: &str) {
         let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
-        let mut end = prefix.as_bytes().to_vec();
-        *end.last_mut().expect("a prefix") += 1;
+        let end = prefix_end(prefix);
         let calls = [
             (
                 "user/add",
@@ -440,6 +458,13 @@ impl Drop for Cluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The end of the key range of `prefix`: its last byte plus one.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().expect("a prefix") += 1;
+    end
 }
 
 /// A candidate: `handover run --mode failover --election etcd` on `cluster`, scope

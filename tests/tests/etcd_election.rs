@@ -406,3 +406,71 @@ fn a_secured_cluster_elects_only_candidates_with_its_ca_certificate_and_password
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn watch_shows_the_leader_and_the_candidates() {
+    require_netns!();
+    let bin = etcd();
+    require!(bin.as_ref().err());
+    let mut site = Site::start(bin.unwrap(), 1);
+    let dir = scratch("etcd-watch");
+    let tokens = dir.join("tokens");
+    let id = |run: &mut Run| {
+        let listening = run.wait_event("listening", WAIT).expect("listening");
+        listening["id"].as_str().expect("id").to_owned()
+    };
+    let mut a = site.candidate("2s", &tokens);
+    let token_a = term(&mut a);
+    let mut b = site.candidate("2s", &tokens);
+    assert!(b.saw("ready", WAIT));
+    let (id_a, id_b) = (id(&mut a), id(&mut b));
+
+    // `watch` on a host of its own, with the candidates' options.
+    let host = site.net.container();
+    let mut cmd = host.ns.command(handover_tests::process::handover_bin());
+    cmd.args(["watch", "--json", "--election", "etcd", "--scope", "svc"])
+        .args(site.cluster.client_options())
+        .stdout(std::process::Stdio::piped());
+    let mut watcher = cmd.spawn().expect("handover watch");
+    let lines = std::sync::mpsc::channel();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.0.send(line);
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = lines.1.recv_timeout(WAIT).expect("a line from watch");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let first = next();
+    assert_eq!(first["leader"], id_a.as_str(), "{first}");
+    let listed: Vec<&str> = first["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [id_a.as_str(), id_b.as_str()], "{first}");
+    assert_eq!(first["candidates"][0]["revision"], token_a, "{first}");
+    assert_eq!(first["candidates"][1]["role"], "candidate", "{first}");
+
+    // a leaves: watch shows b alone, leading.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(a.pid() as i32).unwrap(),
+        Signal::TERM,
+    )
+    .unwrap();
+    let after = std::iter::repeat_with(next)
+        .find(|v| v["candidates"].as_array().is_some_and(|c| c.len() == 1))
+        .unwrap();
+    assert_eq!(after["leader"], id_b.as_str(), "{after}");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
