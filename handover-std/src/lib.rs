@@ -33,6 +33,7 @@ mod link;
 mod multicast;
 pub mod notify;
 pub mod observe;
+pub mod sockets;
 mod transport;
 
 pub use complete::write_complete_file;
