@@ -4,6 +4,7 @@
 //! `handover demo` shows a hand-over on loopback.
 
 mod demo;
+mod listen;
 mod log;
 mod options;
 mod ready;
@@ -44,10 +45,26 @@ enum Command {
     Status(status::Args),
     /// Show a hand-over between two instances on loopback, step by step.
     Demo(demo::Args),
+    /// Internal: become CMD with `LISTEN_PID` set to this pid (how `run --listen`
+    /// starts a service).
+    #[command(hide = true)]
+    ExecService {
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::ExecService { command } = &cli.command {
+        let e = listen::exec_service(command);
+        say(format_args!("cannot start {:?}: {e}", command[0]));
+        return ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        });
+    }
     // The demo tells its own story; library logs would interleave with it.
     let level = match cli.command {
         Command::Demo(_) => LevelFilter::WARN,
@@ -70,6 +87,7 @@ fn main() -> ExitCode {
             Command::Watch(args) => watch::watch(args).await,
             Command::Status(args) => status::status(args).await,
             Command::Demo(args) => demo::demo(args).await,
+            Command::ExecService { .. } => unreachable!("handled before the runtime"),
         }
     });
     match result {

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use clap::Args as ClapArgs;
 use handover_std::notify;
-use handover_std::{Handover, State, Term};
+use handover_std::sockets::ListenSpec;
+use handover_std::{Handover, State, Successor, Term};
 use rustix::process::Signal;
 use serde_json::json;
 use std::process::Command;
@@ -26,6 +27,7 @@ use tokio_stream::{StreamExt, StreamMap};
 use crate::reaper::{dies_with_parent, Child, Reaper};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::listen::{PeerAddresses, Sockets};
 use crate::log::{hex, Log};
 use crate::options::{Backend, ElectionArgs, Mode, Protocol};
 use crate::ready::{parse_http_url, Readiness, Relay};
@@ -54,6 +56,25 @@ pub struct Args {
     /// How long the child may take to stop before SIGKILL
     #[arg(long, env = "HANDOVER_STOP_TIMEOUT", default_value = "30s", value_parser = crate::options::parse_duration)]
     stop_timeout: Duration,
+
+    /// A listening socket for the service, NAME=tcp:ADDR:PORT (or udp:ADDR:PORT,
+    /// unix:PATH); repeatable, or comma-separated. The service gets it by systemd's
+    /// convention (descriptors from 3, LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID), and
+    /// the instance that takes over inherits it: one accept queue, no connection
+    /// refused or reset. Hand-over mode
+    #[arg(
+        long,
+        env = "HANDOVER_LISTEN",
+        value_name = "NAME=ADDR",
+        value_delimiter = ','
+    )]
+    listen: Vec<ListenSpec>,
+
+    /// Where the instances of a scope pass their sockets on (a volume they share,
+    /// mode 0700) [default: /tmp/balena/handover-sockets on balena, else
+    /// $XDG_RUNTIME_DIR/handover, or /run/handover]
+    #[arg(long, env = "HANDOVER_SOCKETS_DIR", value_name = "DIR")]
+    sockets_dir: Option<PathBuf>,
 
     /// The service and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -133,6 +154,11 @@ impl Forwarded {
         Ok(Forwarded { signals })
     }
 
+    /// Waits for a signal that asks to stop.
+    async fn stopping(&mut self) {
+        while !STOPPING.contains(&self.recv().await) {}
+    }
+
     async fn recv(&mut self) -> Signal {
         loop {
             if let Some((raw, ())) = self.signals.next().await {
@@ -157,11 +183,32 @@ impl Service {
         reaper: &Reaper,
         notify_socket: &std::path::Path,
         term: Option<&Term>,
+        sockets: Option<&Sockets>,
         log: Log,
     ) -> std::io::Result<Self> {
-        let mut cmd = Command::new(&args.command[0]);
-        cmd.args(&args.command[1..])
+        // With sockets, `handover exec-service` sets LISTEN_PID in the service's
+        // own process, then becomes it.
+        let mut cmd = match sockets {
+            Some(_) => {
+                let mut cmd = Command::new("/proc/self/exe");
+                cmd.args(["exec-service", "--"]).args(&args.command);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(&args.command[0]);
+                cmd.args(&args.command[1..]);
+                cmd
+            }
+        };
+        // Never let the service take `handover`'s own socket activation for its own.
+        cmd.env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_FDNAMES")
+            .env_remove("LISTEN_PID")
             .env("NOTIFY_SOCKET", notify_socket);
+        let _sources = match sockets {
+            Some(sockets) => sockets.pass_to(&mut cmd)?,
+            None => Vec::new(),
+        };
         if let Some(term) = term {
             cmd.env("HANDOVER_FENCING_TOKEN", term.token.to_string())
                 .env("HANDOVER_ELECTION_KEY", &term.key);
@@ -236,6 +283,13 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
     }
     let mut config = args.protocol.config()?;
     args.election.apply(&mut config, args.protocol.mode)?;
+    if !args.listen.is_empty() && args.protocol.mode != Mode::Handover {
+        return Err(
+            "--listen: hand-over mode only (a cold standby has no service to \
+                    pass sockets to)"
+                .into(),
+        );
+    }
     let mut signals = Forwarded::install()?;
     let reaper = Reaper::start()?;
     let handover = Handover::start(config.clone()).await?;
@@ -260,13 +314,44 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
         }),
     );
     let mut events = handover.subscribe();
+    let peers = PeerAddresses::default();
+    let learning = peers.clone();
     tokio::spawn(async move {
         while let Ok(e) = events.recv().await {
+            if let handover_std::Event::Protocol(handover_std::proto::Event::PeerUp {
+                id,
+                addresses,
+                ..
+            }) = &e
+            {
+                learning.learn(*id, addresses);
+            }
             log.library_event(&e);
         }
     });
     let code = match args.protocol.mode {
-        Mode::Handover => hand_over(&args, &handover, &reaper, &mut signals, log).await?,
+        Mode::Handover => {
+            let sockets = match args.listen.is_empty() {
+                true => None,
+                false => {
+                    let dir = args
+                        .sockets_dir
+                        .clone()
+                        .unwrap_or_else(crate::listen::default_dir);
+                    Some(Sockets::acquire(&args.listen, &dir, &config.scope, log).await?)
+                }
+            };
+            hand_over(
+                &args,
+                &handover,
+                &reaper,
+                &mut signals,
+                sockets,
+                &peers,
+                log,
+            )
+            .await?
+        }
         Mode::Failover => failover(&args, &handover, &reaper, &mut signals, log).await?,
     };
     // Let the event task print what is still queued.
@@ -281,10 +366,13 @@ async fn hand_over(
     handover: &Handover,
     reaper: &Reaper,
     signals: &mut Forwarded,
+    mut sockets: Option<Sockets>,
+    peers: &PeerAddresses,
     log: Log,
 ) -> Result<u8, Box<dyn std::error::Error>> {
     let relay = Relay::start(&runtime_dir())?;
-    let mut service = match Service::spawn(args, reaper, relay.path(), None, log) {
+    let mut service = match Service::spawn(args, reaper, relay.path(), None, sockets.as_ref(), log)
+    {
         Ok(service) => service,
         Err(e) => return not_started(e, handover, log).await,
     };
@@ -309,13 +397,34 @@ async fn hand_over(
                 log.event("claim_sent", json!({}));
                 tell_service_manager(b"READY=1");
             }
-            requested = handover.shutdown_requested() => {
-                if let Err(e) = requested {
-                    return driver_failed(Some(service), e, args, log).await;
+            // In charge: the sockets are this instance's to pass on.
+            _ = handover.wait_for(|s| s.state == State::Active),
+                if sockets.as_ref().is_some_and(|s| !s.owning()) =>
+            {
+                if let Some(sockets) = sockets.as_mut() {
+                    sockets.own(log)?;
                 }
+            }
+            requested = handover.shutdown_requested() => {
+                let successor = match requested {
+                    Ok(successor) => successor,
+                    Err(e) => return driver_failed(Some(service), e, args, log).await,
+                };
                 let status = service.stop(args, log).await?;
                 if let Err(e) = handover.shutdown_complete().await {
                     return driver_failed(None, e, args, log).await;
+                }
+                if let Some(sockets) = sockets.as_ref().filter(|s| !s.handed_off()) {
+                    // Bridge networking: clients that still reach this instance's
+                    // address are served by the successor until this one is stopped.
+                    let to = match successor {
+                        Successor::Peer(id) => peers.of(id),
+                        Successor::Legacy => None,
+                    };
+                    match to {
+                        Some(to) => sockets.forward(to, log, signals.stopping()).await,
+                        None => tracing::info!("the successor announced no address: nothing to forward to"),
+                    }
                 }
                 return Ok(handed_over(status, args.stop_signal));
             }
@@ -393,7 +502,7 @@ async fn failover(
                     let relay = Relay::start(&runtime_dir())?;
                     service_ready = false;
                     ready_deadline = deadline(args.ready_timeout);
-                    match Service::spawn(args, reaper, relay.path(), status.term.as_ref(), log) {
+                    match Service::spawn(args, reaper, relay.path(), status.term.as_ref(), None, log) {
                         Ok(service) => running = Some((service, relay)),
                         Err(e) => return not_started(e, handover, log).await,
                     }

@@ -607,11 +607,6 @@ pub fn fd_names(listeners: &[Listener]) -> std::ffi::OsString {
     OsStr::from_bytes(names.join(":").as_bytes()).to_owned()
 }
 
-/// Raw descriptor numbers of `listeners`, in order.
-pub fn raw_fds(listeners: &[Listener]) -> Vec<i32> {
-    listeners.iter().map(|l| l.fd.as_raw_fd()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

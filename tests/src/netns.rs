@@ -131,20 +131,26 @@ impl Netns {
 
     /// Runs `f` on a thread inside the namespace: sockets it opens stay there.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
         std::thread::scope(|s| {
             s.spawn(|| {
-                let file = std::fs::File::open(&path).expect("namespace file");
-                rustix::thread::move_into_link_name_space(
-                    file.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .expect("setns");
+                Self::move_thread_to(&self.name);
                 f()
             })
             .join()
             .expect("namespace thread")
         })
+    }
+
+    /// Moves the calling thread into namespace `name`, for good: for threads that
+    /// live in it (clients under load).
+    pub fn move_thread_to(name: &str) {
+        let path = format!("/var/run/netns/{name}");
+        let file = std::fs::File::open(&path).expect("namespace file");
+        rustix::thread::move_into_link_name_space(
+            file.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
     }
 }
 

@@ -1,0 +1,316 @@
+//! `handover run --listen`: the listening sockets pass from each instance to the
+//! next, so that upgrades under load refuse and reset nothing; the negative
+//! controls show what the same load sees without it; services written for
+//! systemd socket activation (Python, Node) take the sockets unchanged; and in
+//! bridge networking the old instance forwards to the new one.
+//!
+//! Real processes, real TCP, a real HTTP client (ureq), one connection per request.
+//! Needs root (namespaces) and python3 (node for its test); skips with the
+//! reason otherwise, and fails under `CI=true`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use handover_tests::load::{Load, Totals};
+use handover_tests::measure::setting;
+use handover_tests::netns::Netns;
+use handover_tests::process::{handover_bin, scratch, Run};
+use handover_tests::topology::Containers;
+use handover_tests::{require, require_netns};
+use rustix::process::{kill_process, Pid, Signal};
+
+const WAIT: Duration = Duration::from_secs(20);
+const PORT: u16 = 8080;
+
+fn service(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("services")
+        .join(file)
+}
+
+/// Whether `program` runs here; `Some(reason)` if not.
+fn missing(program: &str) -> Option<String> {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!found).then(|| format!("{program} is not installed"))
+}
+
+/// `handover run` in `ns` for scope `scope` around `service`, with `options`.
+fn instance(ns: &Netns, scope: &str, options: &[&str], service: &[&str]) -> Run {
+    let mut cmd = ns.command(handover_bin());
+    cmd.args(["--log-format", "json", "run", "--scope", scope])
+        .args(options)
+        .arg("--")
+        .args(service);
+    Run::spawn(cmd)
+}
+
+/// The Python service of generation `generation`, given the sockets.
+fn python(ns: &Netns, scope: &str, dir: &Path, generation: u32) -> Run {
+    let listen = format!("http=tcp:127.0.0.1:{PORT}");
+    let script = service("generation.py");
+    instance(
+        ns,
+        scope,
+        &["--listen", &listen, "--sockets-dir", dir.to_str().unwrap()],
+        &["python3", script.to_str().unwrap(), &generation.to_string()],
+    )
+}
+
+fn terminate(run: &mut Run) -> Option<i32> {
+    let pid = Pid::from_raw(run.pid() as i32).unwrap();
+    kill_process(pid, Signal::TERM).unwrap();
+    run.wait(WAIT).and_then(|s| s.code())
+}
+
+/// The service pid `run` started.
+fn service_pid(run: &mut Run) -> u32 {
+    let started = run.wait_event("child_started", WAIT).expect("a service");
+    started["pid"].as_u64().expect("pid") as u32
+}
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn url() -> String {
+    format!("http://127.0.0.1:{PORT}/")
+}
+
+/// Generation 0 from `first`, then `count` upgrades, each by `upgrade(old,
+/// generation)` returning the new instance once the old one is gone, under the
+/// load of 8 clients: what they saw.
+fn upgrades(
+    host: &Netns,
+    count: u32,
+    first: Run,
+    mut upgrade: impl FnMut(Run, u32) -> Run,
+) -> (Totals, Run) {
+    let mut current = first;
+    assert!(current.saw("ready", WAIT), "generation 0 never got ready");
+    std::thread::sleep(Duration::from_millis(300));
+    let load = Load::start(host, &url(), 8);
+    std::thread::sleep(Duration::from_millis(300));
+    for generation in 1..=count {
+        current = upgrade(current, generation);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    (load.stop(), current)
+}
+
+#[test]
+fn a_hundred_upgrades_under_load_refuse_and_reset_nothing() {
+    require_netns!();
+    require!(missing("python3"));
+    // Host networking: every instance in the host's namespace, as systemd services
+    // or balena containers with `network_mode: host` run.
+    let net = Containers::new();
+    let host = net.container();
+    let dir = scratch("sockets-upgrades");
+    let count = setting("HANDOVER_UPGRADES", 100) as u32;
+    let mut descriptors = Vec::new();
+    let mut services = Vec::new();
+    let first = python(&host.ns, "upgrades", &dir, 0);
+    let (totals, mut last) = upgrades(&host.ns, count, first, |mut old, generation| {
+        let mut new = python(&host.ns, "upgrades", &dir, generation);
+        // The newcomer owns the sockets once in charge; the old one has stopped.
+        assert!(
+            new.saw("sockets_owned", WAIT),
+            "generation {generation} never owned the sockets"
+        );
+        let sockets = new.wait_event("sockets", WAIT).unwrap();
+        assert_eq!(sockets["inherited"][0], "http", "{sockets}");
+        assert_eq!(old.wait(WAIT).and_then(|s| s.code()), Some(0));
+        services.push(service_pid(&mut old));
+        descriptors.push(open_descriptors(new.pid()));
+        new
+    });
+    services.push(service_pid(&mut last));
+    assert_eq!(terminate(&mut last), Some(0));
+
+    eprintln!("{count} upgrades under load: {totals}");
+    assert_eq!(totals.failed(), 0, "{totals}: {:?}", totals.failures);
+    for generation in 0..=count {
+        assert!(
+            totals.by_generation.contains_key(&generation),
+            "generation {generation} served nothing: {:?}",
+            totals.by_generation
+        );
+    }
+    // Each instance holds as many descriptors as the first did: none leak from one
+    // to the next.
+    assert!(
+        descriptors.iter().all(|&n| n == descriptors[0]),
+        "descriptors of each new instance: {descriptors:?}"
+    );
+    // No service outlived its instance.
+    for pid in services {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "service {pid} is still running"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn negative_control_stopping_then_starting_refuses_connections() {
+    require_netns!();
+    require!(missing("python3"));
+    let net = Containers::new();
+    let host = net.container();
+    let dir = scratch("sockets-kill-then-start");
+    let first = python(&host.ns, "kill-then-start", &dir, 0);
+    let (totals, mut last) = upgrades(&host.ns, 5, first, |mut old, generation| {
+        // The old instance stops before the new one starts: nobody to take the
+        // sockets from.
+        assert_eq!(terminate(&mut old), Some(0));
+        let mut new = python(&host.ns, "kill-then-start", &dir, generation);
+        assert!(new.saw("ready", WAIT));
+        new
+    });
+    terminate(&mut last);
+    eprintln!("stop, then start, 5 times under load: {totals}");
+    assert!(totals.refused > 0, "{totals}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn negative_control_rebinding_with_so_reuseport_resets_connections() {
+    require_netns!();
+    require!(missing("python3"));
+    let net = Containers::new();
+    let host = net.container();
+    let script = service("generation.py");
+    let port = PORT.to_string();
+    // Each service binds the port itself with SO_REUSEPORT: a socket, and a queue,
+    // per generation.
+    let rebinding = |generation: u32| {
+        let generation = generation.to_string();
+        let service = [
+            "python3",
+            script.to_str().unwrap(),
+            &generation,
+            "--reuseport",
+            &port,
+        ];
+        instance(&host.ns, "reuseport", &[], &service)
+    };
+    let (totals, mut last) = upgrades(&host.ns, 20, rebinding(0), |mut old, generation| {
+        let mut new = rebinding(generation);
+        assert!(new.saw("ready", WAIT));
+        assert_eq!(old.wait(WAIT).and_then(|s| s.code()), Some(0));
+        new
+    });
+    terminate(&mut last);
+    eprintln!("20 upgrades rebinding with SO_REUSEPORT under load: {totals}");
+    assert!(totals.failed() > 0, "{totals}");
+}
+
+#[test]
+fn python_and_node_services_take_the_sockets_unchanged() {
+    require_netns!();
+    require!(missing("python3"));
+    require!(missing("node"));
+    let net = Containers::new();
+    let host = net.container();
+    let dir = scratch("sockets-languages");
+    let ready = dir.join("node-ready");
+    let listen = format!("http=tcp:127.0.0.1:{PORT}");
+    let sockets = ["--listen", &listen, "--sockets-dir", dir.to_str().unwrap()];
+    let node = service("generation.js");
+    let ready_cmd = format!("test -e {}", ready.display());
+    let node_options = [&sockets[..], &["--ready-cmd", &ready_cmd]].concat();
+    let first = python(&host.ns, "languages", &dir, 0);
+    let (totals, mut last) = upgrades(&host.ns, 2, first, |mut old, generation| {
+        let mut new = match generation {
+            1 => instance(
+                &host.ns,
+                "languages",
+                &node_options,
+                &["node", node.to_str().unwrap(), "1", ready.to_str().unwrap()],
+            ),
+            _ => python(&host.ns, "languages", &dir, generation),
+        };
+        assert!(new.saw("sockets_owned", WAIT), "{:?}", new.seen);
+        assert_eq!(old.wait(WAIT).and_then(|s| s.code()), Some(0));
+        new
+    });
+    assert_eq!(terminate(&mut last), Some(0));
+    eprintln!("Python, then Node, then Python: {totals}");
+    assert_eq!(totals.failed(), 0, "{totals}: {:?}", totals.failures);
+    assert_eq!(
+        totals.by_generation.keys().copied().collect::<Vec<_>>(),
+        [0, 1, 2],
+        "{totals}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn in_bridge_networking_the_old_instance_forwards_to_the_new_one() {
+    require_netns!();
+    require!(missing("python3"));
+    // balena's default: the old and the new container each in a namespace of its
+    // own on a bridge, and clients that still resolve the old one's address. The
+    // sockets directory is shared, as a volume would be: the newcomer finds the
+    // owner in another namespace, and binds its own.
+    let net = Containers::new();
+    let (old_host, new_host, client) = (net.container(), net.container(), net.container());
+    let dir = scratch("sockets-bridge");
+    let start = |host: &Netns, generation: u32| {
+        let script = service("generation.py");
+        let options = [
+            "--listen",
+            "http=tcp:0.0.0.0:8080",
+            "--sockets-dir",
+            dir.to_str().unwrap(),
+        ];
+        let generation = generation.to_string();
+        instance(
+            host,
+            "bridge",
+            &options,
+            &["python3", script.to_str().unwrap(), &generation],
+        )
+    };
+    let mut old = start(&old_host.ns, 0);
+    assert!(old.saw("sockets_owned", WAIT), "{:?}", old.seen);
+    let old_address = format!("http://{}:{PORT}/", old_host.address.unwrap());
+    let load = Load::start(&client.ns, &old_address, 8);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut new = start(&new_host.ns, 1);
+    let sockets = new.wait_event("sockets", WAIT).unwrap();
+    assert_eq!(sockets["bound"][0], "http", "{sockets}");
+    let forwarding = old
+        .wait_event("forwarding", WAIT)
+        .expect("the old instance forwards");
+    assert_eq!(
+        forwarding["to"],
+        format!("{}:{PORT}", new_host.address.unwrap()),
+        "{forwarding}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let totals = load.stop();
+    // The supervisor stops the old container.
+    assert_eq!(terminate(&mut old), Some(0));
+    assert_eq!(terminate(&mut new), Some(0));
+
+    eprintln!("requests to the old address through a hand-over in bridge networking: {totals}");
+    assert_eq!(totals.failed(), 0, "{totals}: {:?}", totals.failures);
+    assert!(
+        totals.by_generation.get(&0).is_some_and(|&n| n > 0),
+        "{totals}"
+    );
+    assert!(
+        totals.by_generation.get(&1).is_some_and(|&n| n > 100),
+        "the new generation answered through the old address: {:?}",
+        totals.by_generation
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
