@@ -8,6 +8,7 @@
 //! Needs root (namespaces) and python3 (node for its test); skips with the
 //! reason otherwise, and fails under `CI=true`.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -312,5 +313,148 @@ fn in_bridge_networking_the_old_instance_forwards_to_the_new_one() {
         "the new generation answered through the old address: {:?}",
         totals.by_generation
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--listen` and `--sockets-dir` options for the failure tests.
+fn listen_options(dir: &Path) -> Vec<String> {
+    let listen = format!("http=tcp:127.0.0.1:{PORT}");
+    ["--listen", &listen, "--sockets-dir", dir.to_str().unwrap()]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+#[test]
+fn a_newcomer_that_crashes_or_never_gets_ready_leaves_the_owner_serving() {
+    require_netns!();
+    require!(missing("python3"));
+    let net = Containers::new();
+    let host = net.container();
+    let dir = scratch("sockets-failures");
+    let options = listen_options(&dir);
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    let mut owner = python(&host.ns, "failures", &dir, 0);
+    assert!(owner.saw("sockets_owned", WAIT));
+    let load = Load::start(&host.ns, &url(), 4);
+
+    // A newcomer whose service dies before it is ready.
+    let mut crashing = instance(&host.ns, "failures", &options, &["sh", "-c", "exit 3"]);
+    assert_eq!(crashing.wait(WAIT).and_then(|s| s.code()), Some(3));
+    // One whose service never gets ready.
+    let hanging_options = [&options[..], &["--ready-timeout", "1s"]].concat();
+    let mut hanging = instance(&host.ns, "failures", &hanging_options, &["sleep", "1000"]);
+    assert!(hanging.saw("ready_timeout", WAIT));
+    assert_eq!(hanging.wait(WAIT).and_then(|s| s.code()), Some(1));
+    assert!(owner.is_running(), "the owner kept serving");
+
+    // The owner still owns the sockets: the next instance inherits them from it.
+    let mut next = python(&host.ns, "failures", &dir, 1);
+    assert!(next.saw("sockets_owned", WAIT));
+    let sockets = next.wait_event("sockets", WAIT).unwrap();
+    assert_eq!(sockets["inherited"][0], "http", "{sockets}");
+    assert_eq!(sockets["from"], "previous instance", "{sockets}");
+    assert_eq!(owner.wait(WAIT).and_then(|s| s.code()), Some(0));
+    std::thread::sleep(Duration::from_millis(300));
+    let totals = load.stop();
+    assert_eq!(terminate(&mut next), Some(0));
+    eprintln!("through a crashing and a hanging newcomer: {totals}");
+    assert_eq!(totals.failed(), 0, "{totals}: {:?}", totals.failures);
+    assert_eq!(totals.by_generation.len(), 2, "{totals}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_newcomer_whose_predecessor_is_killed_mid_transfer_binds_fresh() {
+    require_netns!();
+    require!(missing("python3"));
+    let net = Containers::new();
+    let host = net.container();
+    let dir = scratch("sockets-killed-owner");
+    let mut owner = python(&host.ns, "killed-owner", &dir, 0);
+    assert!(owner.saw("sockets_owned", WAIT));
+
+    // The owner freezes (its service goes on serving), a newcomer asks it for the
+    // sockets, and the owner is killed before it answers.
+    let pid = Pid::from_raw(owner.pid() as i32).unwrap();
+    kill_process(pid, Signal::STOP).unwrap();
+    let mut new = python(&host.ns, "killed-owner", &dir, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    kill_process(pid, Signal::KILL).unwrap();
+    assert_eq!(owner.wait(WAIT).and_then(|s| s.signal()), Some(9));
+
+    // The newcomer binds the address afresh, says what may have been lost, and is
+    // the one instance serving.
+    let sockets = new.wait_event("sockets", WAIT).expect("sockets");
+    assert_eq!(sockets["bound"][0], "http", "{sockets}");
+    let warned = new.seen.iter().any(|e| {
+        e["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("may have been lost"))
+    });
+    assert!(warned, "{:?}", new.seen);
+    assert!(new.saw("sockets_owned", WAIT));
+    let load = Load::start(&host.ns, &url(), 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let totals = load.stop();
+    assert_eq!(terminate(&mut new), Some(0));
+    assert_eq!(totals.failed(), 0, "{totals}: {:?}", totals.failures);
+    assert_eq!(
+        totals.by_generation.keys().copied().collect::<Vec<_>>(),
+        [1],
+        "{totals}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_newcomers_at_once_end_with_exactly_one_owner() {
+    require_netns!();
+    require!(missing("python3"));
+    let net = Containers::new();
+    let host = net.container();
+    let dir = scratch("sockets-two-newcomers");
+    let mut owner = python(&host.ns, "two-newcomers", &dir, 0);
+    assert!(owner.saw("sockets_owned", WAIT));
+    let load = Load::start(&host.ns, &url(), 8);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Both start together; the directory's lock lets one take over at a time.
+    let mut newcomers = [
+        python(&host.ns, "two-newcomers", &dir, 1),
+        python(&host.ns, "two-newcomers", &dir, 2),
+    ];
+    assert_eq!(owner.wait(WAIT).and_then(|s| s.code()), Some(0));
+    let one_left = handover_tests::process::eventually(WAIT, || {
+        newcomers.iter_mut().map(Run::is_running).filter(|&r| r).count() == 1
+    });
+    assert!(one_left, "not exactly one instance left");
+    std::thread::sleep(Duration::from_millis(300));
+    let totals = load.stop();
+    let [mut first, second] = newcomers;
+    let (mut running, mut gone) = match first.is_running() {
+        true => (first, second),
+        false => (second, first),
+    };
+    assert_eq!(gone.wait(WAIT).and_then(|s| s.code()), Some(0));
+    let owns = running.saw("sockets_owned", WAIT);
+    gone.collect(Duration::from_millis(100));
+    let events = |run: &Run| -> Vec<String> {
+        run.seen
+            .iter()
+            .map(|e| match e["event"].as_str() {
+                Some(name) => name.to_owned(),
+                None => format!("log {}", e["fields"]["message"]),
+            })
+            .collect()
+    };
+    assert!(
+        owns,
+        "the survivor owns the sockets: {:?}; the other: {:?}",
+        events(&running),
+        events(&gone)
+    );
+    assert_eq!(terminate(&mut running), Some(0));
+    eprintln!("two newcomers at once: {totals}");
+    assert_eq!(totals.failed(), 0, "{totals}: {:?}", totals.failures);
     let _ = std::fs::remove_dir_all(&dir);
 }
