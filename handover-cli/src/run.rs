@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::Args as ClapArgs;
 use handover_std::notify;
-use handover_std::sockets::ListenSpec;
+use handover_std::sockets::{Address, ListenSpec, Sockets};
 use handover_std::{Handover, State, Successor, Term};
 use rustix::process::Signal;
 use serde_json::json;
@@ -27,7 +27,7 @@ use tokio_stream::{StreamExt, StreamMap};
 use crate::reaper::{dies_with_parent, Child, Reaper};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::listen::{PeerAddresses, Sockets};
+use crate::listen::PeerAddresses;
 use crate::log::{hex, Log};
 use crate::options::{Backend, ElectionArgs, Mode, Protocol};
 use crate::ready::{parse_http_url, Readiness, Relay};
@@ -206,7 +206,7 @@ impl Service {
             .env_remove("LISTEN_PID")
             .env("NOTIFY_SOCKET", notify_socket);
         let _sources = match sockets {
-            Some(sockets) => sockets.pass_to(&mut cmd)?,
+            Some(sockets) => crate::listen::pass_to(sockets, &mut cmd)?,
             None => Vec::new(),
         };
         if let Some(term) = term {
@@ -334,11 +334,8 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
             let sockets = match args.listen.is_empty() {
                 true => None,
                 false => {
-                    let dir = args
-                        .sockets_dir
-                        .clone()
-                        .unwrap_or_else(crate::listen::default_dir);
-                    Some(Sockets::acquire(&args.listen, &dir, &config.scope, log).await?)
+                    let dir = args.sockets_dir.as_deref();
+                    Some(crate::listen::acquire(&args.listen, dir, &config.scope, log).await?)
                 }
             };
             hand_over(
@@ -402,7 +399,8 @@ async fn hand_over(
                 if sockets.as_ref().is_some_and(|s| !s.owning()) =>
             {
                 if let Some(sockets) = sockets.as_mut() {
-                    sockets.own(log)?;
+                    sockets.own()?;
+                    log.event("sockets_owned", json!({}));
                 }
             }
             requested = handover.shutdown_requested() => {
@@ -422,7 +420,15 @@ async fn hand_over(
                         Successor::Legacy => None,
                     };
                     match to {
-                        Some(to) => sockets.forward(to, log, signals.stopping()).await,
+                        Some(to) => {
+                            for l in sockets.listeners() {
+                                if let (Address::Tcp(_), Some(port)) = (&l.spec().address, l.port()) {
+                                    let to = std::net::SocketAddr::from((to, port)).to_string();
+                                    log.event("forwarding", json!({ "name": l.name(), "to": to }));
+                                }
+                            }
+                            sockets.forward(to.into(), signals.stopping()).await
+                        }
                         None => tracing::info!("the successor announced no address: nothing to forward to"),
                     }
                 }

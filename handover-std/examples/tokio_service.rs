@@ -1,8 +1,13 @@
-//! A TCP service that hands over to its next version without dropping a connection.
+//! A TCP service that hands over to its next version without refusing or
+//! resetting a connection.
 //!
-//! Both versions listen on the same port at once (`SO_REUSEPORT`); the new one
-//! announces itself when it accepts connections, the old one then stops accepting,
+//! Both versions accept from the *same* listening socket: the first binds it, and
+//! each next version inherits it from the one in charge (through a coordination
+//! directory, [`Sockets`]), so there is one accept queue throughout. The new
+//! version announces itself once it accepts; the old one then stops accepting,
 //! finishes the connections it has, and tells the supervisor it is done.
+//! (Binding again with `SO_REUSEPORT` would not do: each socket has a queue of
+//! its own, and closing the old one resets the connections waiting in it.)
 //!
 //! ```sh
 //! cargo run -p handover-std --example tokio_service        # version 1
@@ -13,17 +18,10 @@
 
 use std::time::Duration;
 
+use handover_std::sockets::{default_dir, Sockets};
 use handover_std::{Config, Event, Handover};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
-
-fn listener(port: u16) -> std::io::Result<TcpListener> {
-    let socket = TcpSocket::new_v4()?;
-    socket.set_reuseport(true)?;
-    socket.bind(([127, 0, 0, 1], port).into())?;
-    socket.listen(128)
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("BALENA_SERVICE_HANDOVER_COMPLETE_PATH").is_none() {
         config.complete_files = vec!["/tmp/handover-example/complete".into()];
     }
-    let handover = Handover::start(config).await?;
+    let handover = Handover::start(config.clone()).await?;
     let mut events = handover.subscribe();
     tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
@@ -41,11 +39,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let listener = listener(8080)?;
-    println!("serving on 127.0.0.1:8080");
+    // The socket: systemd's, else the running version's, else a new one.
+    let specs = ["http=tcp:127.0.0.1:8080".parse()?];
+    let mut sockets = Sockets::acquire(&specs, &default_dir(), &config.scope).await?;
+    let listener = sockets.tcp("http")?;
+    println!(
+        "serving on 127.0.0.1:8080 ({})",
+        match sockets.source() {
+            Some(_) => "the socket of the version before",
+            None => "a new socket",
+        }
+    );
     handover.ready()?;
 
     let mut connections = JoinSet::new();
+    let in_charge = sockets.own_when_in_charge(&handover);
+    tokio::pin!(in_charge);
+    let mut owning = false;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -53,6 +63,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 connections.spawn(async move {
                     let _ = stream.write_all(b"hello from this version\n").await;
                 });
+            }
+            // From now on the next version gets the socket from this one.
+            owned = &mut in_charge, if !owning => {
+                owned?;
+                owning = true;
             }
             requested = handover.shutdown_requested() => {
                 // An error means the protocol stopped, not that a newer version
@@ -62,7 +77,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    // A newer version serves now: stop accepting, let the open connections finish.
+    // A newer version accepts from the same socket now: stop accepting (the
+    // connections still queued are its to take), let the open ones finish.
     drop(listener);
     println!("superseded: draining {} connections", connections.len());
     let _ = tokio::time::timeout(Duration::from_secs(10), async {

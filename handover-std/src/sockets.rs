@@ -601,6 +601,252 @@ fn send(stream: &UnixStream, text: &str, fds: &[BorrowedFd]) -> io::Result<()> {
     Ok(())
 }
 
+/// How long a newcomer waits for the owner to answer.
+const TAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long binding afresh retries an address still held by a predecessor that is
+/// going away (its service is stopping).
+const BIND_RETRY: Duration = Duration::from_secs(3);
+
+/// The default coordination directory: on balena in the volume of its hand-over
+/// (`/tmp/balena`), else the user's runtime directory, else `/run/handover` (root)
+/// or a directory of this user's under the temporary directory.
+pub fn default_dir() -> PathBuf {
+    let balena = Path::new("/tmp/balena");
+    if balena.is_dir() {
+        return balena.join("handover-sockets");
+    }
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return PathBuf::from(runtime).join("handover");
+    }
+    let uid = rustix::process::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/handover");
+    }
+    std::env::temp_dir().join(format!("handover-{}", uid.as_raw()))
+}
+
+/// Where an instance's sockets came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// systemd passed them to this process.
+    Systemd,
+    /// The instance in charge passed them on.
+    PreviousInstance,
+}
+
+/// A service's listening sockets, kept from one instance to the next: the sockets
+/// systemd passed, else the current owner's, else fresh ones; passed on from the
+/// moment this instance is in charge. What `handover run --listen` does, for
+/// services that run the protocol themselves.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use handover_std::sockets::{default_dir, Sockets};
+/// use handover_std::{Config, Handover};
+///
+/// let config = Config::from_env()?;
+/// let handover = Handover::start(config.clone()).await?;
+/// let specs = ["http=tcp:0.0.0.0:8080".parse()?];
+/// let mut sockets = Sockets::acquire(&specs, &default_dir(), &config.scope).await?;
+/// let listener = sockets.tcp("http")?;
+/// // ... accept on `listener` ...
+/// handover.ready()?;
+/// sockets.own_when_in_charge(&handover).await?;
+/// handover.shutdown_requested().await?;
+/// // ... stop accepting, finish the requests in flight ...
+/// handover.shutdown_complete().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Sockets {
+    listeners: Vec<Listener>,
+    dir: SocketDir,
+    /// Held from the start until this instance owns the sockets: one instance
+    /// takes over at a time.
+    lock: Option<DirLock>,
+    owner: Option<Owner>,
+    source: Option<Source>,
+    inherited: Vec<String>,
+}
+
+impl Sockets {
+    /// Waits for the directory `dir`'s lock for `scope`, then takes the sockets
+    /// `specs` asks for: those systemd passed, else the current owner's (the same
+    /// sockets: one accept queue), else fresh ones.
+    pub async fn acquire(specs: &[ListenSpec], dir: &Path, scope: &str) -> io::Result<Self> {
+        let socket_dir = SocketDir::open(dir, scope)?;
+        let lock = socket_dir.lock().await?;
+        let mut offered = from_systemd();
+        let mut source = (!offered.is_empty()).then_some(Source::Systemd);
+        if offered.is_empty() {
+            match socket_dir.take(TAKE_TIMEOUT).await {
+                Ok(Taken::Sockets(sockets)) => {
+                    offered = sockets;
+                    source = Some(Source::PreviousInstance);
+                }
+                Ok(Taken::NoOwner) => {}
+                Ok(Taken::OtherNetwork) => tracing::info!(
+                    "the instance in charge runs in another network namespace: binding \
+                     fresh sockets (it forwards to this one once superseded)"
+                ),
+                Err(e) => tracing::warn!(
+                    "the previous instance did not pass its sockets ({e}): binding fresh \
+                     ones; connections queued in its sockets may have been lost"
+                ),
+            }
+        }
+        let mut listeners = Vec::new();
+        let mut inherited = Vec::new();
+        for spec in specs {
+            let adopted = offered
+                .iter()
+                .position(|(name, _)| *name == spec.name)
+                .and_then(|i| Listener::adopt(&spec.name, offered.swap_remove(i).1, spec));
+            let listener = match adopted {
+                Some(listener) => {
+                    inherited.push(spec.name.clone());
+                    listener
+                }
+                None => bind_retrying(spec).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {spec}: {e}"))
+                })?,
+            };
+            listeners.push(listener);
+        }
+        Ok(Sockets {
+            listeners,
+            dir: socket_dir,
+            lock: Some(lock),
+            owner: None,
+            source,
+            inherited,
+        })
+    }
+
+    /// The sockets, in the order asked for.
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    /// Where the inherited ones came from (`None`: every socket is new).
+    pub fn source(&self) -> Option<Source> {
+        self.source
+    }
+
+    /// The names of the sockets inherited rather than bound.
+    pub fn inherited(&self) -> &[String] {
+        &self.inherited
+    }
+
+    /// The socket named `name`.
+    pub fn get(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name() == name)
+    }
+
+    /// The TCP listener named `name`, for tokio (a descriptor of its own: the
+    /// socket stays here to be passed on).
+    pub fn tcp(&self, name: &str) -> io::Result<tokio::net::TcpListener> {
+        self.get(name)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no socket {name:?}")))?
+            .try_clone()?
+            .into_tokio_tcp()
+    }
+
+    /// Whether this instance passes its sockets on yet.
+    pub fn owning(&self) -> bool {
+        self.owner.is_some()
+    }
+
+    /// This instance is in charge: from now on it passes its sockets to the next
+    /// one, and lets the next one come (the lock goes).
+    pub fn own(&mut self) -> io::Result<()> {
+        let copies = self
+            .listeners
+            .iter()
+            .map(Listener::try_clone)
+            .collect::<io::Result<Vec<_>>>()?;
+        self.owner = Some(self.dir.serve(copies)?);
+        self.lock = None;
+        Ok(())
+    }
+
+    /// Waits until `handover` is in charge, then [`own`](Self::own)s.
+    pub async fn own_when_in_charge(
+        &mut self,
+        handover: &crate::Handover,
+    ) -> Result<(), crate::Error> {
+        handover
+            .wait_for(|s| s.state == crate::State::Active)
+            .await?;
+        Ok(self.own()?)
+    }
+
+    /// Whether an instance in this network namespace took the sockets: then it
+    /// accepts from the same queues and nothing needs forwarding.
+    pub fn handed_off(&self) -> bool {
+        self.owner.as_ref().is_some_and(Owner::handed_off)
+    }
+
+    /// For an instance superseded by one that could not take the sockets (another
+    /// network namespace: bridge networking): accepts what still reaches the TCP
+    /// sockets and forwards each connection to `successor`, same port, until
+    /// `stop` resolves. Datagrams and Unix sockets are not forwarded.
+    pub async fn forward(&self, successor: std::net::IpAddr, stop: impl std::future::Future) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for listener in &self.listeners {
+            if !matches!(listener.spec().address, Address::Tcp(_)) {
+                continue;
+            }
+            let (Some(port), Ok(copy)) = (listener.port(), listener.try_clone()) else {
+                continue;
+            };
+            let Ok(accepting) = copy.into_tokio_tcp() else {
+                continue;
+            };
+            let to = SocketAddr::new(successor, port);
+            tracing::info!("forwarding {} to {to}", listener.name());
+            tasks.spawn(forward(accepting, to));
+        }
+        stop.await;
+    }
+}
+
+/// Binds `spec`, retrying while its address is still held by a predecessor that
+/// is going away.
+async fn bind_retrying(spec: &ListenSpec) -> io::Result<Listener> {
+    let deadline = tokio::time::Instant::now() + BIND_RETRY;
+    loop {
+        match Listener::bind(spec.clone()) {
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Accepts on `listener` and joins each connection to one made to `to`.
+async fn forward(listener: tokio::net::TcpListener, to: SocketAddr) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            match tokio::net::TcpStream::connect(to).await {
+                Ok(mut server) => {
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+                Err(e) => tracing::warn!("forwarding to {to}: {e}"),
+            }
+        });
+    }
+}
+
 /// `LISTEN_FDNAMES` for `listeners`.
 pub fn fd_names(listeners: &[Listener]) -> std::ffi::OsString {
     let names: Vec<&str> = listeners.iter().map(Listener::name).collect();

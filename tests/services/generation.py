@@ -2,7 +2,8 @@
 """An HTTP service written for systemd socket activation, as services are: it
 serves on the socket named "http" among those passed from descriptor 3
 (LISTEN_FDS, LISTEN_FDNAMES, for LISTEN_PID), answers every request with its
-generation after a random 0-20 ms delay, says READY=1 on $NOTIFY_SOCKET, and on
+generation after a random 0-20 ms delay ($SERVICE_DELAY_MS sets the
+longest), says READY=1 on $NOTIFY_SOCKET, and on
 SIGTERM stops accepting and finishes the requests it has accepted.
 
     generation.py GENERATION
@@ -35,13 +36,17 @@ else:
 # Other processes accept from the same queue: never block in accept.
 listener.setblocking(False)
 generation = sys.argv[1].encode()
+# The longest delay before an answer ($SERVICE_DELAY_MS, default 20 ms).
+DELAY = float(os.environ.get("SERVICE_DELAY_MS", "20")) / 1000
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
+    # A client that never sends its request must not hold the shutdown forever.
+    timeout = 5
 
     def do_GET(self):
-        time.sleep(random.uniform(0, 0.020))
+        time.sleep(random.uniform(0, DELAY))
         body = b"generation " + generation + b"\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

@@ -186,3 +186,53 @@ fn request(agent: &ureq::Agent, url: &str) -> Result<u32, (Kind, String)> {
         .and_then(|n| n.parse().ok())
         .ok_or((Kind::Short, format!("unexpected body {body:?}")))
 }
+
+/// A test service (`tests/services/FILE`).
+pub fn service(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("services")
+        .join(file)
+}
+
+/// `handover run --scope SCOPE OPTIONS -- SERVICE` in `ns`, with JSON logs.
+pub fn instance(
+    ns: &Netns,
+    scope: &str,
+    options: &[&str],
+    service: &[&str],
+) -> crate::process::Run {
+    let mut cmd = ns.command(crate::process::handover_bin());
+    cmd.args(["--log-format", "json", "run", "--scope", scope])
+        .args(options)
+        .arg("--")
+        .args(service);
+    crate::process::Run::spawn(cmd)
+}
+
+/// Generation `generation` of the Python service (`generation.py`) on socket
+/// `http=LISTEN`, passed on through `dir`.
+pub fn python_generation(
+    ns: &Netns,
+    scope: &str,
+    listen: &str,
+    dir: &std::path::Path,
+    generation: u32,
+) -> crate::process::Run {
+    let listen = format!("http={listen}");
+    let script = service("generation.py");
+    instance(
+        ns,
+        scope,
+        &[
+            "--listen",
+            &listen,
+            "--sockets-dir",
+            dir.to_str().expect("UTF-8"),
+        ],
+        &[
+            "python3",
+            script.to_str().expect("UTF-8"),
+            &generation.to_string(),
+        ],
+    )
+}

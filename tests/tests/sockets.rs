@@ -9,25 +9,19 @@
 //! reason otherwise, and fails under `CI=true`.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use handover_tests::load::{Load, Totals};
+use handover_tests::load::{instance, python_generation, service, Load, Totals};
 use handover_tests::measure::setting;
 use handover_tests::netns::Netns;
-use handover_tests::process::{handover_bin, scratch, Run};
+use handover_tests::process::{scratch, Run};
 use handover_tests::topology::Containers;
 use handover_tests::{require, require_netns};
 use rustix::process::{kill_process, Pid, Signal};
 
 const WAIT: Duration = Duration::from_secs(20);
 const PORT: u16 = 8080;
-
-fn service(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("services")
-        .join(file)
-}
 
 /// Whether `program` runs here; `Some(reason)` if not.
 fn missing(program: &str) -> Option<String> {
@@ -38,26 +32,9 @@ fn missing(program: &str) -> Option<String> {
     (!found).then(|| format!("{program} is not installed"))
 }
 
-/// `handover run` in `ns` for scope `scope` around `service`, with `options`.
-fn instance(ns: &Netns, scope: &str, options: &[&str], service: &[&str]) -> Run {
-    let mut cmd = ns.command(handover_bin());
-    cmd.args(["--log-format", "json", "run", "--scope", scope])
-        .args(options)
-        .arg("--")
-        .args(service);
-    Run::spawn(cmd)
-}
-
 /// The Python service of generation `generation`, given the sockets.
 fn python(ns: &Netns, scope: &str, dir: &Path, generation: u32) -> Run {
-    let listen = format!("http=tcp:127.0.0.1:{PORT}");
-    let script = service("generation.py");
-    instance(
-        ns,
-        scope,
-        &["--listen", &listen, "--sockets-dir", dir.to_str().unwrap()],
-        &["python3", script.to_str().unwrap(), &generation.to_string()],
-    )
+    python_generation(ns, scope, &format!("tcp:127.0.0.1:{PORT}"), dir, generation)
 }
 
 fn terminate(run: &mut Run) -> Option<i32> {
@@ -70,6 +47,25 @@ fn terminate(run: &mut Run) -> Option<i32> {
 fn service_pid(run: &mut Run) -> u32 {
     let started = run.wait_event("child_started", WAIT).expect("a service");
     started["pid"].as_u64().expect("pid") as u32
+}
+
+/// What process `pid` waits on, thread by thread, and its descriptors: for the
+/// message when a service does not stop.
+fn stuck(pid: u32) -> String {
+    let read = |path: String| std::fs::read_to_string(path).unwrap_or_default();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|t| read(format!("{}/wchan", t.path().display())))
+        .collect();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| Some(std::fs::read_link(fd.path()).ok()?.display().to_string()))
+        .collect();
+    format!("service {pid} waits in {threads:?} with {fds:?}")
 }
 
 fn open_descriptors(pid: u32) -> usize {
@@ -125,8 +121,16 @@ fn a_hundred_upgrades_under_load_refuse_and_reset_nothing() {
         );
         let sockets = new.wait_event("sockets", WAIT).unwrap();
         assert_eq!(sockets["inherited"][0], "http", "{sockets}");
-        assert_eq!(old.wait(WAIT).and_then(|s| s.code()), Some(0));
-        services.push(service_pid(&mut old));
+        let pid = service_pid(&mut old);
+        let exited = old.wait(WAIT).and_then(|s| s.code());
+        assert_eq!(
+            exited,
+            Some(0),
+            "generation {}: {}",
+            generation - 1,
+            stuck(pid)
+        );
+        services.push(pid);
         descriptors.push(open_descriptors(new.pid()));
         new
     });
@@ -425,7 +429,12 @@ fn two_newcomers_at_once_end_with_exactly_one_owner() {
     ];
     assert_eq!(owner.wait(WAIT).and_then(|s| s.code()), Some(0));
     let one_left = handover_tests::process::eventually(WAIT, || {
-        newcomers.iter_mut().map(Run::is_running).filter(|&r| r).count() == 1
+        newcomers
+            .iter_mut()
+            .map(Run::is_running)
+            .filter(|&r| r)
+            .count()
+            == 1
     });
     assert!(one_left, "not exactly one instance left");
     std::thread::sleep(Duration::from_millis(300));
