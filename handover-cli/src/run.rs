@@ -255,6 +255,24 @@ impl Service {
     }
 }
 
+/// The readiness option that would probe a port `--listen` shares with the
+/// instance in charge, if any.
+fn probes_a_shared_socket(args: &Args) -> Option<String> {
+    let shared = |port: u16| {
+        args.listen.iter().any(|l| match l.address {
+            Address::Tcp(a) => a.port() == port,
+            _ => false,
+        })
+    };
+    if let Some(port) = args.readiness.ready_tcp.filter(|&p| shared(p)) {
+        return Some(format!("--ready-tcp {port}"));
+    }
+    let url = args.readiness.ready_http.as_ref()?;
+    let (address, _, _) = parse_http_url(url)?;
+    let port = address.rsplit_once(':')?.1.parse().ok()?;
+    shared(port).then(|| format!("--ready-http {url}"))
+}
+
 /// `handover`'s exit status once it handed over: 0 when the service ended because
 /// of the stop signal it was sent (so that `Restart=on-failure` and restart
 /// policies leave the old instance stopped), else the service's own status.
@@ -285,10 +303,18 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
     args.election.apply(&mut config, args.protocol.mode)?;
     if !args.listen.is_empty() && args.protocol.mode != Mode::Handover {
         return Err(
-            "--listen: hand-over mode only (a cold standby has no service to \
-                    pass sockets to)"
+            "--listen: hand-over mode only (a cold standby has no service to pass \
+             sockets to)"
                 .into(),
         );
+    }
+    if let Some(option) = probes_a_shared_socket(&args) {
+        return Err(format!(
+            "{option}: with --listen the instance in charge answers on that socket too, \
+             so it cannot tell that this one is ready; have the service send READY=1 on \
+             $NOTIFY_SOCKET, or check with --ready-cmd or on another port"
+        )
+        .into());
     }
     let mut signals = Forwarded::install()?;
     let reaper = Reaper::start()?;

@@ -110,6 +110,31 @@ fn bad_values_name_the_option() {
             &["--stop-signal", "SIGFOO"],
         ),
         (&[], &["--mode", "leader"], &["--mode", "leader"]),
+        (
+            &[],
+            &["--listen", "http"],
+            &["--listen", "NAME=tcp:ADDR:PORT"],
+        ),
+        (
+            &[],
+            &["--listen", "web=sctp:80"],
+            &["--listen", "tcp:ADDR:PORT"],
+        ),
+        (
+            &[],
+            &["--listen", "http=tcp:8080", "--ready-tcp", "8080"],
+            &["--ready-tcp 8080", "READY=1"],
+        ),
+        (
+            &[("HANDOVER_LISTEN", "http=tcp:0.0.0.0:8080")],
+            &["--ready-http", "http://127.0.0.1:8080/health"],
+            &["--ready-http", "another port"],
+        ),
+        (
+            &[],
+            &["--listen", "http=tcp:8080", "--mode", "failover"],
+            &["--listen", "hand-over mode only"],
+        ),
     ];
     for (env, args, expected) in cases {
         let stderr = refused(env, args);

@@ -467,3 +467,48 @@ fn two_newcomers_at_once_end_with_exactly_one_owner() {
     assert_eq!(totals.failed(), 0, "{totals}: {:?}", totals.failures);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sockets_systemd_passed_to_handover_are_the_ones_passed_on() {
+    require_netns!();
+    require!(missing("python3"));
+    require!(missing("systemd-socket-activate"));
+    let net = Containers::new();
+    let host = net.container();
+    let dir = scratch("sockets-systemd");
+    let listen = format!("http=tcp:127.0.0.1:{PORT}");
+    // systemd-socket-activate listens as a .socket unit would and starts
+    // `handover` on the first connection, with the socket as descriptor 3.
+    let mut activated = {
+        let script = service("generation.py");
+        let mut cmd = host.ns.command("systemd-socket-activate");
+        cmd.args(["--listen", &format!("127.0.0.1:{PORT}"), "--fdname=http"])
+            .arg(handover_tests::process::handover_bin())
+            .args(["--log-format", "json", "run", "--scope", "systemd"])
+            .args(["--listen", &listen, "--sockets-dir", dir.to_str().unwrap()])
+            .args(["--", "python3", script.to_str().unwrap(), "0"]);
+        Run::spawn(cmd)
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let load = Load::start(&host.ns, &url(), 4);
+    let sockets = activated
+        .wait_event("sockets", WAIT)
+        .expect("handover started");
+    assert_eq!(sockets["from"], "systemd", "{sockets}");
+    assert_eq!(sockets["inherited"][0], "http", "{sockets}");
+    assert!(activated.saw("sockets_owned", WAIT));
+
+    // The next instance, started as usual, takes that same socket.
+    let mut next = python(&host.ns, "systemd", &dir, 1);
+    assert!(next.saw("sockets_owned", WAIT));
+    let sockets = next.wait_event("sockets", WAIT).unwrap();
+    assert_eq!(sockets["from"], "previous instance", "{sockets}");
+    assert_eq!(activated.wait(WAIT).and_then(|s| s.code()), Some(0));
+    std::thread::sleep(Duration::from_millis(300));
+    let totals = load.stop();
+    assert_eq!(terminate(&mut next), Some(0));
+    eprintln!("from systemd's socket to the next instance: {totals}");
+    assert_eq!(totals.failed(), 0, "{totals}: {:?}", totals.failures);
+    assert_eq!(totals.by_generation.len(), 2, "{totals}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
