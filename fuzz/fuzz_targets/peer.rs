@@ -7,7 +7,7 @@ use core::net::SocketAddr;
 use core::time::Duration;
 
 use arbitrary::Arbitrary;
-use handover_proto::wire::{self, Datagram, Frame, MAX_DATAGRAM};
+use handover_proto::wire::{self, Datagram, Packet, MAX_DATAGRAM};
 use handover_proto::{Auth, Config, Event, Instant, Peer, Policy};
 use libfuzzer_sys::fuzz_target;
 
@@ -62,9 +62,9 @@ fn drain(peer: &mut Peer<TABLE>, now: Instant, keyed: bool) -> Vec<Event> {
         assert!(sent < 64, "a bounded number of datagrams per input");
         let bytes = &buf[..t.len];
         match Datagram::parse(bytes).expect("emitted datagrams decode") {
-            Datagram::V2(frame) => {
-                assert_eq!(frame.packet.header.scope, SCOPE);
-                assert_eq!(frame.tag.is_some(), keyed);
+            Datagram::V2(packet) => {
+                assert_eq!(packet.repr.header.scope, SCOPE);
+                assert_eq!(packet.tag.is_some(), keyed);
             }
             Datagram::Legacy(_) => {}
         }
@@ -115,16 +115,16 @@ fuzz_target!(|input: Input| {
             Op::Member { from, body } => {
                 let mut bytes = vec![wire::MAGIC, 0];
                 bytes.extend_from_slice(&body);
-                let Ok(frame) = Frame::parse(&bytes) else {
+                let Ok(packet) = Packet::parse(&bytes) else {
                     continue;
                 };
-                let mut packet = frame.packet;
-                packet.header.scope = SCOPE;
+                let mut repr = packet.repr;
+                repr.header.scope = SCOPE;
                 let mut buf = [0u8; MAX_DATAGRAM];
                 let n = if input.keyed {
-                    packet.emit_tagged(&KEY, &mut buf)
+                    repr.emit_tagged(&KEY, &mut buf)
                 } else {
-                    packet.emit(&mut buf)
+                    repr.emit(&mut buf)
                 };
                 if let Ok(n) = n {
                     peer.handle_datagram(now, source(from), &buf[..n]);

@@ -4,7 +4,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use handover_proto::wire::{auth, Frame};
+use handover_proto::wire::{auth, Packet};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: auth::Key = [0x6b; 32];
@@ -17,20 +17,20 @@ struct Input<'a> {
 }
 
 fuzz_target!(|input: Input<'_>| {
-    if let Ok(frame) = Frame::parse(input.bytes) {
-        if let Some(tag) = frame.tag {
+    if let Ok(packet) = Packet::parse(input.bytes) {
+        if let Some(tag) = packet.tag {
             assert!(
-                !auth::verify(&KEY, frame.covered, tag),
+                !auth::verify(&KEY, packet.covered, tag),
                 "forged tag accepted"
             );
         }
         // Tag what was decoded, then tamper with one byte.
         let mut buf = [0u8; handover_proto::wire::MAX_DATAGRAM];
-        let n = frame
-            .packet
+        let n = packet
+            .repr
             .emit_tagged(&KEY, &mut buf)
             .expect("re-encodes");
-        let valid = Frame::parse(&buf[..n]).expect("decodes");
+        let valid = Packet::parse(&buf[..n]).expect("decodes");
         assert!(auth::verify(
             &KEY,
             valid.covered,
@@ -38,7 +38,7 @@ fuzz_target!(|input: Input<'_>| {
         ));
         if input.flip != 0 {
             buf[input.flip_at % n] ^= input.flip;
-            if let Ok(tampered) = Frame::parse(&buf[..n]) {
+            if let Ok(tampered) = Packet::parse(&buf[..n]) {
                 if let Some(tag) = tampered.tag {
                     assert!(
                         !auth::verify(&KEY, tampered.covered, tag),

@@ -1,10 +1,13 @@
-//! decode(encode(x)) == x for every packet within the limits, tagged or not; packets
-//! beyond the limits are refused by the encoder, never emitted.
+//! decode(encode(x)) == x for every message within the limits, tagged or not, with
+//! or without extension records (those a later version would add: skipped and
+//! kept if not critical, refused if critical); messages beyond the limits are
+//! refused by the encoder, never emitted.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use handover_proto::wire::{
-    auth, Ack, Announce, Body, Frame, Goodbye, Header, Packet, Rank, Role, MAX_DATAGRAM,
+    auth, Ack, Announce, Body, DecodeError, Extension, Goodbye, Header, Packet, Rank, Repr,
+    Role, EXTENSION_CRITICAL, MAX_DATAGRAM,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -38,6 +41,7 @@ struct Input {
     start_ms: i64,
     kind: Kind,
     key: Option<[u8; 32]>,
+    extensions: Vec<(u8, Vec<u8>)>,
 }
 
 fn role(r: u8) -> Role {
@@ -85,7 +89,7 @@ fuzz_target!(|input: Input| {
             successor: *successor,
         }),
     };
-    let packet = Packet {
+    let repr = Repr {
         header: Header {
             scope: input.scope,
             sender: input.sender,
@@ -93,22 +97,34 @@ fuzz_target!(|input: Input| {
         },
         body,
     };
-    let mut buf = [0u8; MAX_DATAGRAM];
+    let extensions: Vec<Extension> = input
+        .extensions
+        .iter()
+        .map(|(kind, data)| Extension { kind: *kind, data })
+        .collect();
+    let room: usize = extensions.iter().map(|e| 2 + e.data.len()).sum();
+    let mut buf = vec![0u8; MAX_DATAGRAM + room];
     let emitted = match &input.key {
-        Some(key) => packet.emit_tagged(key, &mut buf),
-        None => packet.emit(&mut buf),
+        Some(key) => repr.emit_tagged_extended(key, &extensions, &mut buf),
+        None => repr.emit_extended(&extensions, &mut buf),
     };
     let Ok(n) = emitted else {
         assert!(
-            !packet.within_limits(),
-            "a packet within the limits fits MAX_DATAGRAM"
+            !repr.within_limits() || extensions.iter().any(|e| e.data.len() > 255),
+            "a message within the limits, with its records, fits"
         );
         return;
     };
-    let frame = Frame::parse(&buf[..n]).expect("encoded packets decode");
-    assert_eq!(frame.packet, packet);
-    match (&input.key, frame.tag) {
-        (Some(key), Some(tag)) => assert!(auth::verify(key, frame.covered, tag)),
+    let parsed = Packet::parse(&buf[..n]);
+    if extensions.iter().any(|e| e.kind & EXTENSION_CRITICAL != 0) {
+        assert_eq!(parsed, Err(DecodeError::UnknownCriticalExtension));
+        return;
+    }
+    let packet = parsed.expect("encoded messages decode");
+    assert_eq!(packet.repr, repr);
+    assert!(packet.extensions.iter().eq(extensions.iter().copied()));
+    match (&input.key, packet.tag) {
+        (Some(key), Some(tag)) => assert!(auth::verify(key, packet.covered, tag)),
         (None, None) => {}
         _ => panic!("tag presence must survive the round trip"),
     }

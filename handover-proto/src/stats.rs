@@ -30,6 +30,8 @@ pub struct Stats {
     pub dropped_bad_flags: u32,
     /// Body that does not decode or exceeds a limit.
     pub dropped_malformed: u32,
+    /// A critical extension this version does not know.
+    pub dropped_unknown_extension: u32,
     /// Another scope's datagrams (other devices or services on the group).
     pub dropped_foreign_scope: u32,
     /// Without a tag on a group with a key.
@@ -70,6 +72,7 @@ impl Stats {
             self.dropped_trailing,
             self.dropped_bad_flags,
             self.dropped_malformed,
+            self.dropped_unknown_extension,
             self.dropped_foreign_scope,
             self.dropped_unauthenticated,
             self.dropped_bad_tag,
@@ -94,6 +97,7 @@ impl Stats {
             DecodeError::Trailing => &mut self.dropped_trailing,
             DecodeError::BadFlags => &mut self.dropped_bad_flags,
             DecodeError::Malformed => &mut self.dropped_malformed,
+            DecodeError::UnknownCriticalExtension => &mut self.dropped_unknown_extension,
         };
         counter.bump();
     }

@@ -17,7 +17,7 @@
 //! For UDP sockets the filter sees the datagram from its UDP header on: the payload
 //! starts at byte 8, and the length includes the header.
 
-use handover_proto::wire::{legacy, scope_prefix, MAGIC, SCOPE_OFFSET};
+use handover_proto::wire::{legacy, scope_prefix, MAGIC, RESERVED_FLAGS, SCOPE_OFFSET};
 use socket2::SockFilter;
 
 /// Classic BPF instructions (linux/filter.h).
@@ -94,7 +94,10 @@ pub(crate) fn same_scope(scope: u32) -> Vec<SockFilter> {
             at: 0,
             value: MAGIC,
         },
-        Check::NoBits { at: 1, mask: 0xfe },
+        Check::NoBits {
+            at: 1,
+            mask: RESERVED_FLAGS,
+        },
     ];
     for (i, &value) in prefix[..len].iter().enumerate() {
         let at = (SCOPE_OFFSET + i) as u32;
@@ -120,7 +123,7 @@ mod tests {
     //! decoder's verdict on the whole fuzz corpus and on crafted boundary cases.
 
     use super::*;
-    use handover_proto::wire::{self, Body, Datagram, DecodeError, Goodbye, Header, Packet};
+    use handover_proto::wire::{self, Body, Datagram, DecodeError, Goodbye, Header, Repr};
     use std::net::{Ipv4Addr, UdpSocket};
     use std::time::Duration;
 
@@ -161,7 +164,12 @@ mod tests {
     }
 
     fn goodbye(scope: u32, tagged: bool) -> Vec<u8> {
-        let packet = Packet {
+        goodbye_with(scope, tagged, &[])
+    }
+
+    /// The same with extension records, as a later version may send.
+    fn goodbye_with(scope: u32, tagged: bool, extensions: &[wire::Extension]) -> Vec<u8> {
+        let repr = Repr {
             header: Header {
                 scope,
                 sender: 0x5e71,
@@ -169,11 +177,12 @@ mod tests {
             },
             body: Body::Goodbye(Goodbye { successor: None }),
         };
-        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        let mut buf = [0u8; wire::MAX_DATAGRAM + 64];
         let n = if tagged {
-            packet.emit_tagged(&[7; 32], &mut buf).unwrap()
+            repr.emit_tagged_extended(&[7; 32], extensions, &mut buf)
+                .unwrap()
         } else {
-            packet.emit(&mut buf).unwrap()
+            repr.emit_extended(extensions, &mut buf).unwrap()
         };
         buf[..n].to_vec()
     }
@@ -184,7 +193,7 @@ mod tests {
     /// after our prefix (either way: the decoder counts it).
     fn verdict(bytes: &[u8], scope: u32) -> Option<bool> {
         match Datagram::parse(bytes) {
-            Ok(Datagram::V2(frame)) => Some(frame.packet.header.scope == scope),
+            Ok(Datagram::V2(packet)) => Some(packet.repr.header.scope == scope),
             Ok(Datagram::Legacy(_)) => Some(false),
             Err(
                 DecodeError::Empty
@@ -238,8 +247,8 @@ mod tests {
         // Against each datagram's own scope too: the corpus has many scopes.
         let mut own = 0;
         for bytes in &inputs {
-            if let Ok(Datagram::V2(frame)) = Datagram::parse(bytes) {
-                let scope = frame.packet.header.scope;
+            if let Ok(Datagram::V2(packet)) = Datagram::parse(bytes) {
+                let scope = packet.repr.header.scope;
                 let probe = Probe::new(&same_scope(scope), goodbye(scope, false));
                 check(&probe, scope, bytes);
                 own += 1;
@@ -271,10 +280,17 @@ mod tests {
                 for cut in 0..ours.len() {
                     check(&probe, scope, &ours[..cut]);
                 }
+                // A later version's records pass.
+                let record = wire::Extension {
+                    kind: 0x21,
+                    data: b"later",
+                };
+                let extended = goodbye_with(scope, tagged, &[record]);
+                assert!(probe.passes(&extended), "scope {scope:#x}, extended");
                 // Each byte of the prefix changed; a reserved flag bit set.
                 for at in 0..SCOPE_OFFSET + scope_prefix(scope).1 {
                     let mut other = ours.clone();
-                    other[at] ^= if at == 1 { 0x02 } else { 0x01 };
+                    other[at] ^= if at == 1 { 0x04 } else { 0x01 };
                     assert!(!probe.passes(&other), "scope {scope:#x}: {other:02x?}");
                 }
             }

@@ -118,17 +118,17 @@ pub fn sighting(
             s.start_ms = a.start_ms;
             s.legacy = true;
         }
-        Datagram::V2(frame) => {
-            let header = frame.packet.header;
+        Datagram::V2(packet) => {
+            let header = packet.repr.header;
             s.scope = Some(header.scope);
             s.id = header.sender;
             if !keys.is_empty() {
-                s.authentic = Some(frame.tag.is_some_and(|tag| {
+                s.authentic = Some(packet.tag.is_some_and(|tag| {
                     keys.iter()
-                        .any(|k| wire::auth::verify(k, frame.covered, tag))
+                        .any(|k| wire::auth::verify(k, packet.covered, tag))
                 }));
             }
-            match frame.packet.body {
+            match packet.repr.body {
                 Body::Announce(a) => {
                     s.role = Some(a.role);
                     s.priority = Some(a.rank.priority);

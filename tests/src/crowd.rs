@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use handover_proto::wire::{self, Announce, Body, Header, Packet, Rank, Role};
+use handover_proto::wire::{self, Announce, Body, Header, Rank, Repr, Role};
 
 use crate::netns::Netns;
 
@@ -26,7 +26,7 @@ pub struct Crowd {
 /// A heartbeat of instance `i` of the crowd: active, in scope `device-i/svc`.
 fn heartbeat(i: u32, counter: u64) -> Vec<u8> {
     let scope = format!("device-{i}/svc");
-    let packet = Packet {
+    let repr = Repr {
         header: Header {
             scope: wire::scope_id(scope.as_bytes()),
             sender: 0xc0_0000 + u64::from(i),
@@ -48,7 +48,7 @@ fn heartbeat(i: u32, counter: u64) -> Vec<u8> {
         }),
     };
     let mut buf = [0u8; wire::MAX_DATAGRAM];
-    let n = packet.emit(&mut buf).expect("a crowd heartbeat");
+    let n = repr.emit(&mut buf).expect("a crowd heartbeat");
     buf[..n].to_vec()
 }
 

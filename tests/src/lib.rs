@@ -23,13 +23,9 @@ pub mod topology;
 
 /// A claim an attacker forges: the highest priority and generation, so that it
 /// outranks every honest peer of `scope`.
-pub fn forged_claim(
-    scope: u32,
-    sender: u64,
-    counter: u64,
-) -> handover_proto::wire::Packet<'static> {
-    use handover_proto::wire::{Announce, Body, Header, Packet, Rank, Role};
-    Packet {
+pub fn forged_claim(scope: u32, sender: u64, counter: u64) -> handover_proto::wire::Repr<'static> {
+    use handover_proto::wire::{Announce, Body, Header, Rank, Repr, Role};
+    Repr {
         header: Header {
             scope,
             sender,

@@ -7,7 +7,7 @@ use core::time::Duration;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use handover_proto::sim::{Network, NodeId, Sim, SCOPE};
-use handover_proto::wire::{self, auth::Key, Body, Packet, Role};
+use handover_proto::wire::{self, auth::Key, Body, Repr, Role};
 use handover_proto::{Auth, Event, Instant, State};
 use handover_tests::seeds;
 use proptest::prelude::*;
@@ -22,7 +22,7 @@ fn node(sim: &mut Sim, auth: Option<Auth>) -> NodeId {
     sim.add_node(config)
 }
 
-fn forged_claim(sender: u64, counter: u64) -> Packet<'static> {
+fn forged_claim(sender: u64, counter: u64) -> Repr<'static> {
     handover_tests::forged_claim(SCOPE, sender, counter)
 }
 

@@ -11,7 +11,7 @@ use crate::config::{Config, ConfigError, Policy, MAX_HEARTBEAT, MIN_HEARTBEAT};
 use crate::event::{Destination, Event, State, StateError, Successor, Transmit};
 use crate::stats::{Bump, Stats};
 use crate::time::{Clock, Tick};
-use crate::wire::{self, legacy, Body, Datagram, Frame, Header, Packet, Role, MAX_STATE};
+use crate::wire::{self, legacy, Body, Datagram, Header, Packet, Repr, Role, MAX_STATE};
 use crate::{Instant, Rank};
 
 use table::{dead_interval, Entry, Freshness, Table};
@@ -291,7 +291,7 @@ impl<const N: usize> Peer<N> {
                     self.stats.count_decode_error(e);
                 }
                 Ok(Datagram::Legacy(announce)) => self.handle_legacy(announce),
-                Ok(Datagram::V2(frame)) => self.handle_frame(now, source, frame),
+                Ok(Datagram::V2(packet)) => self.handle_packet(now, source, packet),
             }
         }
         self.after_input();
@@ -492,20 +492,20 @@ impl<const N: usize> Peer<N> {
         }
     }
 
-    fn handle_frame(&mut self, now: Instant, source: SocketAddr, frame: Frame<'_>) {
-        let Packet { header, body } = frame.packet;
+    fn handle_packet(&mut self, now: Instant, source: SocketAddr, packet: Packet<'_>) {
+        let Repr { header, body } = packet.repr;
         if header.scope != self.config.scope {
             self.stats.dropped_foreign_scope.bump();
             return;
         }
         #[cfg(feature = "auth")]
         if let Some(auth) = &self.config.auth {
-            match frame.tag {
+            match packet.tag {
                 None => {
                     self.stats.dropped_unauthenticated.bump();
                     return;
                 }
-                Some(tag) if !auth.verifies(now, frame.covered, tag) => {
+                Some(tag) if !auth.verifies(now, packet.covered, tag) => {
                     self.stats.dropped_bad_tag.bump();
                     return;
                 }
@@ -946,12 +946,12 @@ impl<const N: usize> Peer<N> {
     // ----- emitting -----
 
     /// Encodes `packet`, tagged when the group has a key.
-    fn seal(&self, packet: &Packet<'_>, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
+    fn seal(&self, repr: &Repr<'_>, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
         #[cfg(feature = "auth")]
         if let Some(auth) = &self.config.auth {
-            return packet.emit_tagged(&auth.key, buf);
+            return repr.emit_tagged(&auth.key, buf);
         }
-        packet.emit(buf)
+        repr.emit(buf)
     }
 
     fn emit_announce(&mut self, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
@@ -966,7 +966,7 @@ impl<const N: usize> Peer<N> {
         } else {
             &[]
         };
-        let packet = Packet {
+        let repr = Repr {
             header,
             body: Body::Announce(wire::Announce {
                 role,
@@ -979,11 +979,11 @@ impl<const N: usize> Peer<N> {
                 state,
             }),
         };
-        self.seal(&packet, buf)
+        self.seal(&repr, buf)
     }
 
     fn emit_ack(&mut self, reply: Reply, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
-        let packet = Packet {
+        let repr = Repr {
             header: self.next_header(),
             body: Body::Ack(wire::Ack {
                 to: reply.id.into(),
@@ -993,17 +993,17 @@ impl<const N: usize> Peer<N> {
                 ready_ms: self.ready_ms(self.clock.now()),
             }),
         };
-        self.seal(&packet, buf)
+        self.seal(&repr, buf)
     }
 
     fn emit_goodbye(&mut self, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
-        let packet = Packet {
+        let repr = Repr {
             header: self.next_header(),
             body: Body::Goodbye(wire::Goodbye {
                 successor: self.successor.map(NonZeroU64::get),
             }),
         };
-        self.seal(&packet, buf)
+        self.seal(&repr, buf)
     }
 
     fn next_header(&mut self) -> Header {
@@ -1160,7 +1160,7 @@ mod tests {
 
     /// Hands `p` an announcement of `sender`.
     fn hear(p: &mut Peer<8>, now: Instant, sender: u64, counter: u64, a: wire::Announce<'_>) {
-        let packet = Packet {
+        let repr = Repr {
             header: Header {
                 scope: SCOPE,
                 sender,
@@ -1169,7 +1169,7 @@ mod tests {
             body: Body::Announce(a),
         };
         let mut buf = [0u8; wire::MAX_DATAGRAM];
-        let len = packet.emit(&mut buf).unwrap();
+        let len = repr.emit(&mut buf).unwrap();
         let from = SocketAddr::from(([10, 0, 0, sender as u8], 1538));
         p.handle_datagram(now, from, &buf[..len]);
     }
@@ -1234,7 +1234,7 @@ mod tests {
         p.ready(at_ms(0)).unwrap();
         drain(&mut p);
         let a = announce(Role::Active, u32::MAX, 5_000, b"");
-        let ack = Packet {
+        let ack = Repr {
             header: Header {
                 scope: SCOPE,
                 sender: 2,
@@ -1331,6 +1331,8 @@ mod tests {
     #[test]
     fn peer_with_eight_entries_stays_within_budget() {
         let size = core::mem::size_of::<Peer<8>>();
-        assert!(size <= 1112, "Peer<8> grew to {size} bytes");
+        // 1,112 bytes until the counter of unknown critical extensions (4 bytes, 8
+        // with alignment) came with the extension records.
+        assert!(size <= 1120, "Peer<8> grew to {size} bytes");
     }
 }

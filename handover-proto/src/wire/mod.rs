@@ -2,14 +2,22 @@
 //!
 //! Two formats share the network:
 //!
-//! * **v2** ([`Frame`], [`Packet`]): this protocol. Layout:
+//! * **v2** ([`Packet`], [`Repr`]): this protocol. Layout:
 //!
 //!   ```text
 //!   byte 0        MAGIC = 0x48 ('H'): never 0x01 or 0x02, the legacy first bytes
-//!   byte 1        FLAGS: bit 0 = an authentication tag follows the body; others zero
+//!   byte 1        FLAGS: bit 0 = an authentication tag ends the datagram;
+//!                 bit 1 = extension records follow the body; others zero
 //!   bytes 2..     body, postcard-encoded: Header { scope, sender, counter } then Body
+//!   then          extension records, only when FLAGS bit 1 is set: kind (1 byte,
+//!                 bit 7 = critical), length (1 byte), data; record after record
 //!   last 16 bytes authentication tag, present only when FLAGS bit 0 is set
 //!   ```
+//!
+//!   Extensions are how the format grows without a flag day: a newer peer adds
+//!   records, and a peer of this version skips the kinds it does not know (it knows
+//!   none yet) unless one is marked critical, and still checks the tag over them.
+//!   Peers older than this version drop extended datagrams (reserved flag bit).
 //!
 //!   The tag ([`auth`]) is HMAC-SHA256 under the group's pre-shared key over every
 //!   byte before it, truncated to 16 bytes.
@@ -39,8 +47,9 @@ pub type Key = [u8; KEY_LEN];
 mod v2;
 
 pub use v2::{
-    Ack, Announce, Body, Frame, Goodbye, Header, Packet, Rank, Role, MAGIC, MAX_ADDRESSES,
-    MAX_DATAGRAM, MAX_DATAGRAM_BASE, MAX_NAME, MAX_READY_MS, MAX_STATE, TAG_LEN,
+    Ack, Announce, Body, Extension, Extensions, Goodbye, Header, Packet, Rank, Repr, Role,
+    EXTENSION_CRITICAL, MAGIC, MAX_ADDRESSES, MAX_DATAGRAM, MAX_DATAGRAM_BASE, MAX_EXTENSION_DATA,
+    MAX_NAME, MAX_READY_MS, MAX_STATE, RESERVED_FLAGS, TAG_LEN,
 };
 
 use core::fmt;
@@ -72,6 +81,8 @@ pub enum DecodeError {
     BadFlags,
     /// The body does not decode, or a field is beyond its limit.
     Malformed,
+    /// An extension record this version does not know, marked critical.
+    UnknownCriticalExtension,
 }
 
 impl fmt::Display for DecodeError {
@@ -84,6 +95,9 @@ impl fmt::Display for DecodeError {
             DecodeError::Trailing => f.write_str("unexpected bytes after the message"),
             DecodeError::BadFlags => f.write_str("reserved flag bits set"),
             DecodeError::Malformed => f.write_str("malformed message body"),
+            DecodeError::UnknownCriticalExtension => {
+                f.write_str("a critical extension this version does not know")
+            }
         }
     }
 }
@@ -115,8 +129,8 @@ impl core::error::Error for EmitError {}
 /// A datagram of either format.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Datagram<'a> {
-    /// A v2 frame.
-    V2(Frame<'a>),
+    /// A v2 datagram.
+    V2(Packet<'a>),
     /// A handover-lib announcement.
     Legacy(legacy::Announce),
 }
@@ -125,7 +139,7 @@ impl<'a> Datagram<'a> {
     /// Decodes a datagram of either format, chosen by its first byte.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         match bytes.first() {
-            Some(&MAGIC) => Frame::parse(bytes).map(Datagram::V2),
+            Some(&MAGIC) => Packet::parse(bytes).map(Datagram::V2),
             _ => legacy::Announce::parse(bytes).map(Datagram::Legacy),
         }
     }

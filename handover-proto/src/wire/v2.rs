@@ -1,4 +1,6 @@
-//! The v2 frame: magic, flags, a postcard body and an optional authentication tag.
+//! The v2 datagram: magic, flags, a postcard body, optional extension records and an
+//! optional authentication tag. [`Packet`] is the checked view of one (as smoltcp's
+//! `Packet`), [`Repr`] what it says (as smoltcp's `Repr`).
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +10,15 @@ use super::{DecodeError, EmitError};
 pub const MAGIC: u8 = 0x48;
 /// Flag bit: an authentication tag of [`TAG_LEN`] bytes ends the datagram.
 const FLAG_TAGGED: u8 = 0x01;
+/// Flag bit: extension records follow the body.
+const FLAG_EXTENDED: u8 = 0x02;
+/// Flag bits no version has used yet: a datagram with one set is dropped.
+pub const RESERVED_FLAGS: u8 = !(FLAG_TAGGED | FLAG_EXTENDED);
+/// Bit of an extension's kind: a decoder that does not know the kind must drop the
+/// datagram rather than skip the record (the extension changes what the rest means).
+pub const EXTENSION_CRITICAL: u8 = 0x80;
+/// Longest extension record's data.
+pub const MAX_EXTENSION_DATA: usize = 255;
 /// Length of the authentication tag.
 pub const TAG_LEN: usize = 16;
 /// Longest service name a heartbeat carries, in bytes.
@@ -190,7 +201,7 @@ pub enum Body<'a> {
 
 /// A decoded v2 message: header and body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Packet<'a> {
+pub struct Repr<'a> {
     /// Scope, sender and counter.
     pub header: Header,
     /// What the sender says.
@@ -198,19 +209,21 @@ pub struct Packet<'a> {
     pub body: Body<'a>,
 }
 
-/// A parsed v2 datagram: the packet and, when present, its authentication tag together
-/// with the bytes it covers.
+/// A parsed v2 datagram: what it says, its extension records, and when present its
+/// authentication tag together with the bytes it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame<'a> {
+pub struct Packet<'a> {
     /// The decoded message.
-    pub packet: Packet<'a>,
+    pub repr: Repr<'a>,
+    /// The extension records after the body: checked, none critical and unknown.
+    pub extensions: Extensions<'a>,
     /// The tag, if the sender attached one.
     pub tag: Option<&'a [u8; TAG_LEN]>,
     /// The bytes the tag covers: everything before it.
     pub covered: &'a [u8],
 }
 
-impl<'a> Frame<'a> {
+impl<'a> Packet<'a> {
     /// Parses a v2 datagram. Never panics; the result respects every documented limit.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         let (&magic, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
@@ -218,7 +231,7 @@ impl<'a> Frame<'a> {
             return Err(DecodeError::UnknownFormat(magic));
         }
         let (&flags, _) = rest.split_first().ok_or(DecodeError::Truncated)?;
-        if flags & !FLAG_TAGGED != 0 {
+        if flags & RESERVED_FLAGS != 0 {
             return Err(DecodeError::BadFlags);
         }
         let (covered, tag) = if flags & FLAG_TAGGED != 0 {
@@ -235,31 +248,91 @@ impl<'a> Frame<'a> {
         } else {
             (bytes, None)
         };
-        let (packet, trailing) =
-            postcard::take_from_bytes::<Packet<'a>>(&covered[2..]).map_err(|e| match e {
+        let (repr, trailing) =
+            postcard::take_from_bytes::<Repr<'a>>(&covered[2..]).map_err(|e| match e {
                 postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
                 _ => DecodeError::Malformed,
             })?;
-        if !trailing.is_empty() {
-            return Err(DecodeError::Trailing);
-        }
-        if !packet.within_limits() {
+        let extensions = match flags & FLAG_EXTENDED {
+            0 if !trailing.is_empty() => return Err(DecodeError::Trailing),
+            0 => Extensions(&[]),
+            _ => Extensions::parse(trailing)?,
+        };
+        if !repr.within_limits() {
             return Err(DecodeError::Malformed);
         }
         // Only the shortest encoding of the scope: where a datagram's scope is can
         // then be told from its first bytes alone (see `scope_prefix`).
-        if super::has_scope(covered, packet.header.scope) != Some(true) {
+        if super::has_scope(covered, repr.header.scope) != Some(true) {
             return Err(DecodeError::Malformed);
         }
-        Ok(Frame {
-            packet,
+        Ok(Packet {
+            repr,
+            extensions,
             tag,
             covered,
         })
     }
 }
 
-impl Packet<'_> {
+/// An extension record: what a newer version adds to a datagram without a new
+/// format. Today's decoder skips the kinds it does not know (all of them, in this
+/// version) unless the kind is marked [`EXTENSION_CRITICAL`]; the tag covers the
+/// records like every other byte.
+///
+/// On the wire, after the body: `kind` (1 byte), `len` (1 byte), then `len` bytes,
+/// record after record, up to the tag or the end; the flags' bit 1 says they are
+/// there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Extension<'a> {
+    /// What it is; [`EXTENSION_CRITICAL`] set if it must be understood.
+    pub kind: u8,
+    /// Its data, at most [`MAX_EXTENSION_DATA`] bytes.
+    pub data: &'a [u8],
+}
+
+/// A datagram's extension records, checked: each ends within the datagram, and
+/// none is critical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Extensions<'a>(&'a [u8]);
+
+impl<'a> Extensions<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut rest = bytes;
+        while let [kind, len, data @ ..] = rest {
+            rest = data.get(*len as usize..).ok_or(DecodeError::Truncated)?;
+            // No kind is known yet: a critical one cannot be understood.
+            if kind & EXTENSION_CRITICAL != 0 {
+                return Err(DecodeError::UnknownCriticalExtension);
+            }
+        }
+        match rest {
+            [] => Ok(Extensions(bytes)),
+            _ => Err(DecodeError::Truncated),
+        }
+    }
+
+    /// The records, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Extension<'a>> {
+        let mut rest = self.0;
+        core::iter::from_fn(move || {
+            let [kind, len, data @ ..] = rest else {
+                return None;
+            };
+            let (data, next) = data.split_at_checked(*len as usize)?;
+            rest = next;
+            Some(Extension { kind: *kind, data })
+        })
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Repr<'_> {
     /// True when every variable-length field is within its documented limit and the
     /// sender is not the reserved id 0.
     pub fn within_limits(&self) -> bool {
@@ -275,7 +348,7 @@ impl Packet<'_> {
             }
     }
 
-    /// Writes the packet as an untagged v2 datagram into `buf`; returns its length.
+    /// Writes the message as an untagged v2 datagram into `buf`; returns its length.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
         if !self.within_limits() {
             return Err(EmitError::FieldTooLong);
@@ -291,19 +364,46 @@ impl Packet<'_> {
         Ok(2 + len)
     }
 
+    /// The same followed by `extensions` (none: exactly [`emit`](Self::emit)'s
+    /// bytes). A peer of this version skips them unless one is critical.
+    pub fn emit_extended(
+        &self,
+        extensions: &[Extension<'_>],
+        buf: &mut [u8],
+    ) -> Result<usize, EmitError> {
+        let mut len = self.emit(buf)?;
+        for e in extensions {
+            let size = u8::try_from(e.data.len()).map_err(|_| EmitError::FieldTooLong)?;
+            let record = buf
+                .get_mut(len..len + 2 + e.data.len())
+                .ok_or(EmitError::BufferTooSmall)?;
+            record[0] = e.kind;
+            record[1] = size;
+            record[2..].copy_from_slice(e.data);
+            len += record.len();
+            buf[1] |= FLAG_EXTENDED;
+        }
+        Ok(len)
+    }
+
     #[cfg(feature = "auth")]
-    /// Writes the packet as a tagged v2 datagram ([`auth`](super::auth)) into `buf`;
+    /// Writes the message as a tagged v2 datagram ([`auth`](super::auth)) into `buf`;
     /// returns its length.
     pub fn emit_tagged(&self, key: &super::auth::Key, buf: &mut [u8]) -> Result<usize, EmitError> {
         let len = self.emit(buf)?;
-        let end = len + TAG_LEN;
-        if buf.len() < end {
-            return Err(EmitError::BufferTooSmall);
-        }
-        buf[1] = FLAG_TAGGED;
-        let tag = super::auth::tag(key, &buf[..len]);
-        buf[len..end].copy_from_slice(&tag);
-        Ok(end)
+        tag(key, buf, len)
+    }
+
+    #[cfg(feature = "auth")]
+    /// The same with `extensions`, which the tag covers too.
+    pub fn emit_tagged_extended(
+        &self,
+        key: &super::auth::Key,
+        extensions: &[Extension<'_>],
+        buf: &mut [u8],
+    ) -> Result<usize, EmitError> {
+        let len = self.emit_extended(extensions, buf)?;
+        tag(key, buf, len)
     }
 
     /// The number of bytes [`emit`](Self::emit) writes.
@@ -311,6 +411,19 @@ impl Packet<'_> {
         // Serializing into a size counter cannot fail for these types.
         2 + postcard::experimental::serialized_size(self).unwrap_or(usize::MAX - 2)
     }
+}
+
+/// Tags the `len` bytes of datagram `buf` and appends the tag; the new length.
+#[cfg(feature = "auth")]
+fn tag(key: &super::auth::Key, buf: &mut [u8], len: usize) -> Result<usize, EmitError> {
+    let end = len + TAG_LEN;
+    if buf.len() < end {
+        return Err(EmitError::BufferTooSmall);
+    }
+    buf[1] |= FLAG_TAGGED;
+    let tag = super::auth::tag(key, &buf[..len]);
+    buf[len..end].copy_from_slice(&tag);
+    Ok(end)
 }
 
 /// Serializes byte strings as postcard bytes (a length and the raw bytes); the
@@ -417,8 +530,8 @@ mod bytes {
 mod tests {
     use super::*;
 
-    fn heartbeat<'a>(name: &'a str, addresses: &'a [u8], state: &'a [u8]) -> Packet<'a> {
-        Packet {
+    fn heartbeat<'a>(name: &'a str, addresses: &'a [u8], state: &'a [u8]) -> Repr<'a> {
+        Repr {
             header: Header {
                 scope: 0x0102_0304,
                 sender: 5,
@@ -462,8 +575,8 @@ mod tests {
 
     #[test]
     fn test_parse() {
-        let f = Frame::parse(&HEARTBEAT[..LEN]).unwrap();
-        assert_eq!(f.packet, heartbeat("db", &[10, 114, 104, 1], &[7]));
+        let f = Packet::parse(&HEARTBEAT[..LEN]).unwrap();
+        assert_eq!(f.repr, heartbeat("db", &[10, 114, 104, 1], &[7]));
         assert_eq!(f.tag, None);
         assert_eq!(f.covered.len(), LEN);
     }
@@ -474,9 +587,9 @@ mod tests {
         // generation 4, Role::Yielding (3), priority 0, generation 1, start_ms 2 (zigzag 4),
         // ready_ms 5.
         let ack = [0x48, 0, 1, 2, 3, 1, 9, 4, 3, 0, 1, 4, 5];
-        let f = Frame::parse(&ack).unwrap();
+        let f = Packet::parse(&ack).unwrap();
         assert_eq!(
-            f.packet.body,
+            f.repr.body,
             Body::Ack(Ack {
                 to: 9,
                 generation: 4,
@@ -490,14 +603,14 @@ mod tests {
             })
         );
         let bye = [0x48, 0, 1, 2, 3, 2, 1, 9];
-        let f = Frame::parse(&bye).unwrap();
-        assert_eq!(f.packet.body, Body::Goodbye(Goodbye { successor: Some(9) }));
+        let f = Packet::parse(&bye).unwrap();
+        assert_eq!(f.repr.body, Body::Goodbye(Goodbye { successor: Some(9) }));
     }
 
     #[test]
     fn test_truncated() {
         for len in 1..LEN {
-            let r = Frame::parse(&HEARTBEAT[..len]);
+            let r = Packet::parse(&HEARTBEAT[..len]);
             assert_eq!(r, Err(DecodeError::Truncated), "length {len}");
         }
     }
@@ -505,7 +618,7 @@ mod tests {
     #[test]
     fn test_trailing() {
         assert_eq!(
-            Frame::parse(&HEARTBEAT[..LEN + 1]),
+            Packet::parse(&HEARTBEAT[..LEN + 1]),
             Err(DecodeError::Trailing)
         );
     }
@@ -519,9 +632,9 @@ mod tests {
         bytes[5] = 0x88;
         bytes[6] = 0x00;
         bytes[7..].copy_from_slice(&HEARTBEAT[6..LEN]);
-        assert_eq!(Frame::parse(&bytes), Err(DecodeError::Malformed));
+        assert_eq!(Packet::parse(&bytes), Err(DecodeError::Malformed));
         assert_eq!(
-            Frame::parse(&HEARTBEAT[..LEN]).unwrap().packet.header.scope,
+            Packet::parse(&HEARTBEAT[..LEN]).unwrap().repr.header.scope,
             0x0102_0304
         );
     }
@@ -532,25 +645,25 @@ mod tests {
         bytes[..LEN].copy_from_slice(&HEARTBEAT[..LEN]);
         bytes[1] = FLAG_TAGGED;
         bytes[LEN..].fill(0xaa);
-        let f = Frame::parse(&bytes).unwrap();
+        let f = Packet::parse(&bytes).unwrap();
         assert_eq!(f.tag, Some(&[0xaa; TAG_LEN]));
         assert_eq!(f.covered, &bytes[..LEN]);
         // A tag flag on a datagram too short to hold one.
-        assert_eq!(Frame::parse(&[0x48, 1, 0]), Err(DecodeError::Truncated));
+        assert_eq!(Packet::parse(&[0x48, 1, 0]), Err(DecodeError::Truncated));
     }
 
     #[test]
     fn test_bad_flags_and_fields() {
         let mut bytes = HEARTBEAT;
         bytes[1] = 0x80;
-        assert_eq!(Frame::parse(&bytes[..LEN]), Err(DecodeError::BadFlags));
+        assert_eq!(Packet::parse(&bytes[..LEN]), Err(DecodeError::BadFlags));
         // Three address bytes: not a whole IPv4 address.
         let p = heartbeat("db", &[1, 2, 3], &[]);
         let mut buf = [0u8; MAX_DATAGRAM];
         assert_eq!(p.emit(&mut buf), Err(EmitError::FieldTooLong));
         // Unknown body discriminant.
         assert_eq!(
-            Frame::parse(&[0x48, 0, 1, 2, 3, 9]),
+            Packet::parse(&[0x48, 0, 1, 2, 3, 9]),
             Err(DecodeError::Malformed)
         );
     }
@@ -628,8 +741,8 @@ mod tests {
         // Not UTF-8: the protocol never interprets the name, so it does not reject it.
         let mut odd = HEARTBEAT;
         odd[21] = 0xff;
-        let frame = Frame::parse(&odd[..LEN]).unwrap();
-        let Body::Announce(a) = frame.packet.body else {
+        let packet = Packet::parse(&odd[..LEN]).unwrap();
+        let Body::Announce(a) = packet.repr.body else {
             panic!("a heartbeat")
         };
         assert_eq!(a.name, [0xff, b'b']);
@@ -660,16 +773,217 @@ mod tests {
         let n = p.emit(&mut buf).unwrap();
         assert!(n + TAG_LEN <= MAX_DATAGRAM, "{n} + tag > {MAX_DATAGRAM}");
         // The extremes survive the shared varint coder.
-        assert_eq!(Frame::parse(&buf[..n]).unwrap().packet, p);
+        assert_eq!(Packet::parse(&buf[..n]).unwrap().repr, p);
         if let Body::Announce(a) = &mut p.body {
             a.rank.start_ms = i64::MAX;
         }
         let n = p.emit(&mut buf).unwrap();
-        assert_eq!(Frame::parse(&buf[..n]).unwrap().packet, p);
+        assert_eq!(Packet::parse(&buf[..n]).unwrap().repr, p);
         if let Body::Announce(a) = &mut p.body {
             a.addresses = &[];
             a.state = &[];
         }
         assert!(p.buffer_len() + TAG_LEN <= MAX_DATAGRAM_BASE);
+    }
+}
+
+/// Today's encoder output, frozen: a peer of a later version must decode these
+/// bytes as they are, and this version must keep writing them.
+#[cfg(all(test, feature = "auth"))]
+mod vectors {
+    extern crate std;
+    use super::*;
+
+    const KEY: [u8; 32] = [0x11; 32];
+
+    fn rank() -> Rank {
+        Rank {
+            priority: 100,
+            generation: 3,
+            start_ms: 1_764_633_600_000,
+        }
+    }
+
+    fn header() -> Header {
+        Header {
+            scope: 0x9c3e_4a21,
+            sender: 0x0123_4567_89ab_cdef,
+            counter: 42,
+        }
+    }
+
+    fn messages() -> [(&'static str, Repr<'static>); 4] {
+        let announce = |role, addresses: &'static [u8], state: &'static [u8]| Announce {
+            role,
+            rank: rank(),
+            ready_ms: 1500,
+            heartbeat_ms: 1000,
+            claim_heard: None,
+            name: b"api",
+            addresses,
+            state,
+        };
+        [
+            (
+                "claim",
+                Repr {
+                    header: header(),
+                    body: Body::Announce(announce(Role::Claiming, &[], &[])),
+                },
+            ),
+            (
+                "heartbeat",
+                Repr {
+                    header: header(),
+                    body: Body::Announce(Announce {
+                        claim_heard: Some(7),
+                        ..announce(Role::Active, &[10, 114, 104, 2, 192, 168, 1, 20], b"v1")
+                    }),
+                },
+            ),
+            (
+                "ack",
+                Repr {
+                    header: header(),
+                    body: Body::Ack(Ack {
+                        to: 7,
+                        generation: 4,
+                        role: Role::Active,
+                        rank: rank(),
+                        ready_ms: 60_000,
+                    }),
+                },
+            ),
+            (
+                "goodbye",
+                Repr {
+                    header: header(),
+                    body: Body::Goodbye(Goodbye { successor: Some(7) }),
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_datagram_of_the_next_version_is_read_with_its_extensions_skipped() {
+        let (_, repr) = messages()[1];
+        let mut plain = [0u8; MAX_DATAGRAM + 64];
+        let n_plain = repr.emit(&mut plain).unwrap();
+        // What a later version might add: a record this one does not know.
+        let unknown = Extension {
+            kind: 0x21,
+            data: b"checkpoint 17",
+        };
+        let empty = Extension {
+            kind: 0x22,
+            data: b"",
+        };
+        let mut buf = [0u8; MAX_DATAGRAM + 64];
+        let n = repr.emit_extended(&[unknown, empty], &mut buf).unwrap();
+        assert_eq!(
+            &buf[2..n_plain],
+            &plain[2..n_plain],
+            "the body is unchanged"
+        );
+        let packet = Packet::parse(&buf[..n]).unwrap();
+        assert_eq!(packet.repr, repr);
+        let records: std::vec::Vec<_> = packet.extensions.iter().collect();
+        assert_eq!(records, [unknown, empty]);
+        assert!(Packet::parse(&plain[..n_plain])
+            .unwrap()
+            .extensions
+            .is_empty());
+
+        // Tagged: the tag covers the records.
+        let n = repr
+            .emit_tagged_extended(&KEY, &[unknown], &mut buf)
+            .unwrap();
+        let packet = Packet::parse(&buf[..n]).unwrap();
+        assert!(crate::wire::auth::verify(
+            &KEY,
+            packet.covered,
+            packet.tag.unwrap()
+        ));
+        assert_eq!(packet.extensions.iter().next(), Some(unknown));
+        let at = n - TAG_LEN - 1;
+        buf[at] ^= 1;
+        let tampered = Packet::parse(&buf[..n]).unwrap();
+        assert!(!crate::wire::auth::verify(
+            &KEY,
+            tampered.covered,
+            tampered.tag.unwrap()
+        ));
+
+        // A critical one it does not know: dropped, and said why.
+        let critical = Extension {
+            kind: EXTENSION_CRITICAL | 0x21,
+            data: b"new meaning",
+        };
+        let n = repr.emit_extended(&[unknown, critical], &mut buf).unwrap();
+        assert_eq!(
+            Packet::parse(&buf[..n]),
+            Err(DecodeError::UnknownCriticalExtension)
+        );
+        // A record that runs past the end, or half a record header.
+        let n = repr.emit_extended(&[unknown], &mut buf).unwrap();
+        assert_eq!(Packet::parse(&buf[..n - 1]), Err(DecodeError::Truncated));
+        buf[n] = 0x23;
+        assert_eq!(Packet::parse(&buf[..n + 1]), Err(DecodeError::Truncated));
+        // Without the flag, bytes after the body are still refused.
+        buf[1] = 0;
+        assert_eq!(Packet::parse(&buf[..n]), Err(DecodeError::Trailing));
+        let long = [0u8; MAX_EXTENSION_DATA + 1];
+        let too_long = Extension {
+            kind: 1,
+            data: &long,
+        };
+        assert_eq!(
+            repr.emit_extended(&[too_long], &mut [0u8; 512]),
+            Err(EmitError::FieldTooLong)
+        );
+    }
+
+    fn hex(bytes: &[u8]) -> std::string::String {
+        bytes.iter().map(|b| std::format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn encodings_are_frozen() {
+        let frozen: [(&str, &str, &str); 4] = [
+            (
+                "claim",
+                "4800a194f9e109ef9bafcdf8acd191012a000064038080dfc5db66dc0be80700036170690000",
+                "4801a194f9e109ef9bafcdf8acd191012a000064038080dfc5db66dc0be80700036170690000\
+                 4e88875fe15791d4d0d20a73d25f49f8",
+            ),
+            (
+                "heartbeat",
+                "4800a194f9e109ef9bafcdf8acd191012a000164038080dfc5db66dc0be807010703617069080a\
+                 726802c0a80114027631",
+                "4801a194f9e109ef9bafcdf8acd191012a000164038080dfc5db66dc0be807010703617069080a\
+                 726802c0a801140276311029c340583ffda09a5c5f88a474a513",
+            ),
+            (
+                "ack",
+                "4800a194f9e109ef9bafcdf8acd191012a0107040164038080dfc5db66e0d403",
+                "4801a194f9e109ef9bafcdf8acd191012a0107040164038080dfc5db66e0d403\
+                 3e029a575a0eceabd41dd610ebbf6c38",
+            ),
+            (
+                "goodbye",
+                "4800a194f9e109ef9bafcdf8acd191012a020107",
+                "4801a194f9e109ef9bafcdf8acd191012a020107d4c98964bae4f70eb42cc340adc8c276",
+            ),
+        ];
+        for ((name, repr), (frozen_name, plain, tagged)) in messages().iter().zip(frozen) {
+            assert_eq!(*name, frozen_name);
+            let mut buf = [0u8; MAX_DATAGRAM];
+            let n = repr.emit(&mut buf).unwrap();
+            assert_eq!(hex(&buf[..n]), plain, "{name}, untagged");
+            assert_eq!(Packet::parse(&buf[..n]).unwrap().repr, *repr, "{name}");
+            let n = repr.emit_tagged(&KEY, &mut buf).unwrap();
+            assert_eq!(hex(&buf[..n]), tagged, "{name}, tagged");
+            assert_eq!(Packet::parse(&buf[..n]).unwrap().repr, *repr, "{name}");
+        }
     }
 }
