@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -48,16 +48,23 @@ pub async fn acquire(
 /// must live until the command is spawned.
 pub fn pass_to(sockets: &Sockets, cmd: &mut Command) -> std::io::Result<Vec<OwnedFd>> {
     let listeners = sockets.listeners();
-    let n = listeners.len() as i32;
-    // Copies numbered past the targets, so that placing one never closes another.
-    let sources = listeners
-        .iter()
-        .map(|l| rustix::io::fcntl_dupfd_cloexec(l.as_fd(), 3 + n).map_err(Into::into))
-        .collect::<std::io::Result<Vec<OwnedFd>>>()?;
-    let raw: Vec<i32> = sources.iter().map(|fd| fd.as_raw_fd()).collect();
-    cmd.env("LISTEN_FDS", n.to_string())
+    let fds: Vec<_> = listeners.iter().map(AsFd::as_fd).collect();
+    cmd.env("LISTEN_FDS", listeners.len().to_string())
         .env("LISTEN_FDNAMES", handover_std::sockets::fd_names(listeners))
         .env_remove("LISTEN_PID");
+    pass_fds(cmd, &fds)
+}
+
+/// Sets up `cmd` to find `fds` as its descriptors 3, 4, ... The returned copies
+/// must live until the command is spawned.
+pub fn pass_fds(cmd: &mut Command, fds: &[BorrowedFd<'_>]) -> std::io::Result<Vec<OwnedFd>> {
+    let n = fds.len() as i32;
+    // Copies numbered past the targets, so that placing one never closes another.
+    let sources = fds
+        .iter()
+        .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, 3 + n).map_err(Into::into))
+        .collect::<std::io::Result<Vec<OwnedFd>>>()?;
+    let raw: Vec<i32> = sources.iter().map(|fd| fd.as_raw_fd()).collect();
     // SAFETY: between fork and exec the closure only calls dup2, which is
     // async-signal-safe; `raw` was built before the fork.
     unsafe {

@@ -4,6 +4,7 @@
 //! `handover demo` shows a hand-over on loopback.
 
 mod demo;
+mod hot;
 mod listen;
 mod log;
 mod options;

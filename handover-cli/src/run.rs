@@ -76,9 +76,25 @@ pub struct Args {
     #[arg(long, env = "HANDOVER_SOCKETS_DIR", value_name = "DIR")]
     sockets_dir: Option<PathBuf>,
 
+    /// Failover: `cold` starts the service only while this instance is active;
+    /// `hot` runs it on every instance and tells it its role, the leader and the
+    /// active's state as they change (JSON lines on the descriptor in
+    /// $HANDOVER_EVENTS_FD; it may write {"state":"<hex>"} lines back)
+    #[arg(long, env = "HANDOVER_STANDBY", value_enum, default_value_t = Standby::Cold)]
+    standby: Standby,
+
     /// The service and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
+}
+
+/// What a standby's service does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Standby {
+    /// Not started until this instance is active.
+    Cold,
+    /// Running, told its role.
+    Hot,
 }
 
 impl Args {
@@ -184,6 +200,7 @@ impl Service {
         notify_socket: &std::path::Path,
         term: Option<&Term>,
         sockets: Option<&Sockets>,
+        events: Option<&mut crate::hot::Channel>,
         log: Log,
     ) -> std::io::Result<Self> {
         // With sockets, `handover exec-service` sets LISTEN_PID in the service's
@@ -205,9 +222,13 @@ impl Service {
             .env_remove("LISTEN_FDNAMES")
             .env_remove("LISTEN_PID")
             .env("NOTIFY_SOCKET", notify_socket);
-        let _sources = match sockets {
-            Some(sockets) => crate::listen::pass_to(sockets, &mut cmd)?,
-            None => Vec::new(),
+        let _sources = match (sockets, events.as_ref().and_then(|e| e.service_end())) {
+            (Some(sockets), _) => crate::listen::pass_to(sockets, &mut cmd)?,
+            (None, Some(end)) => {
+                cmd.env("HANDOVER_EVENTS_FD", "3");
+                crate::listen::pass_fds(&mut cmd, &[end])?
+            }
+            (None, None) => Vec::new(),
         };
         if let Some(term) = term {
             cmd.env("HANDOVER_FENCING_TOKEN", term.token.to_string())
@@ -217,6 +238,9 @@ impl Service {
         let child = reaper.spawn(&mut cmd).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot start {:?}: {e}", args.command[0]))
         })?;
+        if let Some(events) = events {
+            events.handed();
+        }
         log.event(
             "child_started",
             json!({ "pid": child.pid().as_raw_nonzero().get() }),
@@ -375,6 +399,9 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
             )
             .await?
         }
+        Mode::Failover if args.standby == Standby::Hot => {
+            hot_standby(&args, &handover, &reaper, &mut signals, log).await?
+        }
         Mode::Failover => failover(&args, &handover, &reaper, &mut signals, log).await?,
     };
     // Let the event task print what is still queued.
@@ -394,8 +421,15 @@ async fn hand_over(
     log: Log,
 ) -> Result<u8, Box<dyn std::error::Error>> {
     let relay = Relay::start(&runtime_dir())?;
-    let mut service = match Service::spawn(args, reaper, relay.path(), None, sockets.as_ref(), log)
-    {
+    let mut service = match Service::spawn(
+        args,
+        reaper,
+        relay.path(),
+        None,
+        sockets.as_ref(),
+        None,
+        log,
+    ) {
         Ok(service) => service,
         Err(e) => return not_started(e, handover, log).await,
     };
@@ -534,7 +568,7 @@ async fn failover(
                     let relay = Relay::start(&runtime_dir())?;
                     service_ready = false;
                     ready_deadline = deadline(args.ready_timeout);
-                    match Service::spawn(args, reaper, relay.path(), status.term.as_ref(), None, log) {
+                    match Service::spawn(args, reaper, relay.path(), status.term.as_ref(), None, None, log) {
                         Ok(service) => running = Some((service, relay)),
                         Err(e) => return not_started(e, handover, log).await,
                     }
@@ -566,6 +600,77 @@ async fn failover(
                 // A standby has no service to pass it on to.
                 None => {}
             },
+        }
+    }
+}
+
+/// Failover with a hot standby: the service runs on every instance from the start
+/// and is told its role as it changes ([`crate::hot`]). Its death ends the
+/// instance (a standby takes over if it was active).
+async fn hot_standby(
+    args: &Args,
+    handover: &Handover,
+    reaper: &Reaper,
+    signals: &mut Forwarded,
+    log: Log,
+) -> Result<u8, Box<dyn std::error::Error>> {
+    let (mut channel, mut published) = crate::hot::Channel::new()?;
+    let relay = Relay::start(&runtime_dir())?;
+    let mut service = match Service::spawn(
+        args,
+        reaper,
+        relay.path(),
+        None,
+        None,
+        Some(&mut channel),
+        log,
+    ) {
+        Ok(service) => service,
+        Err(e) => return not_started(e, handover, log).await,
+    };
+    channel.role(false, None, crate::log::monotonic_us());
+    if let Err(e) = handover.ready() {
+        return driver_failed(Some(service), e, args, log).await;
+    }
+    log.event("ready", json!({ "via": "standby" }));
+    tell_service_manager(b"READY=1");
+    let mut events = handover.subscribe();
+    let (mut active, mut leader) = (false, None);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            status = handover.wait_for(|s| (s.state == State::Active) != active || s.leader != leader || s.finished || s.failed.is_some()) => {
+                let status = status?;
+                if let Some(error) = status.failed {
+                    return driver_failed(Some(service), handover_std::Error::Failed(error), args, log).await;
+                }
+                if status.finished {
+                    return Ok(0);
+                }
+                (active, leader) = (status.state == State::Active, status.leader);
+                channel.role(active, leader, crate::log::monotonic_us());
+            }
+            event = events.recv() => {
+                if let Ok(handover_std::Event::Protocol(handover_std::proto::Event::Synced { state })) = event {
+                    channel.state(&state, crate::log::monotonic_us());
+                }
+            }
+            state = published.next() => {
+                if let Err(e) = handover.set_state(&state) {
+                    return driver_failed(Some(service), e, args, log).await;
+                }
+            }
+            () = channel.writable() => {}
+            status = service.child.wait() => {
+                let status = status?;
+                log.event("child_exited", status_json(status));
+                leave(handover).await;
+                return Ok(if stopping { handed_over(status, args.stop_signal) } else { exit_code(status).max(1) });
+            }
+            sig = signals.recv() => {
+                stopping |= STOPPING.contains(&sig);
+                service.signal(sig, log);
+            }
         }
     }
 }
