@@ -301,16 +301,21 @@ impl<const N: usize> Peer<N> {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
         let tick = self.clock.tick();
-        if self.timers.take_expired(Timer::Heartbeat, tick) {
-            self.announce_due = true;
-            self.legacy_due = self.config.legacy && self.state == State::Active;
-            self.schedule_heartbeat();
+        for timer in Timer::VALUES {
+            if !self.timers.take_expired(timer, tick) {
+                continue;
+            }
+            match timer {
+                Timer::Heartbeat => {
+                    self.announce_due = true;
+                    self.legacy_due = self.config.legacy && self.state == State::Active;
+                    self.schedule_heartbeat();
+                }
+                Timer::Retransmit => self.retransmit(),
+                // The window only needs to be over: `check_claim` reads its absence.
+                Timer::ClaimWindow => {}
+            }
         }
-        if self.timers.take_expired(Timer::Retransmit, tick) {
-            self.retransmit();
-        }
-        // The window only needs to be over: `check_claim` reads its absence.
-        self.timers.take_expired(Timer::ClaimWindow, tick);
         self.expire_peers();
         self.after_input();
     }

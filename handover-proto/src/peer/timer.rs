@@ -13,7 +13,13 @@ pub(crate) enum Timer {
     ClaimWindow,
 }
 
-const COUNT: usize = 3;
+impl Timer {
+    /// Every timer, in table order: `handle_timeout` visits them all, so a new
+    /// timer cannot go unhandled.
+    pub(crate) const VALUES: [Timer; 3] = [Timer::Heartbeat, Timer::Retransmit, Timer::ClaimWindow];
+}
+
+const COUNT: usize = Timer::VALUES.len();
 
 /// Deadlines as ticks; `OFF` marks a stopped timer (it saves the `Option`
 /// discriminant, a quarter of the table).
@@ -98,6 +104,13 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_lists_every_timer_at_its_index() {
+        for (i, timer) in Timer::VALUES.into_iter().enumerate() {
+            assert_eq!(timer as usize, i, "{timer:?}");
+        }
+    }
 
     #[test]
     fn next_is_minimum_and_expiry_is_once() {
