@@ -1,30 +1,24 @@
 //! The state machine.
 
+mod outbox;
 mod table;
 mod timer;
 
-use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use core::net::{Ipv4Addr, SocketAddr};
 use core::num::NonZeroU64;
-use heapless::{Deque, Vec};
+use heapless::Vec;
 
 use crate::config::{Config, ConfigError, Policy, MAX_HEARTBEAT, MIN_HEARTBEAT};
-use crate::event::{Destination, Event, State, StateError, Successor, Transmit};
+use crate::event::{Destination, Event, State, StateError, Transmit};
 use crate::stats::{Bump, Stats};
 use crate::time::{Clock, Tick};
 use crate::wire::{self, legacy, Body, Datagram, Header, Packet, Repr, Role, MAX_STATE};
 use crate::{Instant, Rank};
 
+use outbox::{Outbox, Pending, Reply, EVENTS_PER_INPUT};
 use table::{dead_interval, Entry, Freshness, Table};
 use timer::{Backoff, Timer, Timers};
 
-/// Most events a single input can cause. A datagram is refused (and counted) unless
-/// the event queue is empty, and expiries wait while fewer than this many fit, so no
-/// event is ever lost.
-const EVENTS_PER_INPUT: usize = 4;
-/// Capacity of the event queue: one input's events plus the two a command can add.
-const EVENT_QUEUE: usize = EVENTS_PER_INPUT + 2;
-/// Acknowledgements waiting to be sent.
-const REPLY_QUEUE: usize = 2;
 /// A goodbye is retransmitted until the successor acknowledges it, at most this often.
 const GOODBYE_ATTEMPTS: u16 = 8;
 /// A goodbye without successor (leaving) is simply sent this often.
@@ -86,71 +80,13 @@ pub struct Peer<const N: usize> {
     claim_heard: Option<NonZeroU64>,
     /// Leader last reported in `LeaderChanged`.
     leader: Option<NonZeroU64>,
-    /// Hash of the application state last reported in `Synced`.
-    synced: Option<u32>,
     /// Application state: set by the application while active, copied from the
     /// leader's heartbeats while standing by, so a standby that takes over carries on
     /// from the last state it saw.
     app_state: Vec<u8, MAX_STATE>,
-    announce_due: bool,
-    legacy_due: bool,
-    goodbye_due: bool,
-    replies: Vec<Reply, REPLY_QUEUE>,
-    /// Events are queued small; the one `PeerUp` and the one `Synced` an input can
-    /// cause keep their payload in a slot until polled (inputs are refused while
-    /// events are undrained, so one slot each is enough).
-    events: Deque<Pending, EVENT_QUEUE>,
-    peer_up: (
-        Vec<u8, { wire::MAX_NAME }>,
-        Vec<Ipv4Addr, { wire::MAX_ADDRESSES }>,
-    ),
-    /// The leader's state as `Synced` reports it: a later `set_state` does not change
-    /// an event already queued.
-    synced_state: Vec<u8, MAX_STATE>,
+    /// Datagrams due, replies owed, events queued.
+    outbox: Outbox,
     stats: Stats,
-}
-
-/// An event as queued: payloads too large to queue wait in the peer's slots, filled
-/// when the event is queued. Payloads are at most one id (id 0 for none), keeping each
-/// entry at 12 bytes.
-#[derive(Debug, Clone, Copy)]
-enum Pending {
-    /// The successor, or 0.
-    Shutdown(CompactId),
-    MarkComplete,
-    PredecessorDone(CompactId),
-    Elected,
-    Demoted,
-    LeaderChanged(CompactId),
-    LeaderLost,
-    Synced,
-    PeerUp(CompactId),
-    PeerDown(CompactId),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Reply {
-    to: SocketAddrV4,
-    id: CompactId,
-    /// The claim generation acknowledged.
-    generation: u32,
-}
-
-/// An instance id kept as two halves: with 4-byte alignment a queued event takes 12
-/// bytes instead of 16, a reply 20 instead of 24.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CompactId([u32; 2]);
-
-impl From<u64> for CompactId {
-    fn from(id: u64) -> Self {
-        CompactId([id as u32, (id >> 32) as u32])
-    }
-}
-
-impl From<CompactId> for u64 {
-    fn from(id: CompactId) -> u64 {
-        u64::from(id.0[0]) | u64::from(id.0[1]) << 32
-    }
 }
 
 /// What a peer knows of another, from [`Peer::peers`].
@@ -203,15 +139,8 @@ impl<const N: usize> Peer<N> {
             successor: None,
             claim_heard: None,
             leader: None,
-            synced: None,
             app_state: Vec::new(),
-            announce_due: false,
-            legacy_due: false,
-            goodbye_due: false,
-            replies: Vec::new(),
-            events: Deque::new(),
-            peer_up: Default::default(),
-            synced_state: Vec::new(),
+            outbox: Outbox::default(),
             stats: Stats::default(),
         })
     }
@@ -276,7 +205,7 @@ impl<const N: usize> Peer<N> {
         let now = self.advance(now);
         self.stats.received.bump();
         // Undrained events: refuse rather than overwrite a slot or overflow the queue.
-        if !self.events.is_empty() {
+        if self.outbox.has_events() {
             self.stats.dropped_backlog.bump();
             return;
         }
@@ -307,8 +236,8 @@ impl<const N: usize> Peer<N> {
             }
             match timer {
                 Timer::Heartbeat => {
-                    self.announce_due = true;
-                    self.legacy_due = self.config.legacy && self.state == State::Active;
+                    self.outbox.announce_due = true;
+                    self.outbox.legacy_due = self.config.legacy && self.state == State::Active;
                     self.schedule_heartbeat();
                 }
                 Timer::Retransmit => self.retransmit(),
@@ -389,19 +318,19 @@ impl<const N: usize> Peer<N> {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.advance(now);
         loop {
-            let (destination, result) = if let Some(reply) = self.replies.pop() {
+            let (destination, result) = if let Some(reply) = self.outbox.next_reply() {
                 (
                     Destination::Reply(SocketAddr::V4(reply.to)),
                     self.emit_ack(reply, buf),
                 )
-            } else if core::mem::take(&mut self.goodbye_due) {
+            } else if core::mem::take(&mut self.outbox.goodbye_due) {
                 (Destination::Group, self.emit_goodbye(buf))
-            } else if core::mem::take(&mut self.announce_due) {
+            } else if core::mem::take(&mut self.outbox.announce_due) {
                 if self.role().is_none() {
                     continue;
                 }
                 (Destination::Group, self.emit_announce(buf))
-            } else if core::mem::take(&mut self.legacy_due) {
+            } else if core::mem::take(&mut self.outbox.legacy_due) {
                 let announce = legacy::Announce {
                     start_ms: self.config.start_ms,
                 };
@@ -422,34 +351,7 @@ impl<const N: usize> Peer<N> {
     /// The next event or action.
     #[must_use = "events include actions (Shutdown, MarkComplete) that must be carried out"]
     pub fn poll_event(&mut self) -> Option<Event> {
-        Some(match self.events.pop_front()? {
-            Pending::Shutdown(successor) => Event::Shutdown {
-                successor: match NonZeroU64::new(successor.into()) {
-                    Some(id) => Successor::Peer(id.get()),
-                    None => Successor::Legacy,
-                },
-            },
-            Pending::MarkComplete => Event::MarkComplete,
-            Pending::PredecessorDone(id) => Event::PredecessorDone { id: id.into() },
-            Pending::Elected => Event::Elected,
-            Pending::Demoted => Event::Demoted,
-            Pending::LeaderChanged(id) => Event::LeaderChanged {
-                id: Some(id.into()),
-            },
-            Pending::LeaderLost => Event::LeaderChanged { id: None },
-            Pending::Synced => Event::Synced {
-                state: core::mem::take(&mut self.synced_state),
-            },
-            Pending::PeerUp(id) => {
-                let (name, addresses) = core::mem::take(&mut self.peer_up);
-                Event::PeerUp {
-                    id: id.into(),
-                    name,
-                    addresses,
-                }
-            }
-            Pending::PeerDown(id) => Event::PeerDown { id: id.into() },
-        })
+        self.outbox.next_event()
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` when
@@ -694,8 +596,7 @@ impl<const N: usize> Peer<N> {
             .chunks_exact(4)
             .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
             .collect();
-        self.peer_up = (name, addresses);
-        self.push_event(Pending::PeerUp(id.into()));
+        self.outbox.peer_up(id, name, addresses);
     }
 
     /// The decision at the heart of the protocol: what another peer's role, rank and
@@ -717,7 +618,7 @@ impl<const N: usize> Peer<N> {
                     if self.state == State::Claiming {
                         self.restart_claim();
                     } else {
-                        self.announce_due = true;
+                        self.outbox.announce_due = true;
                     }
                 } else if matches!(role, Role::Claiming | Role::Active) && rank > mine {
                     self.yield_to(NonZeroU64::new(rank.id));
@@ -757,14 +658,10 @@ impl<const N: usize> Peer<N> {
         if self.state == State::Active {
             return;
         }
-        let hash = wire::scope_id(state);
-        if self.synced != Some(hash) {
-            self.synced = Some(hash);
-            if let Ok(state) = Vec::<u8, MAX_STATE>::from_slice(state) {
-                self.app_state.clone_from(&state);
-                self.synced_state = state;
-                self.push_event(Pending::Synced);
-            }
+        if self.outbox.synced(state) {
+            // Within MAX_STATE: the outbox took the same bytes.
+            self.app_state.clear();
+            let _ = self.app_state.extend_from_slice(state);
         }
     }
 
@@ -803,8 +700,8 @@ impl<const N: usize> Peer<N> {
 
     /// Sends the claim at once and retransmits it with a fresh backoff.
     fn restart_claim(&mut self) {
-        self.announce_due = true;
-        self.legacy_due = self.config.legacy;
+        self.outbox.announce_due = true;
+        self.outbox.legacy_due = self.config.legacy;
         self.restart_backoff();
     }
 
@@ -813,8 +710,8 @@ impl<const N: usize> Peer<N> {
         self.state = State::Active;
         self.timers.stop(Timer::Retransmit);
         self.timers.stop(Timer::ClaimWindow);
-        self.announce_due = true;
-        self.legacy_due = self.config.legacy;
+        self.outbox.announce_due = true;
+        self.outbox.legacy_due = self.config.legacy;
         self.schedule_heartbeat();
         self.push_event(Pending::Elected);
     }
@@ -823,7 +720,7 @@ impl<const N: usize> Peer<N> {
         self.state = State::Standby;
         self.timers.stop(Timer::Retransmit);
         self.timers.stop(Timer::ClaimWindow);
-        self.announce_due = true;
+        self.outbox.announce_due = true;
         self.schedule_heartbeat();
     }
 
@@ -833,7 +730,7 @@ impl<const N: usize> Peer<N> {
         self.successor = successor;
         self.timers.stop(Timer::Retransmit);
         self.timers.stop(Timer::ClaimWindow);
-        self.announce_due = true;
+        self.outbox.announce_due = true;
         if !self.timers.is_set(Timer::Heartbeat) {
             self.schedule_heartbeat();
         }
@@ -846,9 +743,9 @@ impl<const N: usize> Peer<N> {
         self.state = State::Done;
         self.timers.stop(Timer::Heartbeat);
         self.timers.stop(Timer::ClaimWindow);
-        self.announce_due = false;
-        self.legacy_due = false;
-        self.goodbye_due = true;
+        self.outbox.announce_due = false;
+        self.outbox.legacy_due = false;
+        self.outbox.goodbye_due = true;
         self.restart_backoff();
         self.refresh_leader();
     }
@@ -871,10 +768,10 @@ impl<const N: usize> Peer<N> {
             return;
         }
         if self.state == State::Claiming {
-            self.announce_due = true;
-            self.legacy_due = self.config.legacy;
+            self.outbox.announce_due = true;
+            self.outbox.legacy_due = self.config.legacy;
         } else {
-            self.goodbye_due = true;
+            self.outbox.goodbye_due = true;
         }
         let delay = self.backoff.next_delay(self.heartbeat_us);
         if self.backoff.attempts < limit {
@@ -890,7 +787,7 @@ impl<const N: usize> Peer<N> {
         let tick = self.clock.tick();
         // Expire only as many as the event queue can report; the rest wait for the
         // next call, which `poll_timeout` schedules at once.
-        while self.events.capacity() - self.events.len() >= EVENTS_PER_INPUT {
+        while self.outbox.event_room() >= EVENTS_PER_INPUT {
             let Some(id) = self
                 .table
                 .iter()
@@ -940,7 +837,7 @@ impl<const N: usize> Peer<N> {
         };
         if leader != self.leader {
             self.leader = leader;
-            self.synced = None;
+            self.outbox.forget_synced();
             self.push_event(match leader {
                 Some(id) => Pending::LeaderChanged(id.get().into()),
                 None => Pending::LeaderLost,
@@ -1049,14 +946,9 @@ impl<const N: usize> Peer<N> {
     }
 
     fn has_pending_output(&self) -> bool {
-        !self.replies.is_empty()
-            || !self.events.is_empty()
-            || self.announce_due
-            || self.goodbye_due
-            || self.legacy_due
+        self.outbox.has_output()
             // Expiries postponed for lack of event room.
-            || (self.state != State::Done
-                && self.events.capacity() - self.events.len() < EVENTS_PER_INPUT)
+            || (self.state != State::Done && self.outbox.event_room() < EVENTS_PER_INPUT)
     }
 
     /// Whole milliseconds since `ready`, 0 before; it stops growing at
@@ -1105,21 +997,13 @@ impl<const N: usize> Peer<N> {
         if generation > 0 {
             self.claim_heard = NonZeroU64::new(id);
         }
-        // One pending reply per peer is enough.
-        let id = CompactId::from(id);
-        if let Some(pending) = self.replies.iter_mut().find(|r| r.id == id) {
-            pending.generation = pending.generation.max(generation);
-            return;
-        }
-        if self.replies.push(Reply { to, id, generation }).is_err() {
+        if !self.outbox.reply(to, id, generation) {
             self.stats.dropped_replies.bump();
         }
     }
 
     fn push_event(&mut self, event: Pending) {
-        // Room is reserved before every input (EVENTS_PER_INPUT), so this cannot fail;
-        // commands add at most two events to a queue that inputs keep half free.
-        let _ = self.events.push_back(event);
+        self.outbox.push(event);
     }
 }
 
@@ -1146,6 +1030,7 @@ fn heartbeat_us(config: &Config) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Successor;
 
     /// Guards the memory of a peer with an 8-entry table on 64-bit hosts, where
     /// `usize` fields take 8 bytes (1112 today); 32-bit targets are held to 1088 bytes at
