@@ -512,3 +512,72 @@ fn sockets_systemd_passed_to_handover_are_the_ones_passed_on() {
     assert_eq!(totals.by_generation.len(), 2, "{totals}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A service that checks the descriptors it was given (a Unix stream listener
+/// named `admin`, then a UDP socket named `dns`), answers one datagram on `dns`
+/// with its generation, and says READY=1.
+const CHECKS_ITS_SOCKETS: &str = r#"
+import os, socket, sys
+assert os.environ["LISTEN_PID"] == str(os.getpid())
+assert os.environ["LISTEN_FDS"] == "2", os.environ["LISTEN_FDS"]
+assert os.environ["LISTEN_FDNAMES"] == "admin:dns", os.environ["LISTEN_FDNAMES"]
+admin, dns = socket.socket(fileno=3), socket.socket(fileno=4)
+assert admin.family == socket.AF_UNIX and admin.type == socket.SOCK_STREAM
+assert dns.family == socket.AF_INET and dns.type == socket.SOCK_DGRAM
+notify = os.environ["NOTIFY_SOCKET"]
+with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+    s.sendto(b"READY=1", "\0" + notify[1:] if notify.startswith("@") else notify)
+while True:
+    data, peer = dns.recvfrom(512)
+    dns.sendto(sys.argv[1].encode(), peer)
+"#;
+
+#[test]
+fn unix_and_udp_sockets_are_passed_on_too() {
+    require_netns!();
+    require!(missing("python3"));
+    let net = Containers::new();
+    let host = net.container();
+    let dir = scratch("sockets-kinds");
+    let script = dir.join("service.py");
+    std::fs::write(&script, CHECKS_ITS_SOCKETS).unwrap();
+    let admin = format!("admin=unix:{}", dir.join("admin.sock").display());
+    let options = [
+        "--listen",
+        &admin,
+        "--listen",
+        "dns=udp:127.0.0.1:5353",
+        "--sockets-dir",
+        dir.to_str().unwrap(),
+    ];
+    let start = |generation: &str| {
+        let service = ["python3", script.to_str().unwrap(), generation];
+        instance(&host.ns, "kinds", &options, &service)
+    };
+    let ask = || {
+        host.ns.enter(|| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s.send_to(b"?", "127.0.0.1:5353").unwrap();
+            let mut buf = [0u8; 16];
+            let n = s.recv(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+    };
+    let mut first = start("1");
+    assert!(first.saw("sockets_owned", WAIT), "{:?}", first.seen);
+    assert_eq!(ask(), "1");
+    let mut second = start("2");
+    assert!(second.saw("sockets_owned", WAIT), "{:?}", second.seen);
+    let sockets = second.wait_event("sockets", WAIT).unwrap();
+    assert_eq!(
+        sockets["inherited"],
+        serde_json::json!(["admin", "dns"]),
+        "{sockets}"
+    );
+    assert_eq!(first.wait(WAIT).and_then(|s| s.code()), Some(0));
+    assert_eq!(ask(), "2");
+    // The service dies of the SIGTERM passed on to it (143, as a shell says).
+    assert!(terminate(&mut second).is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
