@@ -371,6 +371,16 @@ impl SocketDir {
             .write(true)
             .open(&self.lock)?;
         let fd = OwnedFd::from(file);
+        match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(DirLock { _fd: fd }),
+            // Two upgrades at once: worth a line, the wait may be long.
+            Err(rustix::io::Errno::WOULDBLOCK) => tracing::warn!(
+                "another instance is taking over ({} is locked): waiting until it is in \
+                 charge or gone",
+                self.lock.display()
+            ),
+            Err(e) => return Err(e.into()),
+        }
         let fd = tokio::task::spawn_blocking(move || {
             rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)?;
             Ok::<_, io::Error>(fd)

@@ -447,6 +447,19 @@ fn two_newcomers_at_once_end_with_exactly_one_owner() {
     assert_eq!(gone.wait(WAIT).and_then(|s| s.code()), Some(0));
     let owns = running.saw("sockets_owned", WAIT);
     gone.collect(Duration::from_millis(100));
+    // One of them waited for the other to take over first.
+    let waited = [&running, &gone].iter().any(|run| {
+        run.seen.iter().any(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("another instance is taking over"))
+        })
+    });
+    assert!(
+        waited,
+        "one newcomer waited for the directory's lock: {:?} {:?}",
+        running.seen, gone.seen
+    );
     let events = |run: &Run| -> Vec<String> {
         run.seen
             .iter()
