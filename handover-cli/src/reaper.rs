@@ -148,12 +148,19 @@ impl Drop for Child {
 /// A command whose child gets `signal` if `handover` dies (kill -9): a service must
 /// not live on unsupervised, in failover a standby is about to start another one.
 pub fn dies_with_parent(cmd: &mut Command, signal: Signal) -> &mut Command {
-    // SAFETY: the closure runs between fork and exec and makes one
-    // async-signal-safe system call. (The death signal follows the forking thread:
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs between fork and exec and makes two
+    // async-signal-safe system calls. (The death signal follows the forking thread:
     // the runtime is single-threaded.)
     unsafe {
         cmd.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(signal)).map_err(io::Error::from)
+            rustix::process::set_parent_process_death_signal(Some(signal))?;
+            // `handover` may have died between the fork and the line above: then
+            // no signal will come, and the service must not start.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(io::Error::other("handover is gone"));
+            }
+            Ok(())
         })
     }
 }

@@ -26,3 +26,13 @@ macro_rules! require {
         }
     };
 }
+
+/// `Some(reason)` if `program` does not run here (`program --version` fails), for
+/// [`require!`](crate::require).
+pub fn not_installed(program: &str) -> Option<String> {
+    let runs = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!runs).then(|| format!("{program} is not installed"))
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use handover_tests::load::instance;
 use handover_tests::process::{eventually, scratch};
+use handover_tests::skip::not_installed;
 use handover_tests::topology::Containers;
 use handover_tests::{require, require_netns};
 
@@ -21,14 +22,6 @@ fn example(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/hot-standby")
         .join(file)
-}
-
-fn missing(program: &str) -> Option<String> {
-    let found = std::process::Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    (!found).then(|| format!("{program} is not installed"))
 }
 
 /// The lines the worker printed so far.
@@ -52,8 +45,8 @@ fn resumed_after(line: &str) -> Option<u64> {
 #[test]
 fn the_hot_standby_resumes_where_the_killed_active_was() {
     require_netns!();
-    require!(missing("python3"));
-    require!(missing("node"));
+    require!(not_installed("python3"));
+    require!(not_installed("node"));
     let net = Containers::new();
     let (a, b) = (net.container(), net.container());
     let dir = scratch("hot-standby");

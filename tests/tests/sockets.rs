@@ -16,21 +16,13 @@ use handover_tests::load::{instance, python_generation, service, Load, Totals};
 use handover_tests::measure::setting;
 use handover_tests::netns::Netns;
 use handover_tests::process::{scratch, Run};
+use handover_tests::skip::not_installed;
 use handover_tests::topology::Containers;
 use handover_tests::{require, require_netns};
 use rustix::process::{kill_process, Pid, Signal};
 
 const WAIT: Duration = Duration::from_secs(20);
 const PORT: u16 = 8080;
-
-/// Whether `program` runs here; `Some(reason)` if not.
-fn missing(program: &str) -> Option<String> {
-    let found = std::process::Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    (!found).then(|| format!("{program} is not installed"))
-}
 
 /// The Python service of generation `generation`, given the sockets.
 fn python(ns: &Netns, scope: &str, dir: &Path, generation: u32) -> Run {
@@ -102,7 +94,7 @@ fn upgrades(
 #[test]
 fn a_hundred_upgrades_under_load_refuse_and_reset_nothing() {
     require_netns!();
-    require!(missing("python3"));
+    require!(not_installed("python3"));
     // Host networking: every instance in the host's namespace, as systemd services
     // or balena containers with `network_mode: host` run.
     let net = Containers::new();
@@ -165,7 +157,7 @@ fn a_hundred_upgrades_under_load_refuse_and_reset_nothing() {
 #[test]
 fn negative_control_stopping_then_starting_refuses_connections() {
     require_netns!();
-    require!(missing("python3"));
+    require!(not_installed("python3"));
     let net = Containers::new();
     let host = net.container();
     let dir = scratch("sockets-kill-then-start");
@@ -187,7 +179,7 @@ fn negative_control_stopping_then_starting_refuses_connections() {
 #[test]
 fn negative_control_rebinding_with_so_reuseport_resets_connections() {
     require_netns!();
-    require!(missing("python3"));
+    require!(not_installed("python3"));
     let net = Containers::new();
     let host = net.container();
     let script = service("generation.py");
@@ -219,8 +211,8 @@ fn negative_control_rebinding_with_so_reuseport_resets_connections() {
 #[test]
 fn python_and_node_services_take_the_sockets_unchanged() {
     require_netns!();
-    require!(missing("python3"));
-    require!(missing("node"));
+    require!(not_installed("python3"));
+    require!(not_installed("node"));
     let net = Containers::new();
     let host = net.container();
     let dir = scratch("sockets-languages");
@@ -259,7 +251,7 @@ fn python_and_node_services_take_the_sockets_unchanged() {
 #[test]
 fn in_bridge_networking_the_old_instance_forwards_to_the_new_one() {
     require_netns!();
-    require!(missing("python3"));
+    require!(not_installed("python3"));
     // balena's default: the old and the new container each in a namespace of its
     // own on a bridge, and clients that still resolve the old one's address. The
     // sockets directory is shared, as a volume would be: the newcomer finds the
@@ -331,7 +323,7 @@ fn listen_options(dir: &Path) -> Vec<String> {
 #[test]
 fn a_newcomer_that_crashes_or_never_gets_ready_leaves_the_owner_serving() {
     require_netns!();
-    require!(missing("python3"));
+    require!(not_installed("python3"));
     let net = Containers::new();
     let host = net.container();
     let dir = scratch("sockets-failures");
@@ -370,7 +362,7 @@ fn a_newcomer_that_crashes_or_never_gets_ready_leaves_the_owner_serving() {
 #[test]
 fn a_newcomer_whose_predecessor_is_killed_mid_transfer_binds_fresh() {
     require_netns!();
-    require!(missing("python3"));
+    require!(not_installed("python3"));
     let net = Containers::new();
     let host = net.container();
     let dir = scratch("sockets-killed-owner");
@@ -413,7 +405,7 @@ fn a_newcomer_whose_predecessor_is_killed_mid_transfer_binds_fresh() {
 #[test]
 fn two_newcomers_at_once_end_with_exactly_one_owner() {
     require_netns!();
-    require!(missing("python3"));
+    require!(not_installed("python3"));
     let net = Containers::new();
     let host = net.container();
     let dir = scratch("sockets-two-newcomers");
@@ -484,8 +476,8 @@ fn two_newcomers_at_once_end_with_exactly_one_owner() {
 #[test]
 fn sockets_systemd_passed_to_handover_are_the_ones_passed_on() {
     require_netns!();
-    require!(missing("python3"));
-    require!(missing("systemd-socket-activate"));
+    require!(not_installed("python3"));
+    require!(not_installed("systemd-socket-activate"));
     let net = Containers::new();
     let host = net.container();
     let dir = scratch("sockets-systemd");
@@ -548,7 +540,7 @@ while True:
 #[test]
 fn unix_and_udp_sockets_are_passed_on_too() {
     require_netns!();
-    require!(missing("python3"));
+    require!(not_installed("python3"));
     let net = Containers::new();
     let host = net.container();
     let dir = scratch("sockets-kinds");
