@@ -17,7 +17,6 @@ import random
 import signal
 import socket
 import sys
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -70,7 +69,14 @@ class Server(ThreadingHTTPServer):
 server = Server(("", 0), Handler, bind_and_activate=False)
 server.socket.close()
 server.socket = listener
-signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+# The handler only raises serve_forever's own flag (checked every poll interval):
+# starting a thread from a signal handler can deadlock, if the signal lands while
+# the main thread holds threading's locks (starting a request's thread).
+def stop(*_):
+    server._BaseServer__shutdown_request = True
+
+
+signal.signal(signal.SIGTERM, stop)
 
 notify = os.environ.get("NOTIFY_SOCKET")
 if notify:
