@@ -77,7 +77,11 @@ fn drain(peer: &mut Peer<TABLE>, now: Instant, keyed: bool) -> Vec<Event> {
     assert!(peer.peers().count() <= TABLE);
     // Every datagram handed in was accepted or counted as dropped, once.
     let s = peer.stats();
-    assert_eq!(s.received, (u64::from(s.accepted) + s.dropped()) as u32, "{s:?}");
+    assert_eq!(
+        s.received,
+        (u64::from(s.accepted) + s.dropped()) as u32,
+        "{s:?}"
+    );
     events
 }
 

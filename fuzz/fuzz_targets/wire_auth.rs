@@ -26,10 +26,7 @@ fuzz_target!(|input: Input<'_>| {
         }
         // Tag what was decoded, then tamper with one byte.
         let mut buf = [0u8; handover_proto::wire::MAX_DATAGRAM];
-        let n = packet
-            .repr
-            .emit_tagged(&KEY, &mut buf)
-            .expect("re-encodes");
+        let n = packet.repr.emit_tagged(&KEY, &mut buf).expect("re-encodes");
         let valid = Packet::parse(&buf[..n]).expect("decodes");
         assert!(auth::verify(
             &KEY,

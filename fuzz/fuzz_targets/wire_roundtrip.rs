@@ -6,8 +6,8 @@
 
 use arbitrary::Arbitrary;
 use handover_proto::wire::{
-    auth, Ack, Announce, Body, DecodeError, Extension, Goodbye, Header, Packet, Rank, Repr,
-    Role, EXTENSION_CRITICAL, MAX_DATAGRAM,
+    auth, Ack, Announce, Body, Checkpoint, CheckpointAck, DecodeError, Extension, Goodbye, Header,
+    Packet, Rank, Repr, Role, EXTENSION_CRITICAL, MAX_DATAGRAM,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -29,6 +29,11 @@ enum Kind {
         ready_ms: u32,
     },
     Goodbye(Option<u64>),
+    Checkpoint(u64),
+    CheckpointAck {
+        to: u64,
+        seq: u64,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -88,6 +93,10 @@ fuzz_target!(|input: Input| {
         Kind::Goodbye(successor) => Body::Goodbye(Goodbye {
             successor: *successor,
         }),
+        Kind::Checkpoint(seq) => Body::Checkpoint(Checkpoint { seq: *seq }),
+        Kind::CheckpointAck { to, seq } => {
+            Body::CheckpointAck(CheckpointAck { to: *to, seq: *seq })
+        }
     };
     let repr = Repr {
         header: Header {

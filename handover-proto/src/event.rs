@@ -76,6 +76,21 @@ pub enum Event {
         /// Its id.
         id: u64,
     },
+    /// Failover: the checkpoint this peer holds rose (see
+    /// [`Peer::checkpoint`](crate::Peer::checkpoint)). On a standby, the active
+    /// peer recorded progress; on the active peer, a standby held a later checkpoint
+    /// than this one (what an active that died had finished): carry on after it.
+    Checkpoint {
+        /// The checkpoint now held.
+        seq: u64,
+    },
+    /// Failover, active: every live peer acknowledged checkpoint `seq`; if this
+    /// peer dies now, whoever takes over resumes after it. Emitted once per
+    /// [`Peer::checkpoint`](crate::Peer::checkpoint).
+    CheckpointHeld {
+        /// The checkpoint.
+        seq: u64,
+    },
 }
 
 /// Where a datagram from [`Peer::poll_transmit`](crate::Peer::poll_transmit) goes.

@@ -282,6 +282,16 @@ impl Sim {
         self.drain(id);
     }
 
+    /// The active node `id` records progress `seq` ([`Peer::checkpoint`]); an error
+    /// if it is not active.
+    #[cfg(feature = "checkpoints")]
+    pub fn checkpoint(&mut self, id: NodeId, seq: u64) -> Result<(), crate::StateError> {
+        let now = self.local(id);
+        let result = self.nodes[id].peer.checkpoint(now, seq);
+        self.drain(id);
+        result
+    }
+
     /// The node dies at once (`kill -9`): it sends and receives nothing more.
     pub fn kill(&mut self, id: NodeId) {
         self.nodes[id].alive = false;

@@ -142,7 +142,8 @@ pub fn sighting(
                         .collect();
                 }
                 Body::Goodbye(_) => s.goodbye = true,
-                Body::Ack(_) => return Ok(None),
+                // Replies and checkpoints say nothing of the sender's standing.
+                _ => return Ok(None),
             }
         }
     }

@@ -1,5 +1,6 @@
 //! The state machine.
 
+mod checkpoint;
 mod outbox;
 mod table;
 mod timer;
@@ -84,6 +85,11 @@ pub struct Peer<const N: usize> {
     /// leader's heartbeats while standing by, so a standby that takes over carries on
     /// from the last state it saw.
     app_state: Vec<u8, MAX_STATE>,
+    /// The highest checkpoint this peer knows: its own while active, the active's
+    /// (or, after a failover, the highest any survivor held) otherwise.
+    checkpoint: u64,
+    /// Active: `CheckpointHeld` is owed for the current checkpoint.
+    checkpoint_unheld: bool,
     /// Datagrams due, replies owed, events queued.
     outbox: Outbox,
     stats: Stats,
@@ -140,6 +146,8 @@ impl<const N: usize> Peer<N> {
             claim_heard: None,
             leader: None,
             app_state: Vec::new(),
+            checkpoint: 0,
+            checkpoint_unheld: false,
             outbox: Outbox::default(),
             stats: Stats::default(),
         })
@@ -175,6 +183,11 @@ impl<const N: usize> Peer<N> {
     /// The peer in charge as far as this one knows (possibly itself).
     pub fn leader(&self) -> Option<u64> {
         self.leader.map(NonZeroU64::get)
+    }
+
+    /// The highest checkpoint this peer knows (0: none).
+    pub fn checkpoint_seq(&self) -> u64 {
+        self.checkpoint
     }
 
     /// Counters of received, sent and dropped datagrams.
@@ -241,6 +254,7 @@ impl<const N: usize> Peer<N> {
                     self.schedule_heartbeat();
                 }
                 Timer::Retransmit => self.retransmit(),
+                Timer::Checkpoint => self.repeat_checkpoint(),
                 // The window only needs to be over: `check_claim` reads its absence.
                 Timer::ClaimWindow => {}
             }
@@ -323,6 +337,8 @@ impl<const N: usize> Peer<N> {
                     Destination::Reply(SocketAddr::V4(reply.to)),
                     self.emit_ack(reply, buf),
                 )
+            } else if let Some(checkpoint) = self.poll_checkpoint_transmit(buf) {
+                checkpoint
             } else if core::mem::take(&mut self.outbox.goodbye_due) {
                 (Destination::Group, self.emit_goodbye(buf))
             } else if core::mem::take(&mut self.outbox.announce_due) {
@@ -423,16 +439,14 @@ impl<const N: usize> Peer<N> {
             self.stats.dropped_own.bump();
             return;
         }
-        if let Body::Ack(ack) = &body {
-            if ack.to != self.config.id {
-                self.stats.dropped_misdirected.bump();
-                return;
-            }
+        if body.to().is_some_and(|to| to != self.config.id) {
+            self.stats.dropped_misdirected.bump();
+            return;
         }
         let rank = match &body {
             Body::Announce(a) => Some(a.rank),
             Body::Ack(a) => Some(a.rank),
-            Body::Goodbye(_) => None,
+            _ => None,
         };
         // The reserved generation is refused: raising past it would wrap.
         if rank.is_some_and(|r| r.generation > MAX_GENERATION) {
@@ -444,10 +458,10 @@ impl<const N: usize> Peer<N> {
             let freshness = entry.accept_counter(header.counter);
             newest = freshness == Freshness::Newest;
             // A reordered announcement carries superseded state; a reordered ack
-            // still acknowledges.
+            // still acknowledges, and checkpoints only grow.
             let usable = match freshness {
                 Freshness::Newest => !entry.departed,
-                Freshness::Reordered => matches!(body, Body::Ack(_)) && !entry.departed,
+                Freshness::Reordered => body.survives_reordering() && !entry.departed,
                 Freshness::Duplicate | Freshness::Stale => false,
             };
             // A predecessor repeats its goodbye until we acknowledge it: our first
@@ -492,6 +506,10 @@ impl<const N: usize> Peer<N> {
                 // its name and addresses.
                 if !announced && self.table.get(header.sender).is_some() {
                     self.peer_up(header.sender, &a);
+                    // A standby new to us gets the checkpoint it would have missed.
+                    if self.checkpoint_unheld || self.checkpoint > 0 {
+                        self.owe_checkpoint(header.sender);
+                    }
                 }
                 if a.role == Role::Claiming {
                     self.queue_reply(source, header.sender, rank.generation);
@@ -508,9 +526,11 @@ impl<const N: usize> Peer<N> {
             Body::Ack(ack) => {
                 let rank = Rank::from_wire(header.sender, ack.rank);
                 self.upsert(&header, ack.role, rank, None);
-                if ack.generation >= self.generation {
+                // Only a claimer counts them: a late one must not pass for an
+                // acknowledgement of the active's checkpoint.
+                if ack.generation >= self.generation && self.state == State::Claiming {
                     if let Some(entry) = self.table.get_mut(header.sender) {
-                        entry.acked = true;
+                        entry.owes_ack = false;
                     }
                 }
                 if self.state == State::Done
@@ -524,6 +544,10 @@ impl<const N: usize> Peer<N> {
                 }
             }
             Body::Goodbye(goodbye) => self.handle_goodbye(source, &header, goodbye),
+            #[cfg(feature = "checkpoints")]
+            Body::Checkpoint(c) => self.handle_checkpoint(source, header.sender, c.seq),
+            #[cfg(feature = "checkpoints")]
+            Body::CheckpointAck(ack) => self.handle_checkpoint_ack(header.sender, ack.seq),
         }
     }
 
@@ -717,6 +741,7 @@ impl<const N: usize> Peer<N> {
     }
 
     fn stand_by(&mut self) {
+        self.stop_checkpoint();
         self.state = State::Standby;
         self.timers.stop(Timer::Retransmit);
         self.timers.stop(Timer::ClaimWindow);
@@ -726,6 +751,7 @@ impl<const N: usize> Peer<N> {
 
     fn yield_to(&mut self, successor: Option<NonZeroU64>) {
         info!("superseded: shutting down");
+        self.stop_checkpoint();
         self.state = State::Yielding;
         self.successor = successor;
         self.timers.stop(Timer::Retransmit);
@@ -740,6 +766,7 @@ impl<const N: usize> Peer<N> {
 
     /// Enters `Done` and starts sending the goodbye.
     fn finish(&mut self) {
+        self.stop_checkpoint();
         self.state = State::Done;
         self.timers.stop(Timer::Heartbeat);
         self.timers.stop(Timer::ClaimWindow);
@@ -824,10 +851,12 @@ impl<const N: usize> Peer<N> {
             self.become_active();
             self.refresh_leader();
         }
+        self.check_checkpoint_held();
     }
 
     fn claim_complete(&self) -> bool {
-        !self.timers.is_set(Timer::ClaimWindow) && self.table.iter().all(|e| e.departed || e.acked)
+        !self.timers.is_set(Timer::ClaimWindow)
+            && self.table.iter().all(|e| e.departed || !e.owes_ack)
     }
 
     fn refresh_leader(&mut self) {
@@ -1007,11 +1036,12 @@ impl<const N: usize> Peer<N> {
     }
 }
 
-// A peer with an 8-entry table fits in 1 KiB + 64 B on 32-bit targets (1,072 bytes on
-// thumbv7em with authentication, 68 of them the slot that keeps a queued `Synced`
-// event's payload): the build fails if it grows past that.
+// A peer with an 8-entry table fits in 1 KiB + 80 B on 32-bit targets (1,096 bytes on
+// thumbv7em with authentication: 68 of them the slot that keeps a queued `Synced`
+// event's payload, 24 the checkpoint and its pending acknowledgement): the build fails
+// if it grows past that.
 #[cfg(target_pointer_width = "32")]
-const _: () = assert!(core::mem::size_of::<Peer<8>>() <= 1088);
+const _: () = assert!(core::mem::size_of::<Peer<8>>() <= 1104);
 
 /// The highest claim generation: announcements of a higher one are dropped as
 /// malformed (honest peers, one claim at a time, never get near it), so that raising
@@ -1222,7 +1252,8 @@ mod tests {
     fn peer_with_eight_entries_stays_within_budget() {
         let size = core::mem::size_of::<Peer<8>>();
         // 1,112 bytes until the counter of unknown critical extensions (4 bytes, 8
-        // with alignment) came with the extension records.
-        assert!(size <= 1120, "Peer<8> grew to {size} bytes");
+        // with alignment) came with the extension records; 1,120 until checkpoints
+        // (the checkpoint, 8; its acknowledgement's address and flag, 8).
+        assert!(size <= 1136, "Peer<8> grew to {size} bytes");
     }
 }

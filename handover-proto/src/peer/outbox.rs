@@ -28,6 +28,11 @@ pub(super) struct Outbox {
     pub(super) legacy_due: bool,
     /// A goodbye is due on the group.
     pub(super) goodbye_due: bool,
+    /// Our checkpoint is due on the group (active).
+    pub(super) checkpoint_due: bool,
+    /// Where the leader waits for an acknowledgement of its checkpoint (one leader,
+    /// one slot).
+    pub(super) checkpoint_ack: Option<SocketAddrV4>,
     replies: Vec<Reply, REPLY_QUEUE>,
     /// Events are queued small; the one `PeerUp` and the one `Synced` an input can
     /// cause keep their payload in a slot until polled (inputs are refused while
@@ -123,6 +128,8 @@ impl Outbox {
             || !self.events.is_empty()
             || self.announce_due
             || self.goodbye_due
+            || self.checkpoint_due
+            || self.checkpoint_ack.is_some()
             || self.legacy_due
     }
 
@@ -155,6 +162,8 @@ impl Outbox {
                 }
             }
             Pending::PeerDown(id) => Event::PeerDown { id: id.into() },
+            Pending::Checkpoint(seq) => Event::Checkpoint { seq: seq.into() },
+            Pending::CheckpointHeld(seq) => Event::CheckpointHeld { seq: seq.into() },
         })
     }
 }
@@ -175,6 +184,11 @@ pub(super) enum Pending {
     Synced,
     PeerUp(CompactId),
     PeerDown(CompactId),
+    /// The checkpoint it rose to.
+    #[cfg_attr(not(feature = "checkpoints"), allow(dead_code))]
+    Checkpoint(CompactId),
+    #[cfg_attr(not(feature = "checkpoints"), allow(dead_code))]
+    CheckpointHeld(CompactId),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -185,8 +199,8 @@ pub(super) struct Reply {
     pub(super) generation: u32,
 }
 
-/// An instance id kept as two halves: with 4-byte alignment a queued event takes 12
-/// bytes instead of 16, a reply 20 instead of 24.
+/// An instance id (or a checkpoint) kept as two halves: with 4-byte alignment a
+/// queued event takes 12 bytes instead of 16, a reply 20 instead of 24.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct CompactId([u32; 2]);
 

@@ -26,8 +26,9 @@ pub(crate) struct Entry {
     pub(crate) role: Role,
     /// It said goodbye; kept until it expires so that repeated goodbyes are known.
     pub(crate) departed: bool,
-    /// It acknowledged our current claim generation.
-    pub(crate) acked: bool,
+    /// It owes us an acknowledgement: of our current claim generation while we
+    /// claim, of our current checkpoint while we are active (the two never overlap).
+    pub(crate) owes_ack: bool,
 }
 
 impl Entry {
@@ -43,7 +44,7 @@ impl Entry {
             priority: 0,
             role,
             departed: false,
-            acked: false,
+            owes_ack: true,
         }
     }
 
@@ -237,9 +238,24 @@ impl<const N: usize> Table<N> {
     }
 
     /// Forgets every acknowledgement: our claim generation changed.
+    #[cfg(feature = "checkpoints")]
+    /// Every live peer that has announced itself owes an acknowledgement of a new
+    /// checkpoint; `except` already holds it.
+    pub(crate) fn owe_checkpoint(&mut self, except: Option<u64>) {
+        for e in self.entries[..self.live].iter_mut() {
+            e.owes_ack = e.announced() && !e.departed && Some(e.id) != except;
+        }
+    }
+
+    #[cfg(feature = "checkpoints")]
+    /// Whether a live peer still owes an acknowledgement of our checkpoint.
+    pub(crate) fn checkpoint_owed(&self) -> bool {
+        self.iter().any(|e| e.owes_ack && !e.departed)
+    }
+
     pub(crate) fn clear_acks(&mut self) {
         for e in self.entries.iter_mut() {
-            e.acked = false;
+            e.owes_ack = true;
         }
     }
 

@@ -11,12 +11,19 @@ pub(crate) enum Timer {
     Retransmit,
     /// End of the window in which a claimer listens for peers it does not know yet.
     ClaimWindow,
+    /// Next repetition of a checkpoint some standby has not acknowledged.
+    Checkpoint,
 }
 
 impl Timer {
     /// Every timer, in table order: `handle_timeout` visits them all, so a new
     /// timer cannot go unhandled.
-    pub(crate) const VALUES: [Timer; 3] = [Timer::Heartbeat, Timer::Retransmit, Timer::ClaimWindow];
+    pub(crate) const VALUES: [Timer; 4] = [
+        Timer::Heartbeat,
+        Timer::Retransmit,
+        Timer::ClaimWindow,
+        Timer::Checkpoint,
+    ];
 }
 
 const COUNT: usize = Timer::VALUES.len();

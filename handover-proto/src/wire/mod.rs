@@ -52,6 +52,9 @@ pub use v2::{
     MAX_NAME, MAX_READY_MS, MAX_STATE, RESERVED_FLAGS, TAG_LEN,
 };
 
+#[cfg(feature = "checkpoints")]
+pub use v2::{Checkpoint, CheckpointAck};
+
 use core::fmt;
 
 /// Default UDP port of the v2 protocol (the legacy port is [`LEGACY_PORT`]).

@@ -187,7 +187,35 @@ pub struct Goodbye {
     pub successor: Option<u64>,
 }
 
-/// The message kinds.
+#[cfg(feature = "checkpoints")]
+/// Failover: the active peer's progress (for a work queue, the last task it
+/// completed), sent to the group the moment it changes and repeated until every
+/// standby acknowledges it. Checkpoints only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Checkpoint {
+    /// The progress.
+    #[serde(with = "varint")]
+    pub seq: u64,
+}
+
+#[cfg(feature = "checkpoints")]
+/// Acknowledges a [`Checkpoint`], as a unicast reply: the checkpoint the sender
+/// holds, which may be later than the one it answers (a standby that heard more from
+/// an earlier active).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CheckpointAck {
+    /// The active peer acknowledged.
+    #[serde(with = "varint")]
+    pub to: u64,
+    /// The checkpoint the sender holds.
+    #[serde(with = "varint")]
+    pub seq: u64,
+}
+
+/// The message kinds. New kinds go at the end: a decoder that predates one drops
+/// it as malformed, and every other kind keeps its number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body<'a> {
     /// A claim or a heartbeat.
@@ -197,6 +225,35 @@ pub enum Body<'a> {
     Ack(Ack),
     /// A departure.
     Goodbye(Goodbye),
+    /// The active peer's progress.
+    #[cfg(feature = "checkpoints")]
+    Checkpoint(Checkpoint),
+    /// A standby holds a checkpoint.
+    #[cfg(feature = "checkpoints")]
+    CheckpointAck(CheckpointAck),
+}
+
+impl Body<'_> {
+    /// The peer a unicast reply is for.
+    pub fn to(&self) -> Option<u64> {
+        match self {
+            Body::Ack(ack) => Some(ack.to),
+            #[cfg(feature = "checkpoints")]
+            Body::CheckpointAck(ack) => Some(ack.to),
+            _ => None,
+        }
+    }
+
+    /// Whether it still means what it says when it arrives after a later datagram
+    /// of its sender: acknowledgements and checkpoints (which only grow) do.
+    pub fn survives_reordering(&self) -> bool {
+        match self {
+            Body::Ack(_) => true,
+            #[cfg(feature = "checkpoints")]
+            Body::Checkpoint(_) | Body::CheckpointAck(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// A decoded v2 message: header and body.
@@ -344,7 +401,7 @@ impl Repr<'_> {
                         && a.addresses.len() <= 4 * MAX_ADDRESSES
                         && a.state.len() <= MAX_STATE
                 }
-                Body::Ack(_) | Body::Goodbye(_) => true,
+                _ => true,
             }
     }
 
@@ -864,6 +921,26 @@ mod vectors {
         ]
     }
 
+    #[cfg(feature = "checkpoints")]
+    fn checkpoint_messages() -> [(&'static str, Repr<'static>); 2] {
+        [
+            (
+                "checkpoint",
+                Repr {
+                    header: header(),
+                    body: Body::Checkpoint(Checkpoint { seq: 10_000 }),
+                },
+            ),
+            (
+                "checkpoint ack",
+                Repr {
+                    header: header(),
+                    body: Body::CheckpointAck(CheckpointAck { to: 7, seq: 10_000 }),
+                },
+            ),
+        ]
+    }
+
     #[test]
     fn a_datagram_of_the_next_version_is_read_with_its_extensions_skipped() {
         let (_, repr) = messages()[1];
@@ -949,7 +1026,7 @@ mod vectors {
 
     #[test]
     fn encodings_are_frozen() {
-        let frozen: [(&str, &str, &str); 4] = [
+        let frozen = [
             (
                 "claim",
                 "4800a194f9e109ef9bafcdf8acd191012a000064038080dfc5db66dc0be80700036170690000",
@@ -975,7 +1052,31 @@ mod vectors {
                 "4801a194f9e109ef9bafcdf8acd191012a020107d4c98964bae4f70eb42cc340adc8c276",
             ),
         ];
-        for ((name, repr), (frozen_name, plain, tagged)) in messages().iter().zip(frozen) {
+        check_frozen(&messages(), &frozen);
+    }
+
+    #[test]
+    #[cfg(feature = "checkpoints")]
+    fn checkpoint_encodings_are_frozen() {
+        let frozen = [
+            (
+                "checkpoint",
+                "4800a194f9e109ef9bafcdf8acd191012a03904e",
+                "4801a194f9e109ef9bafcdf8acd191012a03904ec5db7a58615973bc1b0a07bf381b5c07",
+            ),
+            (
+                "checkpoint ack",
+                "4800a194f9e109ef9bafcdf8acd191012a0407904e",
+                "4801a194f9e109ef9bafcdf8acd191012a0407904e66d4d7f614ed0986f1fd60ae558afef5",
+            ),
+        ];
+        check_frozen(&checkpoint_messages(), &frozen);
+    }
+
+    /// Each message encodes, plain and tagged, to its frozen hex.
+    fn check_frozen(messages: &[(&str, Repr<'_>)], frozen: &[(&str, &str, &str)]) {
+        assert_eq!(messages.len(), frozen.len());
+        for ((name, repr), &(frozen_name, plain, tagged)) in messages.iter().zip(frozen) {
             assert_eq!(*name, frozen_name);
             let mut buf = [0u8; MAX_DATAGRAM];
             let n = repr.emit(&mut buf).unwrap();
