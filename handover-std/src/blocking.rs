@@ -46,6 +46,20 @@ impl Handover {
         self.inner.as_ref().expect("present until dropped")
     }
 
+    /// Runs what `f` makes of the async handle to completion on the calling thread.
+    pub(crate) fn block_on<'a, F: std::future::Future>(
+        &'a self,
+        f: impl FnOnce(&'a crate::Handover) -> F,
+    ) -> F::Output {
+        self.runtime.block_on(f(self.inner()))
+    }
+
+    /// Failover, while active: records progress `seq` (see
+    /// [`crate::Handover::checkpoint`]).
+    pub fn checkpoint(&self, seq: u64) -> Result<(), Error> {
+        self.inner().checkpoint(seq)
+    }
+
     /// The service is ready: claim (hand-over) or stand by (failover).
     pub fn ready(&self) -> Result<(), Error> {
         self.inner().ready()

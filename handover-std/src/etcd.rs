@@ -205,6 +205,8 @@ impl Engine {
             receive_errors: 0,
             stats: Stats::default(),
             term: None,
+            checkpoint: 0,
+            checkpoint_held: None,
         });
         let value = format!("{id:016x} {}", config.name);
         let engine = Engine {
@@ -260,7 +262,9 @@ impl Engine {
                 self.ready = true;
                 false
             }
-            Some(Command::ShutdownComplete) | Some(Command::SetState(_)) => {
+            Some(Command::ShutdownComplete)
+            | Some(Command::SetState(_))
+            | Some(Command::Checkpoint(_)) => {
                 tracing::warn!("command ignored: the etcd election has no hand-over or state");
                 false
             }

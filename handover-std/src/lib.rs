@@ -33,6 +33,7 @@ mod link;
 mod multicast;
 pub mod notify;
 pub mod observe;
+pub mod queue;
 pub mod sockets;
 mod transport;
 
@@ -93,6 +94,14 @@ impl Handover {
     /// Application state carried by heartbeats while active (failover).
     pub fn set_state(&self, state: &[u8]) -> Result<(), Error> {
         self.send(Command::SetState(state.to_vec()))
+    }
+
+    /// Failover, while active: records progress `seq` (for a work queue, the id of
+    /// the last task completed) and sends it to the standbys at once; they
+    /// acknowledge it, and [`Status::checkpoint_held`] follows. Checkpoints only
+    /// grow. [`queue::WorkQueue`] does this for you.
+    pub fn checkpoint(&self, seq: u64) -> Result<(), Error> {
+        self.send(Command::Checkpoint(seq))
     }
 
     /// Waits until a newer instance has taken over and this one must shut down;

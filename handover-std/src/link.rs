@@ -75,6 +75,14 @@ pub struct Status {
     pub stats: Stats,
     /// The current term, while leading on a backend that numbers them (etcd).
     pub term: Option<Term>,
+    /// The highest checkpoint this instance knows (failover; see
+    /// [`Handover::checkpoint`](crate::Handover::checkpoint)): its own while active,
+    /// the active's otherwise. 0 for none.
+    pub checkpoint: u64,
+    /// While active: the highest checkpoint every standby acknowledged in this term
+    /// (the one it started with, once they have said what they hold). `None` while
+    /// not active, or until the standbys have answered.
+    pub checkpoint_held: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -83,6 +91,7 @@ pub(crate) enum Command {
     ShutdownComplete,
     Leave,
     SetState(Vec<u8>),
+    Checkpoint(u64),
 }
 
 /// Errors of the Linux adapter.

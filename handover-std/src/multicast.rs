@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use handover_proto::{wire, Instant, Peer};
+use handover_proto::{wire, Instant, Peer, State};
 use tokio::net::UdpSocket;
 
 use crate::complete::write_complete_file;
@@ -65,6 +65,8 @@ impl Driver {
             receive_errors: 0,
             stats: *peer.stats(),
             term: None,
+            checkpoint: 0,
+            checkpoint_held: None,
         });
         let driver = Driver {
             config,
@@ -211,6 +213,14 @@ impl Driver {
             }
             Command::Leave => self.peer.leave(now).map_err(|e| e.to_string()),
             Command::SetState(s) => self.peer.set_state(&s).map_err(|e| e.to_string()),
+            Command::Checkpoint(seq) => {
+                // Progress made just before a demotion: the new active resumes from
+                // what the standbys hold.
+                if let Err(e) = self.peer.checkpoint(now, seq) {
+                    tracing::debug!("checkpoint {seq} not sent: {e}");
+                }
+                Ok(())
+            }
         };
         if let Err(e) = result {
             tracing::warn!("command ignored: {e}");
@@ -228,8 +238,12 @@ impl Driver {
                 tracing::debug!("send to {:?} failed: {e}", t.destination);
             }
         }
+        let mut held = None;
         while let Some(event) = self.peer.poll_event() {
             tracing::debug!(?event, "protocol event");
+            if let handover_proto::Event::CheckpointHeld { seq } = event {
+                held = Some(seq);
+            }
             if event == handover_proto::Event::MarkComplete {
                 self.mark_complete();
             }
@@ -244,15 +258,24 @@ impl Driver {
         }
         let (state, leader, stats) = (self.peer.state(), self.peer.leader(), *self.peer.stats());
         let finished = self.peer.is_finished();
+        let checkpoint = self.peer.checkpoint_seq();
         self.link.status.send_if_modified(|s| {
+            let held = match state {
+                State::Active => held.or(s.checkpoint_held),
+                _ => None,
+            };
             let changed = s.state != state
                 || s.leader != leader
                 || s.stats != stats
-                || s.finished != finished;
+                || s.finished != finished
+                || s.checkpoint != checkpoint
+                || s.checkpoint_held != held;
             s.state = state;
             s.leader = leader;
             s.stats = stats;
             s.finished = finished;
+            s.checkpoint = checkpoint;
+            s.checkpoint_held = held;
             changed
         });
     }

@@ -14,8 +14,11 @@ impl<const N: usize> Peer<N> {
     /// Failover, active: records progress `seq` (e.g. the last task completed) and
     /// sends it to the standbys at once, repeating it until each acknowledges it;
     /// [`Event::CheckpointHeld`] follows when all have. Checkpoints only grow: a
-    /// lower `seq` re-sends the current one (a new active asks what the standbys
-    /// hold, and learns of a later one through [`Event::Checkpoint`]).
+    /// lower `seq` re-sends the current one.
+    ///
+    /// A newly elected peer sends its checkpoint by itself: standbys answer with
+    /// what they hold, a later one comes as [`Event::Checkpoint`], and
+    /// [`Event::CheckpointHeld`] says when every standby has answered.
     pub fn checkpoint(&mut self, now: Instant, seq: u64) -> Result<(), StateError> {
         self.advance(now);
         self.expect(State::Active)?;
@@ -64,7 +67,7 @@ impl<const N: usize> Peer<N> {
 
     /// Active: every standby owes an acknowledgement of the checkpoint (`except`
     /// holds it already); send it now.
-    fn publish_checkpoint(&mut self, except: Option<u64>) {
+    pub(super) fn publish_checkpoint(&mut self, except: Option<u64>) {
         self.table.owe_checkpoint(except);
         self.checkpoint_unheld = true;
         self.send_checkpoint();
@@ -163,6 +166,9 @@ impl<const N: usize> Peer<N> {
 impl<const N: usize> Peer<N> {
     #[inline(always)]
     pub(super) fn owe_checkpoint(&mut self, _id: u64) {}
+
+    #[inline(always)]
+    pub(super) fn publish_checkpoint(&mut self, _except: Option<u64>) {}
 
     #[inline(always)]
     pub(super) fn repeat_checkpoint(&mut self) {}

@@ -738,6 +738,9 @@ impl<const N: usize> Peer<N> {
         self.outbox.legacy_due = self.config.legacy;
         self.schedule_heartbeat();
         self.push_event(Pending::Elected);
+        // Ask the standbys what they hold: one may have heard more from the peer
+        // this one replaces.
+        self.publish_checkpoint(None);
     }
 
     fn stand_by(&mut self) {
