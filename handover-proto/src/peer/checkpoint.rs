@@ -11,34 +11,90 @@ use super::*;
 
 #[cfg(feature = "checkpoints")]
 impl<const N: usize> Peer<N> {
-    /// Failover, active: records progress `seq` (e.g. the last task completed) and
-    /// sends it to the standbys at once, repeating it until each acknowledges it;
-    /// [`Event::CheckpointHeld`] follows when all have. Checkpoints only grow: a
-    /// lower `seq` re-sends the current one.
+    /// Failover: records progress `seq` (e.g. the last task completed). While
+    /// active, it goes to the standbys at once and is repeated until each
+    /// acknowledges it; [`Event::CheckpointHeld`] follows when all have. Otherwise
+    /// (a task that finished as this peer was demoted) the peer holds it, and its
+    /// heartbeats tell the active one. Checkpoints only grow: a lower `seq` re-sends
+    /// the current one.
     ///
     /// A newly elected peer sends its checkpoint by itself: standbys answer with
     /// what they hold, a later one comes as [`Event::Checkpoint`], and
     /// [`Event::CheckpointHeld`] says when every standby has answered.
     pub fn checkpoint(&mut self, now: Instant, seq: u64) -> Result<(), StateError> {
         self.advance(now);
-        self.expect(State::Active)?;
+        if self.state == State::Done {
+            return Err(StateError { state: self.state });
+        }
         self.checkpoint = self.checkpoint.max(seq);
-        self.publish_checkpoint(None);
+        if self.state == State::Active {
+            self.publish_checkpoint(None);
+        }
         self.after_input();
         Ok(())
     }
 
-    /// A checkpoint from the active peer: held, and acknowledged with the highest
-    /// one this peer holds.
+    /// A checkpoint: held, and acknowledged to the leader with the highest one this
+    /// peer holds.
     pub(super) fn handle_checkpoint(&mut self, source: SocketAddr, sender: u64, seq: u64) {
+        self.learn_checkpoint(sender, seq);
         let from_leader = self.leader.is_some_and(|l| l.get() == sender);
-        if !from_leader || !matches!(self.state, State::Standby | State::Claiming) {
+        if from_leader && matches!(self.state, State::Standby | State::Claiming) {
+            if let SocketAddr::V4(to) = source {
+                self.outbox.checkpoint_ack = Some(to);
+            }
+        }
+    }
+
+    /// The checkpoint record of an announcement or a goodbye. A goodbye's matters
+    /// most: a departing active peer's last checkpoint may arrive after its goodbye
+    /// (and is then dropped, its sender gone), and the standby that takes over must
+    /// hold it, so that a clean departure repeats no work.
+    pub(super) fn handle_checkpoint_record(
+        &mut self,
+        sender: u64,
+        extensions: wire::Extensions<'_>,
+    ) {
+        let seq = extensions
+            .iter()
+            .filter(|e| e.kind == wire::EXTENSION_CHECKPOINT)
+            .find_map(|e| postcard::from_bytes::<u64>(e.data).ok());
+        if let Some(seq) = seq {
+            self.learn_checkpoint(sender, seq);
+        }
+    }
+
+    /// Peer `sender` holds checkpoint `seq`. A checkpoint is a fact (tasks up to it
+    /// ran), whoever tells it: a later one is held, and while active, sent on.
+    fn learn_checkpoint(&mut self, sender: u64, seq: u64) {
+        if seq <= self.checkpoint || self.state == State::Done {
             return;
         }
         self.raise_checkpoint(seq);
-        if let SocketAddr::V4(to) = source {
-            self.outbox.checkpoint_ack = Some(to);
+        if self.state == State::Active {
+            self.publish_checkpoint(Some(sender));
         }
+    }
+
+    /// Encodes `repr` with our checkpoint as an extension record.
+    pub(super) fn seal_with_checkpoint(
+        &self,
+        repr: &Repr<'_>,
+        buf: &mut [u8],
+    ) -> Result<usize, wire::EmitError> {
+        let mut data = [0u8; 10];
+        let len = postcard::to_slice(&self.checkpoint, &mut data)
+            .map_err(|_| wire::EmitError::BufferTooSmall)?
+            .len();
+        let record = [wire::Extension {
+            kind: wire::EXTENSION_CHECKPOINT,
+            data: &data[..len],
+        }];
+        #[cfg(feature = "auth")]
+        if let Some(auth) = &self.config.auth {
+            return repr.emit_tagged_extended(&auth.key, &record, buf);
+        }
+        repr.emit_extended(&record, buf)
     }
 
     /// A standby holds checkpoint `seq`.
@@ -49,8 +105,7 @@ impl<const N: usize> Peer<N> {
         if seq > self.checkpoint {
             // It heard more from an earlier active than we did: carry on from there,
             // and tell the others.
-            self.raise_checkpoint(seq);
-            self.publish_checkpoint(Some(sender));
+            self.learn_checkpoint(sender, seq);
         } else if seq == self.checkpoint {
             if let Some(entry) = self.table.get_mut(sender) {
                 entry.owes_ack = false;
@@ -105,8 +160,19 @@ impl<const N: usize> Peer<N> {
 
     /// Reports `CheckpointHeld` once nobody owes an acknowledgement: standbys that
     /// acknowledged, left or fell silent.
+    ///
+    /// A peer that has listened for less than a dead interval may not know every
+    /// standby yet (one whose heartbeats were lost during its claim): it waits
+    /// until it has listened that long.
     pub(super) fn check_checkpoint_held(&mut self) {
         if self.state == State::Active && self.checkpoint_unheld && !self.table.checkpoint_owed() {
+            // Ticks count from the peer's creation until the epoch first moves,
+            // more than a dead interval later.
+            let known_all: Tick = self.dead_interval();
+            if self.clock.tick() < known_all {
+                self.timers.set(Timer::Checkpoint, known_all);
+                return;
+            }
             self.checkpoint_unheld = false;
             self.timers.stop(Timer::Checkpoint);
             self.push_event(Pending::CheckpointHeld(self.checkpoint.into()));

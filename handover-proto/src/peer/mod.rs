@@ -457,6 +457,12 @@ impl<const N: usize> Peer<N> {
         if let Some(entry) = self.table.get_mut(header.sender) {
             let freshness = entry.accept_counter(header.counter);
             newest = freshness == Freshness::Newest;
+            // Any datagram it has not sent before shows it alive, even one whose
+            // content is superseded: with checkpoints flowing, a heartbeat
+            // overtaken by one must not count as a missed heartbeat.
+            if matches!(freshness, Freshness::Newest | Freshness::Reordered) && !entry.departed {
+                entry.heard = self.clock.tick();
+            }
             // A reordered announcement carries superseded state; a reordered ack
             // still acknowledges, and checkpoints only grow.
             let usable = match freshness {
@@ -522,6 +528,8 @@ impl<const N: usize> Peer<N> {
                         self.sync(a.state);
                     }
                 }
+                #[cfg(feature = "checkpoints")]
+                self.handle_checkpoint_record(header.sender, packet.extensions);
             }
             Body::Ack(ack) => {
                 let rank = Rank::from_wire(header.sender, ack.rank);
@@ -543,7 +551,11 @@ impl<const N: usize> Peer<N> {
                     self.on_remote(now, ack.role, rank, ack.ready_ms, true);
                 }
             }
-            Body::Goodbye(goodbye) => self.handle_goodbye(source, &header, goodbye),
+            Body::Goodbye(goodbye) => {
+                #[cfg(feature = "checkpoints")]
+                self.handle_checkpoint_record(header.sender, packet.extensions);
+                self.handle_goodbye(source, &header, goodbye)
+            }
             #[cfg(feature = "checkpoints")]
             Body::Checkpoint(c) => self.handle_checkpoint(source, header.sender, c.seq),
             #[cfg(feature = "checkpoints")]
@@ -888,6 +900,20 @@ impl<const N: usize> Peer<N> {
         repr.emit(buf)
     }
 
+    /// Encodes `repr`, with the checkpoint this peer holds as an extension record
+    /// if it holds one.
+    fn seal_with_progress(
+        &self,
+        repr: &Repr<'_>,
+        buf: &mut [u8],
+    ) -> Result<usize, wire::EmitError> {
+        #[cfg(feature = "checkpoints")]
+        if self.checkpoint > 0 {
+            return self.seal_with_checkpoint(repr, buf);
+        }
+        self.seal(repr, buf)
+    }
+
     fn emit_announce(&mut self, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
         let role = self.role().unwrap_or(Role::Yielding);
         let mut addresses = [0u8; 4 * wire::MAX_ADDRESSES];
@@ -913,7 +939,7 @@ impl<const N: usize> Peer<N> {
                 state,
             }),
         };
-        self.seal(&repr, buf)
+        self.seal_with_progress(&repr, buf)
     }
 
     fn emit_ack(&mut self, reply: Reply, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
@@ -937,7 +963,7 @@ impl<const N: usize> Peer<N> {
                 successor: self.successor.map(NonZeroU64::get),
             }),
         };
-        self.seal(&repr, buf)
+        self.seal_with_progress(&repr, buf)
     }
 
     fn next_header(&mut self) -> Header {

@@ -239,11 +239,11 @@ impl<const N: usize> Table<N> {
 
     /// Forgets every acknowledgement: our claim generation changed.
     #[cfg(feature = "checkpoints")]
-    /// Every live peer that has announced itself owes an acknowledgement of a new
-    /// checkpoint; `except` already holds it.
+    /// Every live peer owes an acknowledgement of a new checkpoint; `except`
+    /// already holds it.
     pub(crate) fn owe_checkpoint(&mut self, except: Option<u64>) {
         for e in self.entries[..self.live].iter_mut() {
-            e.owes_ack = e.announced() && !e.departed && Some(e.id) != except;
+            e.owes_ack = !e.departed && Some(e.id) != except;
         }
     }
 

@@ -53,7 +53,7 @@ pub use v2::{
 };
 
 #[cfg(feature = "checkpoints")]
-pub use v2::{Checkpoint, CheckpointAck};
+pub use v2::{Checkpoint, CheckpointAck, EXTENSION_CHECKPOINT};
 
 use core::fmt;
 

@@ -17,6 +17,12 @@ pub const RESERVED_FLAGS: u8 = !(FLAG_TAGGED | FLAG_EXTENDED);
 /// Bit of an extension's kind: a decoder that does not know the kind must drop the
 /// datagram rather than skip the record (the extension changes what the rest means).
 pub const EXTENSION_CRITICAL: u8 = 0x80;
+/// Extension record on announcements and goodbyes: the checkpoint the sender holds
+/// (a postcard varint), so that a peer learns the fleet's progress from anyone it
+/// hears, even a departing active peer whose last checkpoint was overtaken by its
+/// goodbye. Not critical: a peer without checkpoints skips it.
+#[cfg(feature = "checkpoints")]
+pub const EXTENSION_CHECKPOINT: u8 = 0x01;
 /// Longest extension record's data.
 pub const MAX_EXTENSION_DATA: usize = 255;
 /// Length of the authentication tag.
@@ -27,8 +33,11 @@ pub const MAX_NAME: usize = 32;
 pub const MAX_ADDRESSES: usize = 8;
 /// Most bytes of application state a heartbeat carries.
 pub const MAX_STATE: usize = 64;
-/// Largest v2 datagram, tag included.
-pub const MAX_DATAGRAM: usize = MAX_DATAGRAM_BASE + 1 + 4 * MAX_ADDRESSES + 1 + MAX_STATE;
+/// Largest v2 datagram, tag and this version's extension record included.
+pub const MAX_DATAGRAM: usize =
+    MAX_DATAGRAM_BASE + 1 + 4 * MAX_ADDRESSES + 1 + MAX_STATE + CHECKPOINT_RECORD_MAX;
+/// A checkpoint extension record: kind, length, a varint u64.
+const CHECKPOINT_RECORD_MAX: usize = 2 + 10;
 /// Largest v2 datagram without addresses and application state, tag included.
 pub const MAX_DATAGRAM_BASE: usize = 2 + HEADER_MAX + 1 + ANNOUNCE_BASE_MAX + TAG_LEN;
 
