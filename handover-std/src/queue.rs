@@ -52,6 +52,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -160,6 +161,12 @@ impl<T> Ledger<T> {
         self.done
     }
 
+    /// Whether every task completed here is held by the standbys (or this instance
+    /// is not active, and can do no more about it).
+    pub fn settled(&self) -> bool {
+        self.held.is_none() || self.unheld.is_empty()
+    }
+
     /// Tasks queued and not yet done.
     pub fn len(&self) -> usize {
         self.tasks.len()
@@ -189,8 +196,10 @@ impl<T> Clone for WorkQueue<T> {
 #[derive(Debug)]
 struct Shared<T> {
     ledger: Mutex<Ledger<T>>,
-    /// A task was submitted.
-    submitted: Notify,
+    /// Asked to stop: run no more tasks.
+    stopping: AtomicBool,
+    /// A task was submitted, or a stop asked for.
+    wake: Notify,
 }
 
 /// First pause before a retried task runs again.
@@ -217,7 +226,8 @@ impl<T: Clone> WorkQueue<T> {
         WorkQueue {
             shared: Arc::new(Shared {
                 ledger: Mutex::new(Ledger::new(window)),
-                submitted: Notify::new(),
+                stopping: AtomicBool::new(false),
+                wake: Notify::new(),
             }),
         }
     }
@@ -234,7 +244,7 @@ impl<T: Clone> WorkQueue<T> {
     pub fn submit(&self, id: u64, payload: T) -> Submitted {
         let submitted = self.ledger().submit(id, payload);
         if submitted == Submitted::Queued {
-            self.shared.submitted.notify_one();
+            self.shared.wake.notify_one();
         }
         submitted
     }
@@ -254,9 +264,18 @@ impl<T: Clone> WorkQueue<T> {
         self.ledger().is_empty()
     }
 
+    /// Asks [`run`](Self::run) to start no more tasks and to return once the
+    /// task running now is done and every standby holds its checkpoint: then
+    /// [`Handover::leave`] hands over without a repeat (on SIGTERM, say).
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+    }
+
     /// Runs tasks with `handler` while this instance is active, and follows the
-    /// active one's checkpoints while it stands by. Returns when the instance has
-    /// left (`Ok`) or its engine failed.
+    /// active one's checkpoints while it stands by. Returns `Ok` after
+    /// [`stop`](Self::stop) or when the instance has left, an error if its engine
+    /// failed.
     pub async fn run<F, Fut>(&self, handover: &Handover, mut handler: F) -> Result<(), Error>
     where
         F: FnMut(u64, T) -> Fut,
@@ -275,14 +294,21 @@ impl<T: Clone> WorkQueue<T> {
                 }
                 let mut ledger = self.ledger();
                 ledger.sync(s.checkpoint, s.checkpoint_held);
-                ledger.next().map(|(id, task)| (id, task.clone()))
+                if self.shared.stopping.load(Ordering::SeqCst) {
+                    if ledger.settled() {
+                        return Ok(());
+                    }
+                    None
+                } else {
+                    ledger.next().map(|(id, task)| (id, task.clone()))
+                }
             };
             let Some((id, task)) = next else {
                 tokio::select! {
                     changed = status.changed() => if changed.is_err() {
                         return Err(Error::Stopped);
                     },
-                    () = self.shared.submitted.notified() => {}
+                    () = self.shared.wake.notified() => {}
                 }
                 continue;
             };

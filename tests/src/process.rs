@@ -44,6 +44,11 @@ pub fn fake_service() -> PathBuf {
     workspace_bin("handover-tests", "fake-service")
 }
 
+/// The work-queue test service of this crate.
+pub fn queue_worker() -> PathBuf {
+    workspace_bin("handover-tests", "queue-worker")
+}
+
 /// `handover-embassy` on a TAP device.
 pub fn embassy_peer() -> PathBuf {
     workspace_bin("handover-tests", "embassy-peer")
@@ -131,6 +136,14 @@ impl Run {
                 return Some(v);
             }
         }
+    }
+
+    /// The last event named `name` among those that have arrived by now.
+    pub fn latest(&mut self, name: &str) -> Option<&Value> {
+        while let Ok(v) = self.lines.try_recv() {
+            self.seen.push(v);
+        }
+        self.seen.iter().rev().find(|v| v["event"] == name)
     }
 
     /// Whether an event named `name` arrives within `timeout`.
