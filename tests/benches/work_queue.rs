@@ -24,12 +24,13 @@ use handover_tests::topology::Containers;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(scope: &str) -> Config {
-    let mut config = Config::default();
-    config.scope = scope.into();
-    config.policy = Policy::Failover { preempt: false };
-    config.priority = 200;
-    config.heartbeat = Duration::from_millis(20);
-    config
+    Config {
+        scope: scope.into(),
+        policy: Policy::Failover { preempt: false },
+        priority: 200,
+        heartbeat: Duration::from_millis(20),
+        ..Config::default()
+    }
 }
 
 /// A standby `queue-worker` in `ns`.
