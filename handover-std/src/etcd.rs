@@ -19,12 +19,19 @@
 //!   revokes the lease: a standby is elected in tens of milliseconds, not a TTL.
 //! - **A lost term is never resumed.** After demotion the engine starts over with a
 //!   new lease and a new campaign, retrying while etcd is unreachable.
+//! - **Checkpoints only the leader can record.** [`Handover::checkpoint`] writes
+//!   `<name>.checkpoint` in a transaction that compares the leader key's create
+//!   revision with the term's fencing token: a deposed leader's write is refused,
+//!   so progress is recorded once across the fleet. Every candidate watches the key
+//!   (`Status::checkpoint`); a new leader starts from it.
+//!
+//! [`Handover::checkpoint`]: crate::Handover::checkpoint
 
 use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    LeaderKey, ResignOptions, SortOrder, SortTarget, TlsOptions, Txn, WatchOptions,
+    LeaderKey, ResignOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use handover_proto::{Event as P, State, Stats};
 use tokio::time::{sleep_until, Instant};
@@ -262,19 +269,84 @@ impl Engine {
                 self.ready = true;
                 false
             }
-            Some(Command::ShutdownComplete)
-            | Some(Command::SetState(_))
-            | Some(Command::Checkpoint(_)) => {
+            Some(Command::ShutdownComplete) | Some(Command::SetState(_)) => {
                 tracing::warn!("command ignored: the etcd election has no hand-over or state");
                 false
             }
+            Some(Command::Checkpoint(seq)) => {
+                // Progress made just before a demotion: the next leader repeats it.
+                tracing::debug!("checkpoint {seq} not recorded: only the leader records");
+                false
+            }
         }
+    }
+
+    /// The key that holds the election's checkpoint: beside the candidates' prefix,
+    /// not under it (a key under it would count as a candidate).
+    fn checkpoint_key(&self) -> String {
+        format!("{}.checkpoint", self.etcd.name)
+    }
+
+    /// Records checkpoint `seq` for the term whose leader key is `key` with create
+    /// revision `token`; `false` if etcd refused it (the key is gone: deposed).
+    async fn record(
+        &self,
+        ops: &mut Client,
+        key: &[u8],
+        token: i64,
+        seq: u64,
+        limit: Duration,
+    ) -> Result<bool, etcd_client::Error> {
+        if seq <= self.link.status.borrow().checkpoint {
+            return Ok(true);
+        }
+        let fenced = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, token)])
+            .and_then([TxnOp::put(self.checkpoint_key(), seq.to_string(), None)]);
+        if !within(limit, "checkpoint", ops.txn(fenced))
+            .await?
+            .succeeded()
+        {
+            let why =
+                format!("checkpoint {seq} refused: this instance no longer leads (token {token})");
+            tracing::warn!("{why}");
+            self.link.emit(Event::ElectionError(why));
+            return Ok(false);
+        }
+        self.link.emit(Event::Protocol(P::CheckpointHeld { seq }));
+        self.link.status.send_modify(|s| {
+            s.checkpoint = seq;
+            s.checkpoint_held = Some(seq);
+        });
+        Ok(true)
+    }
+
+    /// Reads the recorded checkpoint and reports a later one.
+    async fn read_checkpoint(
+        &self,
+        ops: &mut Client,
+        limit: Duration,
+    ) -> Result<u64, etcd_client::Error> {
+        let response = within(limit, "read", ops.get(self.checkpoint_key(), None)).await?;
+        let seq = response
+            .kvs()
+            .first()
+            .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if seq > self.link.status.borrow().checkpoint {
+            self.link.emit(Event::Protocol(P::Checkpoint { seq }));
+            self.link.status.send_modify(|s| s.checkpoint = seq);
+        }
+        Ok(self.link.status.borrow().checkpoint)
     }
 
     fn set_state(&self, state: State, term: Option<Term>) {
         self.link.status.send_modify(|s| {
             s.state = state;
             s.term = term;
+            if state != State::Active {
+                s.checkpoint_held = None;
+            }
         });
     }
 
@@ -287,7 +359,12 @@ impl Engine {
         let mut ops = within(limit, "connect", self.etcd.connect(Some(limit))).await?;
         let long = within(limit, "connect", self.etcd.connect(None)).await?;
         let prefix = format!("{}/", self.etcd.name);
-        let mut view = within(limit, "watch", LeaderView::open(&long, &prefix)).await?;
+        let mut view = within(
+            limit,
+            "watch",
+            LeaderView::open(&long, &self.etcd.name, true),
+        )
+        .await?;
         self.observe(&mut ops, &mut view, &prefix, limit).await?;
 
         // Not ready yet: only watch who leads.
@@ -359,9 +436,18 @@ impl Engine {
         tracing::info!(token = term.token, key = %term.key, "elected");
         // Events before the status that reflects them, as the multicast engine
         // does: a service that sees the status change has the events too.
+        // The term starts from the checkpoint its predecessors recorded.
+        let recorded = self.read_checkpoint(&mut ops, lease.time_left()).await?;
         self.link.emit(Event::Term(term.clone()));
         self.link.emit(Event::Protocol(P::Elected));
-        self.set_state(State::Active, Some(term));
+        self.link
+            .emit(Event::Protocol(P::CheckpointHeld { seq: recorded }));
+        // One change: a service that sees it active sees where to start.
+        self.link.status.send_modify(|s| {
+            s.state = State::Active;
+            s.term = Some(term.clone());
+            s.checkpoint_held = Some(recorded);
+        });
         let _ = self
             .observe(&mut ops, &mut view, &prefix, lease.time_left())
             .await;
@@ -376,14 +462,25 @@ impl Engine {
                     // Renewals go on until the deadline: another member may answer.
                     lease.renew(&mut ops).await;
                     if view.stream.is_none() {
-                        view.reopen(&long, &prefix, lease.time_left()).await;
+                        view.reopen(&long, &self.etcd.name, lease.time_left()).await;
                     }
                 }
                 answered = lease.answer() => if let Err(e) = answered {
                     tracing::warn!("lease renewal failed: {e}");
                     lease.reopen(&mut ops).await;
                 },
-                cmd = self.link.commands.recv() => if self.command(cmd) { break Ended::Left },
+                cmd = self.link.commands.recv() => match cmd {
+                    Some(Command::Checkpoint(seq)) => {
+                        let token = term.token as i64;
+                        let limit = lease.time_left();
+                        match self.record(&mut ops, &key, token, seq, limit).await {
+                            Ok(true) => {}
+                            Ok(false) => break Ended::Lost("a checkpoint was refused: deposed".into()),
+                            Err(e) => tracing::warn!("recording checkpoint {seq} failed: {e}"),
+                        }
+                    }
+                    cmd => if self.command(cmd) { break Ended::Left },
+                },
                 changed = view.changed() => {
                     if let Err(e) = changed {
                         // Reopened at the next renewal; leading goes on meanwhile.
@@ -418,6 +515,7 @@ impl Engine {
         limit: Duration,
     ) -> Result<(), etcd_client::Error> {
         let first = within(limit, "read", candidates(ops, prefix, 1)).await?;
+        self.read_checkpoint(ops, limit).await?;
         let leader = first.first().and_then(|c| c.id);
         // This instance's key may be the oldest before its campaign has returned
         // and been verified: it is reported as leader only once elected.
@@ -494,7 +592,7 @@ impl Observer {
         let prefix = format!("{}/", etcd.name);
         let opened = async {
             let client = etcd.connect(None).await?;
-            let view = LeaderView::open(&client, &prefix).await?;
+            let view = LeaderView::open(&client, &etcd.name, false).await?;
             Ok((client, view))
         };
         let (client, view) = within(limit, "connect", opened).await.map_err(failed)?;
@@ -656,8 +754,9 @@ impl Lease {
     }
 }
 
-/// A watch of the election's prefix: it wakes the engine when candidates come or
-/// go, and remembers the leader last reported (`None` until the first read).
+/// A watch of the election's prefix and its checkpoint key: it wakes the engine
+/// when candidates come or go or the checkpoint moves, and remembers the leader
+/// last reported (`None` until the first read).
 struct LeaderView {
     /// `None` after the watch broke, until it is reopened.
     stream: Option<etcd_client::WatchStream>,
@@ -665,10 +764,18 @@ struct LeaderView {
 }
 
 impl LeaderView {
-    async fn open(long: &Client, prefix: &str) -> Result<Self, etcd_client::Error> {
+    /// Watches the candidates of election `name` (`<name>/`), and with
+    /// `checkpoint` its checkpoint key too: `<name>.checkpoint` sorts just before
+    /// `<name>/`, so one range holds both.
+    async fn open(long: &Client, name: &str, checkpoint: bool) -> Result<Self, etcd_client::Error> {
+        let from = match checkpoint {
+            true => format!("{name}.checkpoint"),
+            false => format!("{name}/"),
+        };
+        let to = format!("{name}0");
         let stream = long
             .watch_client()
-            .watch(prefix, Some(WatchOptions::new().with_prefix()))
+            .watch(from, Some(WatchOptions::new().with_range(to)))
             .await?;
         Ok(LeaderView {
             stream: Some(stream),
@@ -677,8 +784,8 @@ impl LeaderView {
     }
 
     /// Tries to watch again, for at most `limit` (the engine must not wait longer).
-    async fn reopen(&mut self, long: &Client, prefix: &str, limit: Duration) {
-        if let Ok(view) = within(limit, "watch", Self::open(long, prefix)).await {
+    async fn reopen(&mut self, long: &Client, name: &str, limit: Duration) {
+        if let Ok(view) = within(limit, "watch", Self::open(long, name, true)).await {
             self.stream = view.stream;
         }
     }

@@ -14,6 +14,7 @@ pub mod balena;
 pub mod crowd;
 pub mod embassy;
 pub mod etcd;
+pub mod library;
 pub mod load;
 pub mod measure;
 pub mod netns;

@@ -10,37 +10,13 @@
 use std::time::Duration;
 
 use handover_std::proto::Event as P;
-use handover_std::{Config, Election, Event, Handover, Policy, State};
+use handover_std::{Config, Election, Event, Policy, State};
 use handover_tests::etcd::{etcd_bin, Cluster};
-use handover_tests::netns::Netns;
+use handover_tests::library::{start, Place};
 use handover_tests::topology::Containers;
 use handover_tests::{require, require_netns};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Where an instance runs: the namespace its sockets live in (`None`: this one).
-type Place<'a> = Option<&'a Netns>;
-
-/// Starts an instance in `place` and says it is ready.
-fn start(place: Place, config: Config) -> (tokio::runtime::Runtime, Handover) {
-    let open = move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let handover = runtime.block_on(Handover::start(config)).expect("start");
-        (runtime, handover)
-    };
-    // The runtime's worker thread is created inside the namespace, and the sockets
-    // opened there stay there.
-    let (runtime, handover) = match place {
-        Some(ns) => ns.enter(open),
-        None => open(),
-    };
-    handover.ready().expect("ready");
-    (runtime, handover)
-}
 
 /// The scenario: the first instance is elected, the second stands by and sees it
 /// lead; the first leaves; the second is elected and sees itself lead.
