@@ -1,6 +1,7 @@
 //! A `Peer` fed an arbitrary sequence of datagrams, commands and time steps: it never
 //! panics, stays within its bounds, emits only datagrams that decode, and with a group
-//! key nothing but a validly tagged datagram changes its state or causes an event.
+//! key nothing but a validly tagged datagram changes its state or causes an event;
+//! checkpoints never go back.
 #![no_main]
 
 use core::net::SocketAddr;
@@ -36,6 +37,8 @@ enum Op {
     ShutdownComplete,
     Leave,
     SetState(Vec<u8>),
+    /// Progress recorded by the application.
+    Checkpoint(u64),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -101,7 +104,11 @@ fuzz_target!(|input: Input| {
     }
     let mut now = Instant::ZERO;
     let mut peer = Peer::<TABLE>::new(config, now).expect("valid configuration");
+    let mut checkpoint = 0;
     for op in input.ops {
+        // Checkpoints never go backwards, whatever arrives.
+        assert!(peer.checkpoint_seq() >= checkpoint, "checkpoint went back");
+        checkpoint = peer.checkpoint_seq();
         match op {
             Op::Raw { from, bytes } => {
                 let state = peer.state();
@@ -151,6 +158,9 @@ fuzz_target!(|input: Input| {
             }
             Op::SetState(state) => {
                 let _ = peer.set_state(&state);
+            }
+            Op::Checkpoint(seq) => {
+                let _ = peer.checkpoint(now, seq);
             }
         }
         drain(&mut peer, now, input.keyed);

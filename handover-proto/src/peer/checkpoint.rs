@@ -124,7 +124,7 @@ impl<const N: usize> Peer<N> {
     /// holds it already); send it now.
     pub(super) fn publish_checkpoint(&mut self, except: Option<u64>) {
         self.table.owe_checkpoint(except);
-        self.checkpoint_unheld = true;
+        self.held_report = HeldReport::Owed;
         self.send_checkpoint();
     }
 
@@ -135,6 +135,9 @@ impl<const N: usize> Peer<N> {
         }
         if let Some(entry) = self.table.get_mut(id) {
             entry.owes_ack = true;
+            if self.held_report == HeldReport::AfterListening {
+                self.held_report = HeldReport::Owed;
+            }
             self.send_checkpoint();
         }
     }
@@ -148,8 +151,13 @@ impl<const N: usize> Peer<N> {
         self.timers.set(Timer::Checkpoint, self.clock.after(delay));
     }
 
-    /// Repeats the checkpoint while a standby owes its acknowledgement.
+    /// Repeats the checkpoint while a standby owes its acknowledgement; or the
+    /// wait for a dead interval of listening is over.
     pub(super) fn repeat_checkpoint(&mut self) {
+        if self.held_report == HeldReport::AfterListening {
+            self.held_report = HeldReport::Owed;
+            return;
+        }
         if self.state != State::Active || !self.table.checkpoint_owed() {
             return;
         }
@@ -162,26 +170,30 @@ impl<const N: usize> Peer<N> {
     /// acknowledged, left or fell silent.
     ///
     /// A peer that has listened for less than a dead interval may not know every
-    /// standby yet (one whose heartbeats were lost during its claim): it waits
-    /// until it has listened that long.
+    /// standby yet (one whose heartbeats were lost during its claim): it waits,
+    /// on its timer, until it has listened that long (so that only time, never a
+    /// datagram, ends the wait).
     pub(super) fn check_checkpoint_held(&mut self) {
-        if self.state == State::Active && self.checkpoint_unheld && !self.table.checkpoint_owed() {
-            // Ticks count from the peer's creation until the epoch first moves,
-            // more than a dead interval later.
-            let known_all: Tick = self.dead_interval();
-            if self.clock.tick() < known_all {
-                self.timers.set(Timer::Checkpoint, known_all);
-                return;
-            }
-            self.checkpoint_unheld = false;
-            self.timers.stop(Timer::Checkpoint);
-            self.push_event(Pending::CheckpointHeld(self.checkpoint.into()));
+        let due = self.held_report == HeldReport::Owed && !self.table.checkpoint_owed();
+        if self.state != State::Active || !due {
+            return;
         }
+        // Ticks count from the peer's creation until the epoch first moves, more
+        // than a dead interval later.
+        let known_all: Tick = self.dead_interval();
+        if self.clock.tick() < known_all {
+            self.held_report = HeldReport::AfterListening;
+            self.timers.set(Timer::Checkpoint, known_all);
+            return;
+        }
+        self.held_report = HeldReport::Reported;
+        self.timers.stop(Timer::Checkpoint);
+        self.push_event(Pending::CheckpointHeld(self.checkpoint.into()));
     }
 
     /// No longer active: nobody owes us a checkpoint acknowledgement.
     pub(super) fn stop_checkpoint(&mut self) {
-        self.checkpoint_unheld = false;
+        self.held_report = HeldReport::Reported;
         self.outbox.checkpoint_due = false;
         self.timers.stop(Timer::Checkpoint);
     }
@@ -252,4 +264,18 @@ impl<const N: usize> Peer<N> {
     ) -> Option<(Destination, Result<usize, wire::EmitError>)> {
         None
     }
+}
+
+/// Where the active peer is with reporting [`Event::CheckpointHeld`] for its
+/// current checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "checkpoints"), allow(dead_code))]
+pub(super) enum HeldReport {
+    /// Reported (or nothing to report).
+    Reported,
+    /// To report once no standby owes an acknowledgement.
+    Owed,
+    /// Every standby acknowledged; reported once this peer has listened for a dead
+    /// interval.
+    AfterListening,
 }

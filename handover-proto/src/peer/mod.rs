@@ -88,8 +88,8 @@ pub struct Peer<const N: usize> {
     /// The highest checkpoint this peer knows: its own while active, the active's
     /// (or, after a failover, the highest any survivor held) otherwise.
     checkpoint: u64,
-    /// Active: `CheckpointHeld` is owed for the current checkpoint.
-    checkpoint_unheld: bool,
+    /// Active: whether `CheckpointHeld` is owed for the current checkpoint.
+    held_report: checkpoint::HeldReport,
     /// Datagrams due, replies owed, events queued.
     outbox: Outbox,
     stats: Stats,
@@ -147,7 +147,7 @@ impl<const N: usize> Peer<N> {
             leader: None,
             app_state: Vec::new(),
             checkpoint: 0,
-            checkpoint_unheld: false,
+            held_report: checkpoint::HeldReport::Reported,
             outbox: Outbox::default(),
             stats: Stats::default(),
         })
@@ -513,7 +513,7 @@ impl<const N: usize> Peer<N> {
                 if !announced && self.table.get(header.sender).is_some() {
                     self.peer_up(header.sender, &a);
                     // A standby new to us gets the checkpoint it would have missed.
-                    if self.checkpoint_unheld || self.checkpoint > 0 {
+                    if self.held_report != checkpoint::HeldReport::Reported || self.checkpoint > 0 {
                         self.owe_checkpoint(header.sender);
                     }
                 }
