@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use handover_proto::sim::{Network, NodeId, Sim};
+use handover_proto::sim::{splitmix64, Network, NodeId, Sim};
 use handover_proto::{Event, Instant, Policy, State};
 use handover_std::queue::Ledger;
 use handover_tests::seeds;
@@ -115,13 +115,9 @@ struct Harness {
 }
 
 impl Harness {
+    /// The harness's choices, apart from the simulator's.
     fn random(&mut self) -> u64 {
-        // splitmix64: the harness's choices, apart from the simulator's.
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        splitmix64(&mut self.rng)
     }
 
     fn chance(&mut self, per_million: u64) -> bool {

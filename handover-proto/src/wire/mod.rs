@@ -15,9 +15,15 @@
 //!   ```
 //!
 //!   Extensions are how the format grows without a flag day: a newer peer adds
-//!   records, and a peer of this version skips the kinds it does not know (it knows
-//!   none yet) unless one is marked critical, and still checks the tag over them.
-//!   Peers older than this version drop extended datagrams (reserved flag bit).
+//!   records, and a peer of this version skips the kinds it does not know unless one
+//!   is marked critical, and still checks the tag over them. It knows one: with the
+//!   `checkpoints` feature, announcements and goodbyes carry the sender's checkpoint
+//!   ([`EXTENSION_CHECKPOINT`], only once it has one). Peers from before extension
+//!   records drop extended datagrams (reserved flag bit).
+//!
+//!   The message kinds (postcard's enum discriminant): 0 announcement (claim or
+//!   heartbeat), 1 acknowledgement, 2 goodbye, and with `checkpoints` 3 checkpoint
+//!   and 4 its acknowledgement; a kind a peer does not know is dropped as malformed.
 //!
 //!   The tag ([`auth`]) is HMAC-SHA256 under the group's pre-shared key over every
 //!   byte before it, truncated to 16 bytes.

@@ -80,13 +80,26 @@ fn run(log: &mut std::fs::File, id: u64, took: Duration) -> Outcome {
     Outcome::Done
 }
 
-fn report(status: &Status, last: &mut Option<State>) {
-    if *last != Some(status.state) {
-        *last = Some(status.state);
-        eprintln!(
-            r#"{{"event":"role","state":"{:?}","checkpoint":{}}}"#,
-            status.state, status.checkpoint
-        );
+/// Says when the role changes, and once when every task is done.
+#[derive(Default)]
+struct Reporter {
+    role: Option<State>,
+    finished: bool,
+}
+
+impl Reporter {
+    fn report(&mut self, status: &Status, done: bool) {
+        if self.role != Some(status.state) {
+            self.role = Some(status.state);
+            eprintln!(
+                r#"{{"event":"role","state":"{:?}","checkpoint":{}}}"#,
+                status.state, status.checkpoint
+            );
+        }
+        if done && !self.finished {
+            self.finished = true;
+            eprintln!(r#"{{"event":"finished"}}"#);
+        }
     }
 }
 
@@ -124,14 +137,9 @@ fn main() {
         handover.ready().expect("ready");
         std::thread::scope(|s| {
             s.spawn(|| {
-                let (mut last, mut finished) = (None, false);
+                let mut reporter = Reporter::default();
                 loop {
-                    let status = handover.status();
-                    report(&status, &mut last);
-                    if !finished && queue.done() >= o.tasks {
-                        finished = true;
-                        eprintln!(r#"{{"event":"finished"}}"#);
-                    }
+                    reporter.report(&handover.status(), queue.done() >= o.tasks);
                     std::thread::sleep(Duration::from_millis(2));
                 }
             });
@@ -153,15 +161,9 @@ fn main() {
                 .expect("start");
             handover.ready().expect("ready");
             let roles = async {
-                let mut last = None;
-                let mut finished = false;
+                let mut reporter = Reporter::default();
                 loop {
-                    let status = handover.status();
-                    report(&status, &mut last);
-                    if !finished && queue.done() >= o.tasks {
-                        finished = true;
-                        eprintln!(r#"{{"event":"finished"}}"#);
-                    }
+                    reporter.report(&handover.status(), queue.done() >= o.tasks);
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             };
