@@ -30,8 +30,9 @@ struct App {
     held: Option<u64>,
     /// Elections it has won so far: its terms.
     term: u32,
-    /// The task it runs, and when it finishes.
-    running: Option<(u64, Instant)>,
+    /// The task it runs, when it finishes, and whether the views disagreed when
+    /// it started.
+    running: Option<(u64, Instant, bool)>,
     /// Tasks of the stream submitted so far.
     submitted: usize,
     /// How late the stream reaches it.
@@ -50,7 +51,7 @@ struct Run {
     term: u32,
     /// The fleet's views disagreed when it ran: another instance was active too
     /// (each side of a partition, or a standby that lost too many heartbeats,
-    /// elects its own), or a live standby was missing from the runner's view (its
+    /// elects its own), or a live instance was missing from the runner's view (its
     /// heartbeats lost for a dead interval), so it did not wait for that one.
     split: bool,
 }
@@ -175,8 +176,8 @@ impl Harness {
     }
 
     /// Whether the views disagree as `a` runs a task: two live instances are
-    /// active, or a live instance that has stood by for a while is missing from
-    /// `a`'s table.
+    /// active, or a live instance that has been ready for a while (standing by, or
+    /// claiming because it lost the active one too) is missing from `a`'s table.
     fn split(&self, a: usize) -> bool {
         let alive = self.alive();
         let active = alive
@@ -187,7 +188,10 @@ impl Harness {
         let unseen = alive.iter().any(|&b| {
             let other = self.sim.node(self.apps[b].node);
             b != a
-                && other.peer.state() == State::Standby
+                && matches!(
+                    other.peer.state(),
+                    State::Standby | State::Claiming | State::Active
+                )
                 && self.sim.now().saturating_since(self.apps[b].started) > HEARTBEAT * 6
                 && !peer.peers().any(|p| p.rank.id == other.peer.id())
         });
@@ -246,7 +250,7 @@ impl Harness {
                 app.ledger.submit(app.submitted as u64, ());
             }
             app.ledger.sync(checkpoint, app.held);
-            if let Some((id, end)) = app.running {
+            if let Some((id, end, split_at_start)) = app.running {
                 if end > now {
                     continue;
                 }
@@ -256,7 +260,7 @@ impl Harness {
                     id,
                     node,
                     term: app.term,
-                    split: self.split(a),
+                    split: split_at_start || self.split(a),
                 };
                 if self.trace {
                     eprintln!("{now:?} node {node} ran {run:?}");
@@ -278,7 +282,8 @@ impl Harness {
             let app = &mut self.apps[a];
             if let Some((id, ())) = app.ledger.next() {
                 let took = Duration::from_micros(self.random() % 2_000);
-                self.apps[a].running = Some((id, now + took));
+                let split = self.split(a);
+                self.apps[a].running = Some((id, now + took, split));
             }
         }
     }
