@@ -21,6 +21,10 @@
 //! * [`WorkQueue::with_window`] lets up to `n` completions await acknowledgement:
 //!   more throughput across a network round trip, up to `n` repeats per failover.
 //!
+//! Checkpoints are believed from whoever tells them: on a LAN others share, give the
+//! group a key ([`Config::key`](crate::Config::key)), or anyone there can make the
+//! queue drop tasks with a forged one.
+//!
 //! A network partition is not a failover: each side elects an active instance and
 //! both run tasks, because on one LAN no protocol can tell a partition from a
 //! death. When progress must be recorded once across the fleet, elect with etcd,
