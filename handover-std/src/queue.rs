@@ -129,8 +129,7 @@ impl<T> Ledger<T> {
     /// are dropped) and, while active, the checkpoint every standby holds.
     pub fn sync(&mut self, checkpoint: u64, held: Option<u64>) {
         if checkpoint > self.done {
-            self.done = checkpoint;
-            self.tasks = self.tasks.split_off(&(checkpoint + 1));
+            self.forget_through(checkpoint);
         }
         if let Some(held) = held {
             self.unheld.retain(|&id| id > held);
@@ -154,9 +153,20 @@ impl<T> Ledger<T> {
     /// its checkpoint.
     pub fn complete(&mut self, id: u64) {
         if id > self.done {
-            self.done = id;
-            self.tasks = self.tasks.split_off(&(id + 1));
+            self.forget_through(id);
             self.unheld.push_back(id);
+        }
+    }
+
+    /// Every task up to `id` is done: drop them (the oldest first, which after a
+    /// completion is the only one).
+    fn forget_through(&mut self, id: u64) {
+        self.done = id;
+        while let Some(task) = self.tasks.first_entry() {
+            if *task.key() > id {
+                break;
+            }
+            task.remove();
         }
     }
 

@@ -156,17 +156,19 @@ impl Harness {
             .collect()
     }
 
-    /// Whether an instance other than `a` has run long enough to be known to every
-    /// other (a dead interval and then some): the standby a failover goes to. A
-    /// fleet whose only survivor joined a moment ago has nobody that holds its
-    /// progress, and starts over.
+    /// Whether instance `b` has run long enough to be known to every other (a dead
+    /// interval and then some).
+    fn known_to_all(&self, b: usize) -> bool {
+        self.sim.now().saturating_since(self.apps[b].started) > HEARTBEAT * 6
+    }
+
+    /// Whether an instance other than `a` is known to all: the standby a failover
+    /// goes to. A fleet whose only survivor joined a moment ago has nobody that
+    /// holds its progress, and starts over.
     fn established_standby(&self, a: usize) -> bool {
-        let settled = self.sim.now().saturating_since(Instant::ZERO) > HEARTBEAT * 6;
-        self.alive().into_iter().any(|b| {
-            b != a
-                && settled
-                && self.sim.now().saturating_since(self.apps[b].started) > HEARTBEAT * 6
-        })
+        self.alive()
+            .into_iter()
+            .any(|b| b != a && self.known_to_all(b))
     }
 
     fn note(&self, what: String) {
@@ -192,7 +194,7 @@ impl Harness {
                     other.peer.state(),
                     State::Standby | State::Claiming | State::Active
                 )
-                && self.sim.now().saturating_since(self.apps[b].started) > HEARTBEAT * 6
+                && self.known_to_all(b)
                 && !peer.peers().any(|p| p.rank.id == other.peer.id())
         });
         active > 1 || unseen
@@ -318,11 +320,10 @@ impl Harness {
             // fleet knows, and never the last such one (an instance that has never
             // heard the fleet does not know its progress, and elects itself like
             // a partition would).
-            let now = self.sim.now();
             let known: Vec<usize> = alive
                 .iter()
                 .copied()
-                .filter(|&a| now.saturating_since(self.apps[a].started) > HEARTBEAT * 6)
+                .filter(|&a| self.known_to_all(a))
                 .collect();
             if known.len() < 2 {
                 return;

@@ -123,7 +123,7 @@ impl<const N: usize> Peer<N> {
     /// Active: every standby owes an acknowledgement of the checkpoint (`except`
     /// holds it already); send it now.
     pub(super) fn publish_checkpoint(&mut self, except: Option<u64>) {
-        self.table.owe_checkpoint(except);
+        self.table.owe_acks(except);
         self.held_report = HeldReport::Owed;
         self.send_checkpoint();
     }

@@ -713,7 +713,7 @@ impl<const N: usize> Peer<N> {
             .saturating_add(1)
             .min(MAX_GENERATION);
         self.max_heard = self.generation;
-        self.table.clear_acks();
+        self.table.owe_acks(None);
     }
 
     fn start_claim(&mut self) {

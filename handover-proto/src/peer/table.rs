@@ -238,11 +238,11 @@ impl<const N: usize> Table<N> {
     }
 
     /// Forgets every acknowledgement: our claim generation changed.
-    #[cfg(feature = "checkpoints")]
-    /// Every live peer owes an acknowledgement of a new checkpoint; `except`
-    /// already holds it.
-    pub(crate) fn owe_checkpoint(&mut self, except: Option<u64>) {
-        for e in self.entries[..self.live].iter_mut() {
+    /// Every peer owes an acknowledgement, of a new claim generation or a new
+    /// checkpoint: all but those that departed and `except` (which holds the
+    /// checkpoint already). Forgotten senders too, should they come back.
+    pub(crate) fn owe_acks(&mut self, except: Option<u64>) {
+        for e in self.entries.iter_mut() {
             e.owes_ack = !e.departed && Some(e.id) != except;
         }
     }
@@ -251,12 +251,6 @@ impl<const N: usize> Table<N> {
     /// Whether a live peer still owes an acknowledgement of our checkpoint.
     pub(crate) fn checkpoint_owed(&self) -> bool {
         self.iter().any(|e| e.owes_ack && !e.departed)
-    }
-
-    pub(crate) fn clear_acks(&mut self) {
-        for e in self.entries.iter_mut() {
-            e.owes_ack = true;
-        }
     }
 
     /// The entry that expires first.
