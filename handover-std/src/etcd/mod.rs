@@ -29,15 +29,15 @@
 
 use std::time::Duration;
 
-use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    LeaderKey, ResignOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp, WatchOptions,
-};
 use handover_proto::{Event as P, State, Stats};
 use tokio::time::{sleep_until, Instant};
 
 use crate::config::{Config, ConfigError, Election};
 use crate::link::{Command, Error, Event, Link, Status, Term};
+
+mod rpc;
+
+use rpc::{Client, Compare, LeaderKey, RangeRequest, RequestOp, TxnRequest};
 
 /// Where and how to campaign.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,36 +144,6 @@ impl EtcdConfig {
             });
         }
         Ok(())
-    }
-
-    /// A client of the cluster; `timeout` bounds every request made with it.
-    async fn connect(&self, timeout: Option<Duration>) -> Result<Client, etcd_client::Error> {
-        let mut options = ConnectOptions::new().with_connect_timeout(self.ttl / 2);
-        if let Some(timeout) = timeout {
-            options = options.with_timeout(timeout);
-        }
-        if let Some((user, password)) = &self.credentials {
-            let password = String::from_utf8_lossy(password.expose()).into_owned();
-            options = options.with_user(user, password);
-        }
-        if self.endpoints.iter().any(|e| e.starts_with("https://")) {
-            options = options.with_tls(self.tls_options());
-        }
-        Client::connect(&self.endpoints, Some(options)).await
-    }
-
-    fn tls_options(&self) -> TlsOptions {
-        let tls = self.tls.clone().unwrap_or_default();
-        let mut options = TlsOptions::new();
-        options = if tls.ca.is_empty() {
-            options.with_native_roots()
-        } else {
-            options.ca_certificate(Certificate::from_pem(tls.ca))
-        };
-        if let Some((cert, key)) = tls.identity {
-            options = options.identity(Identity::from_pem(cert, key.expose()));
-        }
-        options
     }
 }
 
@@ -291,21 +261,22 @@ impl Engine {
     /// revision `token`; `false` if etcd refused it (the key is gone: deposed).
     async fn record(
         &self,
-        ops: &mut Client,
+        ops: &Client,
         key: &[u8],
         token: i64,
         seq: u64,
         limit: Duration,
-    ) -> Result<bool, etcd_client::Error> {
+    ) -> Result<bool, rpc::Error> {
         if seq <= self.link.status.borrow().checkpoint {
             return Ok(true);
         }
-        let fenced = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, token)])
-            .and_then([TxnOp::put(self.checkpoint_key(), seq.to_string(), None)]);
+        let fenced = TxnRequest {
+            compare: vec![Compare::created_at(key, token)],
+            success: vec![RequestOp::put(self.checkpoint_key(), seq.to_string())],
+        };
         if !within(limit, "checkpoint", ops.txn(fenced))
             .await?
-            .succeeded()
+            .succeeded
         {
             let why =
                 format!("checkpoint {seq} refused: this instance no longer leads (token {token})");
@@ -322,16 +293,16 @@ impl Engine {
     }
 
     /// Reads the recorded checkpoint and reports a later one.
-    async fn read_checkpoint(
-        &self,
-        ops: &mut Client,
-        limit: Duration,
-    ) -> Result<u64, etcd_client::Error> {
-        let response = within(limit, "read", ops.get(self.checkpoint_key(), None)).await?;
+    async fn read_checkpoint(&self, ops: &Client, limit: Duration) -> Result<u64, rpc::Error> {
+        let read = RangeRequest {
+            key: self.checkpoint_key().into_bytes(),
+            ..Default::default()
+        };
+        let response = within(limit, "read", ops.range(read)).await?;
         let seq = response
-            .kvs()
+            .kvs
             .first()
-            .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse::<u64>().ok())
+            .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse::<u64>().ok())
             .unwrap_or(0);
         if seq > self.link.status.borrow().checkpoint {
             self.link.emit(Event::Protocol(P::Checkpoint { seq }));
@@ -352,12 +323,12 @@ impl Engine {
 
     /// One term: a lease, a campaign, leadership until the lease can no longer be
     /// proven alive or the handle leaves.
-    async fn term(&mut self) -> Result<Ended, etcd_client::Error> {
+    async fn term(&mut self) -> Result<Ended, rpc::Error> {
         // Requests that must answer within the lease's margin use `ops`; the
         // campaign and the watch wait as long as they must, on `long`.
         let limit = self.etcd.margin();
-        let mut ops = within(limit, "connect", self.etcd.connect(Some(limit))).await?;
-        let long = within(limit, "connect", self.etcd.connect(None)).await?;
+        let ops = within(limit, "connect", Client::connect(&self.etcd, Some(limit))).await?;
+        let long = within(limit, "connect", Client::connect(&self.etcd, None)).await?;
         let prefix = format!("{}/", self.etcd.name);
         let mut view = within(
             limit,
@@ -365,79 +336,74 @@ impl Engine {
             LeaderView::open(&long, &self.etcd.name, true),
         )
         .await?;
-        self.observe(&mut ops, &mut view, &prefix, limit).await?;
+        self.observe(&ops, &mut view, &prefix, limit).await?;
 
         // Not ready yet: only watch who leads.
         while !self.ready {
             tokio::select! {
                 cmd = self.link.commands.recv() => if self.command(cmd) { return Ok(Ended::Left) },
-                changed = view.changed() => { changed?; self.observe(&mut ops, &mut view, &prefix, limit).await?; }
+                changed = view.changed() => { changed?; self.observe(&ops, &mut view, &prefix, limit).await?; }
             }
         }
 
         let ttl_s = self.etcd.ttl.as_secs().max(1) as i64;
         let granted_at = Instant::now();
-        let lease = within(limit, "lease grant", ops.lease_grant(ttl_s, None))
-            .await?
-            .id();
+        let lease = within(limit, "lease grant", ops.lease_grant(ttl_s)).await?;
         let mut lease = within(
             limit,
             "lease renewal",
-            Lease::new(&mut ops, lease, granted_at, &self.etcd),
+            Lease::new(&ops, lease, granted_at, &self.etcd),
         )
         .await?;
         self.set_state(State::Standby, None);
 
-        let mut election = long.election_client();
-        let value = self.value.clone();
-        let name = self.etcd.name.clone();
-        let campaign = election.campaign(name, value, lease.id);
+        let (name, value) = (self.etcd.name.clone(), self.value.clone());
+        let campaign = long.campaign(&name, &value, lease.id);
         tokio::pin!(campaign);
         let leader: LeaderKey = loop {
             tokio::select! {
                 // A campaign that returns after the deadline is given up.
                 biased;
                 () = sleep_until(lease.deadline) => {
-                    lease.revoke(&mut ops).await;
+                    lease.revoke(&ops).await;
                     return Ok(Ended::Lost("the lease expired while campaigning".into()));
                 }
-                won = &mut campaign => break won?.take_leader().unwrap_or_default(),
-                () = sleep_until(lease.next_renewal) => lease.renew(&mut ops).await,
+                won = &mut campaign => break won?,
+                () = sleep_until(lease.next_renewal) => lease.renew(&ops).await,
                 answered = lease.answer() => if let Err(e) = answered {
                     tracing::warn!("lease renewal failed: {e}");
-                    lease.reopen(&mut ops).await;
+                    lease.reopen(&ops).await;
                 },
                 cmd = self.link.commands.recv() => if self.command(cmd) {
-                    lease.revoke(&mut ops).await;
+                    lease.revoke(&ops).await;
                     return Ok(Ended::Left);
                 },
-                changed = view.changed() => { changed?; self.observe(&mut ops, &mut view, &prefix, limit).await?; }
+                changed = view.changed() => { changed?; self.observe(&ops, &mut view, &prefix, limit).await?; }
             }
         };
 
         // A campaign can succeed for a key its expired lease already took away.
-        let key = leader.key().to_vec();
-        let holds = Txn::new().when([Compare::create_revision(
-            key.clone(),
-            CompareOp::Equal,
-            leader.rev(),
-        )]);
-        if leader.lease() != lease.id
+        let key = leader.key.clone();
+        let holds = TxnRequest {
+            compare: vec![Compare::created_at(&key, leader.rev)],
+            success: vec![],
+        };
+        if leader.lease != lease.id
             || Instant::now() >= lease.deadline
-            || !within(limit, "verify", ops.txn(holds)).await?.succeeded()
+            || !within(limit, "verify", ops.txn(holds)).await?.succeeded
         {
-            lease.revoke(&mut ops).await;
+            lease.revoke(&ops).await;
             return Ok(Ended::Lost("the campaign returned without leading".into()));
         }
         let term = Term {
-            token: leader.rev() as u64,
+            token: leader.rev as u64,
             key: String::from_utf8_lossy(&key).into_owned(),
         };
         tracing::info!(token = term.token, key = %term.key, "elected");
         // Events before the status that reflects them, as the multicast engine
         // does: a service that sees the status change has the events too.
         // The term starts from the checkpoint its predecessors recorded.
-        let recorded = self.read_checkpoint(&mut ops, lease.time_left()).await?;
+        let recorded = self.read_checkpoint(&ops, lease.time_left()).await?;
         self.link.emit(Event::Term(term.clone()));
         self.link.emit(Event::Protocol(P::Elected));
         self.link
@@ -449,7 +415,7 @@ impl Engine {
             s.checkpoint_held = Some(recorded);
         });
         let _ = self
-            .observe(&mut ops, &mut view, &prefix, lease.time_left())
+            .observe(&ops, &mut view, &prefix, lease.time_left())
             .await;
 
         // While leading, nothing may wait past the deadline: it comes first, and
@@ -460,20 +426,20 @@ impl Engine {
                 () = sleep_until(lease.deadline) => break Ended::Lost("the lease could not be renewed in time".into()),
                 () = sleep_until(lease.next_renewal) => {
                     // Renewals go on until the deadline: another member may answer.
-                    lease.renew(&mut ops).await;
+                    lease.renew(&ops).await;
                     if view.stream.is_none() {
                         view.reopen(&long, &self.etcd.name, lease.time_left()).await;
                     }
                 }
                 answered = lease.answer() => if let Err(e) = answered {
                     tracing::warn!("lease renewal failed: {e}");
-                    lease.reopen(&mut ops).await;
+                    lease.reopen(&ops).await;
                 },
                 cmd = self.link.commands.recv() => match cmd {
                     Some(Command::Checkpoint(seq)) => {
                         let token = term.token as i64;
                         let limit = lease.time_left();
-                        match self.record(&mut ops, &key, token, seq, limit).await {
+                        match self.record(&ops, &key, token, seq, limit).await {
                             Ok(true) => {}
                             Ok(false) => break Ended::Lost("a checkpoint was refused: deposed".into()),
                             Err(e) => tracing::warn!("recording checkpoint {seq} failed: {e}"),
@@ -487,7 +453,7 @@ impl Engine {
                         tracing::warn!("watching the election failed: {e}");
                         view.stream = None;
                     }
-                    let _ = self.observe(&mut ops, &mut view, &prefix, lease.time_left()).await;
+                    let _ = self.observe(&ops, &mut view, &prefix, lease.time_left()).await;
                 }
             }
         };
@@ -495,13 +461,11 @@ impl Engine {
         self.link.emit(Event::Protocol(P::Demoted));
         self.set_state(State::Standby, None);
         if let Ended::Left = ended {
-            let resign = ResignOptions::new().with_leader(leader);
-            let mut election = ops.election_client();
-            if let Err(e) = within(limit, "resign", election.resign(Some(resign))).await {
+            if let Err(e) = within(limit, "resign", ops.resign(leader)).await {
                 tracing::warn!("resigning failed (the lease is revoked anyway): {e}");
             }
         }
-        lease.revoke(&mut ops).await;
+        lease.revoke(&ops).await;
         Ok(ended)
     }
 
@@ -509,11 +473,11 @@ impl Engine {
     /// and reports a change.
     async fn observe(
         &self,
-        ops: &mut Client,
+        ops: &Client,
         view: &mut LeaderView,
         prefix: &str,
         limit: Duration,
-    ) -> Result<(), etcd_client::Error> {
+    ) -> Result<(), rpc::Error> {
         let first = within(limit, "read", candidates(ops, prefix, 1)).await?;
         self.read_checkpoint(ops, limit).await?;
         let leader = first.first().and_then(|c| c.id);
@@ -550,27 +514,30 @@ pub struct Candidate {
 /// The first `limit` candidates (0: all) under `prefix`, oldest first: the first
 /// one leads, or will once its campaign has returned.
 async fn candidates(
-    client: &mut Client,
+    client: &Client,
     prefix: &str,
     limit: i64,
-) -> Result<Vec<Candidate>, etcd_client::Error> {
-    let sorted = GetOptions::new()
-        .with_prefix()
-        .with_sort(SortTarget::Create, SortOrder::Ascend)
-        .with_limit(limit);
-    let response = client.get(prefix, Some(sorted)).await?;
+) -> Result<Vec<Candidate>, rpc::Error> {
+    let sorted = RangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: rpc::prefix_end(prefix.as_bytes()),
+        limit,
+        sort_order: rpc::SORT_ASCEND,
+        sort_target: rpc::SORT_BY_CREATE,
+    };
+    let response = client.range(sorted).await?;
     Ok(response
-        .kvs()
+        .kvs
         .iter()
         .map(|kv| {
             // The value is `<id in hex> <service name>`.
-            let value = String::from_utf8_lossy(kv.value());
+            let value = String::from_utf8_lossy(&kv.value);
             let (id, name) = value.split_once(' ').unwrap_or((&value, ""));
             Candidate {
                 id: u64::from_str_radix(id, 16).ok(),
                 name: name.to_owned(),
-                key: String::from_utf8_lossy(kv.key()).into_owned(),
-                revision: kv.create_revision(),
+                key: String::from_utf8_lossy(&kv.key).into_owned(),
+                revision: kv.create_revision,
             }
         })
         .collect())
@@ -591,7 +558,7 @@ impl Observer {
         let limit = etcd.ttl;
         let prefix = format!("{}/", etcd.name);
         let opened = async {
-            let client = etcd.connect(None).await?;
+            let client = Client::connect(etcd, None).await?;
             let view = LeaderView::open(&client, &etcd.name, false).await?;
             Ok((client, view))
         };
@@ -605,7 +572,7 @@ impl Observer {
 
     /// The candidates, oldest first: the first leads.
     pub async fn candidates(&mut self) -> Result<Vec<Candidate>, Error> {
-        candidates(&mut self.client, &self.prefix, 0)
+        candidates(&self.client, &self.prefix, 0)
             .await
             .map_err(failed)
     }
@@ -616,7 +583,7 @@ impl Observer {
     }
 }
 
-fn failed(e: etcd_client::Error) -> Error {
+fn failed(e: rpc::Error) -> Error {
     Error::Failed(format!("etcd: {e}"))
 }
 
@@ -625,16 +592,11 @@ fn failed(e: etcd_client::Error) -> Error {
 async fn within<T>(
     limit: Duration,
     what: &str,
-    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, etcd_client::Error> {
+    request: impl std::future::Future<Output = Result<T, rpc::Error>>,
+) -> Result<T, rpc::Error> {
     tokio::time::timeout(limit, request)
         .await
-        .unwrap_or_else(|_| {
-            Err(etcd_client::Error::IoError(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("{what}: no answer in {limit:?}"),
-            )))
-        })
+        .unwrap_or_else(|_| Err(rpc::Error::new(format!("{what}: no answer in {limit:?}"))))
 }
 
 /// A lease kept alive by this engine, and the deadline until which it is proven.
@@ -642,8 +604,8 @@ struct Lease {
     id: i64,
     ttl: Duration,
     margin: Duration,
-    keeper: Option<etcd_client::LeaseKeeper>,
-    answers: Option<etcd_client::LeaseKeepAliveStream>,
+    /// `None` after the renewal stream failed, until it is reopened.
+    keeper: Option<rpc::LeaseKeeper>,
     /// When the renewal awaiting an answer was sent.
     sent: Option<Instant>,
     next_renewal: Instant,
@@ -653,18 +615,17 @@ struct Lease {
 
 impl Lease {
     async fn new(
-        ops: &mut Client,
+        ops: &Client,
         id: i64,
         granted_at: Instant,
         etcd: &EtcdConfig,
-    ) -> Result<Self, etcd_client::Error> {
-        let (keeper, answers) = ops.lease_keep_alive(id).await?;
+    ) -> Result<Self, rpc::Error> {
+        let keeper = ops.lease_keep_alive(id).await?;
         Ok(Lease {
             id,
             ttl: etcd.ttl,
             margin: etcd.margin(),
             keeper: Some(keeper),
-            answers: Some(answers),
             sent: None,
             next_renewal: granted_at + etcd.ttl / 3,
             deadline: granted_at + etcd.ttl - etcd.margin(),
@@ -674,7 +635,7 @@ impl Lease {
     /// Sends a renewal (one in flight at a time: its send time is what counts). One
     /// unanswered for a third of the TTL is given up with its stream, and the
     /// renewal goes out on a new one (to whichever member answers).
-    async fn renew(&mut self, ops: &mut Client) {
+    async fn renew(&mut self, ops: &Client) {
         let now = Instant::now();
         self.next_renewal = now + self.ttl / 6;
         match self.sent {
@@ -694,31 +655,29 @@ impl Lease {
 
     /// The next answer to a renewal: the deadline moves to its send time + the TTL
     /// granted − the margin. A TTL of 0 means the lease is gone.
-    async fn answer(&mut self) -> Result<(), etcd_client::Error> {
-        let Some(answers) = &mut self.answers else {
+    async fn answer(&mut self) -> Result<(), rpc::Error> {
+        let Some(keeper) = &mut self.keeper else {
             return std::future::pending().await;
         };
-        let Some(answer) = answers.message().await? else {
-            self.answers = None;
-            return Err(etcd_client::Error::LeaseKeepAliveError(
-                "the renewal stream ended".into(),
-            ));
+        let Some(ttl) = keeper.answer().await? else {
+            self.keeper = None;
+            return Err(rpc::Error::new("the renewal stream ended"));
         };
         let Some(sent) = self.sent.take() else {
             return Ok(());
         };
-        if answer.ttl() <= 0 {
+        if ttl <= 0 {
             self.deadline = Instant::now();
             return Ok(());
         }
-        let ttl = Duration::from_secs(answer.ttl() as u64);
+        let ttl = Duration::from_secs(ttl as u64);
         self.deadline = self.deadline.max(sent + ttl - self.margin);
         self.next_renewal = sent + self.ttl / 3;
         Ok(())
     }
 
     /// Opens a new renewal stream after the last one failed.
-    async fn reopen(&mut self, ops: &mut Client) {
+    async fn reopen(&mut self, ops: &Client) {
         self.sent = None;
         match within(
             self.time_left(),
@@ -727,14 +686,10 @@ impl Lease {
         )
         .await
         {
-            Ok((keeper, answers)) => {
-                self.keeper = Some(keeper);
-                self.answers = Some(answers);
-            }
+            Ok(keeper) => self.keeper = Some(keeper),
             Err(e) => {
                 tracing::warn!("lease renewal stream: {e}");
                 self.keeper = None;
-                self.answers = None;
             }
         }
     }
@@ -747,7 +702,7 @@ impl Lease {
     }
 
     /// Gives the lease back, so that its key goes at once.
-    async fn revoke(&self, ops: &mut Client) {
+    async fn revoke(&self, ops: &Client) {
         if let Err(e) = within(self.margin, "revoke", ops.lease_revoke(self.id)).await {
             tracing::warn!("revoking the lease failed (it expires by itself): {e}");
         }
@@ -759,7 +714,7 @@ impl Lease {
 /// last reported (`None` until the first read).
 struct LeaderView {
     /// `None` after the watch broke, until it is reopened.
-    stream: Option<etcd_client::WatchStream>,
+    stream: Option<rpc::Watch>,
     leader: Option<Option<u64>>,
 }
 
@@ -767,16 +722,13 @@ impl LeaderView {
     /// Watches the candidates of election `name` (`<name>/`), and with
     /// `checkpoint` its checkpoint key too: `<name>.checkpoint` sorts just before
     /// `<name>/`, so one range holds both.
-    async fn open(long: &Client, name: &str, checkpoint: bool) -> Result<Self, etcd_client::Error> {
+    async fn open(long: &Client, name: &str, checkpoint: bool) -> Result<Self, rpc::Error> {
         let from = match checkpoint {
             true => format!("{name}.checkpoint"),
             false => format!("{name}/"),
         };
         let to = format!("{name}0");
-        let stream = long
-            .watch_client()
-            .watch(from, Some(WatchOptions::new().with_range(to)))
-            .await?;
+        let stream = long.watch(from.as_bytes(), to.as_bytes()).await?;
         Ok(LeaderView {
             stream: Some(stream),
             leader: None,
@@ -791,24 +743,20 @@ impl LeaderView {
     }
 
     /// Waits until a candidate's key was put or deleted (forever while broken).
-    async fn changed(&mut self) -> Result<(), etcd_client::Error> {
+    async fn changed(&mut self) -> Result<(), rpc::Error> {
         let Some(stream) = &mut self.stream else {
             return std::future::pending().await;
         };
         loop {
             let Some(response) = stream.message().await? else {
-                return Err(etcd_client::Error::WatchError("the watch ended".into()));
+                return Err(rpc::Error::new("the watch ended"));
             };
-            if response.canceled() {
-                return Err(etcd_client::Error::WatchError(
-                    "the watch was canceled".into(),
-                ));
+            if response.canceled {
+                let why = response.cancel_reason;
+                return Err(rpc::Error::new(format!("the watch was canceled: {why}")));
             }
-            if response
-                .events()
-                .iter()
-                .any(|e| matches!(e.event_type(), EventType::Put | EventType::Delete))
-            {
+            // Puts and deletes are the only kinds of event.
+            if !response.events.is_empty() {
                 return Ok(());
             }
         }
