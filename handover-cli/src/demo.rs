@@ -66,7 +66,7 @@ async fn hand_over(
             c.say(who, what)
         }
     };
-    let new = Handover::start(config.clone()).await?;
+    let new = Handover::start_multicast(config.clone()).await?;
     let mut new_events = new.subscribe();
     let new_id = hex(new.status().id);
     say("new", format!("{new_id} started, listening"));
@@ -135,7 +135,7 @@ pub async fn demo(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         args.interface, config.group, config.port
     );
     let clock = Clock(Instant::now());
-    let old = Handover::start(config.clone()).await?;
+    let old = Handover::start_multicast(config.clone()).await?;
     clock.say(
         "old",
         format!("{} started, listening", hex(old.status().id)),

@@ -38,7 +38,7 @@ pub struct Args {
     protocol: Protocol,
 
     #[command(flatten)]
-    election: ElectionArgs,
+    pub(crate) election: ElectionArgs,
 
     #[command(flatten)]
     readiness: Readiness,
@@ -315,7 +315,11 @@ fn runtime_dir() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
-pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub async fn run(
+    args: Args,
+    log: Log,
+    backends: crate::Backends,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(url) = &args.readiness.ready_http {
         if parse_http_url(url).is_none() {
             return Err(
@@ -342,7 +346,7 @@ pub async fn run(args: Args, log: Log) -> Result<ExitCode, Box<dyn std::error::E
     }
     let mut signals = Forwarded::install()?;
     let reaper = Reaper::start()?;
-    let handover = Handover::start(config.clone()).await?;
+    let handover = backends.start(config.clone()).await?;
     let status = handover.status();
     let id = status.id;
     log.event(

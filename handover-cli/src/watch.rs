@@ -31,17 +31,20 @@ pub struct Args {
 
     /// With --election etcd: the election's leader and candidates instead
     #[command(flatten)]
-    election: ElectionArgs,
+    pub(crate) election: ElectionArgs,
 }
 
 /// A peer is forgotten after this many of its heartbeats without news.
 const FORGET_AFTER_HEARTBEATS: u32 = 4;
 
-pub async fn watch(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub async fn watch(
+    args: Args,
+    backends: crate::Backends,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut config = args.network.config()?;
     #[cfg(feature = "etcd")]
     if let Some(etcd) = args.election.etcd(&config.scope)? {
-        return watch_etcd(etcd, args.json).await;
+        return backends.watch_etcd(etcd, args.json).await;
     }
     #[cfg(not(feature = "etcd"))]
     args.election.etcd(&config.scope)?;
@@ -209,7 +212,7 @@ fn print_table(peers: &BTreeMap<u64, Sighting>, names: &ScopeNames, malformed: u
 /// The candidates of an etcd election, live: a table, or with `json` one line
 /// per change listing them (the first leads).
 #[cfg(feature = "etcd")]
-async fn watch_etcd(
+pub(crate) async fn watch_etcd(
     etcd: handover_std::etcd::EtcdConfig,
     json: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {

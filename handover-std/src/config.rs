@@ -105,9 +105,6 @@ pub enum ConfigError {
     /// A previous key without a current one.
     #[error("previous key: set only together with a key")]
     PreviousKeyAlone,
-    /// The service name is longer than a heartbeat carries.
-    #[error("name: {0:?} is longer than {max} bytes", max = wire::MAX_NAME)]
-    NameTooLong(String),
 }
 
 impl Default for Config {
@@ -230,11 +227,16 @@ impl Config {
         c.priority = self.priority;
         c.heartbeat = self.heartbeat;
         c.legacy = self.legacy;
-        c.name = self
-            .name
-            .as_str()
-            .try_into()
-            .map_err(|_| ConfigError::NameTooLong(self.name.clone()))?;
+        let name = crate::names::wire_name(&self.name);
+        if name != self.name {
+            tracing::info!(
+                "the service name {:?} is longer than a heartbeat carries ({} bytes): \
+                 peers see {name:?}",
+                self.name,
+                wire::MAX_NAME
+            );
+        }
+        c.name = name.as_ref().try_into().expect("wire_name fits");
         c.addresses = addresses
             .iter()
             .copied()
@@ -314,6 +316,20 @@ mod tests {
                 interface: "supervisor0".into()
             }
         );
+    }
+
+    #[test]
+    fn balenas_longest_names_are_accepted_with_no_option() {
+        let service = "environmental-sensor-aggregation-service-for-the-north-wing-xyz";
+        let c = Config::from_lookup(env(&[
+            ("BALENA_DEVICE_UUID", &"f".repeat(62)),
+            ("BALENA_SERVICE_NAME", service),
+        ]))
+        .unwrap();
+        let proto = c.to_proto(1, 0, 0, &[]).unwrap();
+        assert_eq!(proto.name.as_str(), crate::names::wire_name(service));
+        // The scope keeps the whole name: it is hashed, never cut.
+        assert_eq!(c.scope, format!("{}/{service}", "f".repeat(62)));
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod filter;
 pub mod key;
 mod link;
 mod multicast;
+pub mod names;
 pub mod notify;
 pub mod observe;
 pub mod queue;
@@ -66,20 +67,26 @@ impl Handover {
     /// Opens the sockets and starts listening. Call [`ready`](Self::ready) when the
     /// service can serve.
     pub async fn start(config: Config) -> Result<Self, Error> {
-        // Detached: when every handle is gone the engine says goodbye and ends.
         match &config.election {
-            Election::Multicast => {
-                let (driver, handover) = multicast::Driver::new(config)?;
-                tokio::spawn(driver.run());
-                Ok(handover)
-            }
+            Election::Multicast => Self::start_multicast(config).await,
             #[cfg(feature = "etcd")]
-            Election::Etcd(_) => {
-                let (engine, handover) = etcd::Engine::new(config)?;
-                tokio::spawn(engine.run());
-                Ok(handover)
-            }
+            Election::Etcd(_) => etcd::start(config).await,
         }
+    }
+
+    /// [`start`](Self::start) for the multicast election only (the error names
+    /// any other): a program that starts elections only with this one links none
+    /// of etcd's client, so none of it is paged in.
+    pub async fn start_multicast(config: Config) -> Result<Self, Error> {
+        if config.election != Election::Multicast {
+            return Err(Error::Failed(
+                "start_multicast: the configuration names another election".into(),
+            ));
+        }
+        // Detached: when every handle is gone the engine says goodbye and ends.
+        let (driver, handover) = multicast::Driver::new(config)?;
+        tokio::spawn(driver.run());
+        Ok(handover)
     }
 
     fn send(&self, cmd: Command) -> Result<(), Error> {

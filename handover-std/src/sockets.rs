@@ -344,17 +344,19 @@ impl SocketDir {
                 ),
             ));
         }
-        // A scope may hold '/' (balena's device/service): one file name per scope.
-        let file: String = scope
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        // One file name per scope, short enough for a socket path whatever the
+        // names balena gives.
+        let dir_len = dir.as_os_str().len();
+        let file = crate::names::socket_stem(dir_len, scope).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the directory's path is {dir_len} bytes, too long for a socket in it: \
+                     at most {} bytes",
+                    crate::names::MAX_SOCKET_DIR
+                ),
+            )
+        })?;
         Ok(SocketDir {
             lock: dir.join(format!("{file}.lock")),
             sock: dir.join(format!("{file}.sock")),

@@ -1,20 +1,23 @@
 //! The balena example (`examples/balena/`) as its images run it: each service's
-//! Dockerfile ENTRYPOINT and CMD, read from the Dockerfile, started in its own
-//! container on a bridge with the environment balena gives it, in the folder the
-//! Dockerfile copies into the image. A new container of each service takes over
-//! from the old one; the Node service answers a real HTTP client (curl) before and
-//! after.
+//! `Dockerfile.template`, with `%%BALENA_ARCH%%` filled in for this machine, gives
+//! the `handover` binary its `COPY` line names (put there by `dist/balena-binaries`,
+//! the build step the README gives) and the ENTRYPOINT and CMD it runs. Each
+//! container is started on a bridge with the environment balena gives it, in the
+//! folder the Dockerfile copies into the image. A new container of each service
+//! takes over from the old one; the Node service answers a real HTTP client (curl)
+//! before and after.
 //!
-//! Needs root, `node` and `python3`; skips with the reason otherwise, and fails
-//! under `CI=true`. (The images themselves are not built here: that needs a Docker
-//! engine and the base images' registry.)
+//! Needs root, `node`, `python3` and the binaries `dist/balena-binaries` builds;
+//! skips with the reason otherwise, and fails under `CI=true`. (The images
+//! themselves are not built here: that needs a Docker engine and the base images'
+//! registry.)
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use handover_tests::netns::Netns;
-use handover_tests::process::{handover_bin, scratch, Run};
+use handover_tests::process::{scratch, Run};
 use handover_tests::topology::{Container, Containers};
 use handover_tests::{require, require_netns};
 
@@ -37,11 +40,47 @@ fn exec_form(dockerfile: &str, instruction: &str) -> Vec<String> {
         .unwrap_or_else(|e| panic!("{instruction} is not in exec form: {e}"))
 }
 
+/// balena's name for this machine's architecture, as `%%BALENA_ARCH%%` gives it.
+fn balena_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "aarch64",
+        "arm" => "armv7hf",
+        other => panic!("no balena architecture for {other}"),
+    }
+}
+
+/// The service's Dockerfile as balena builds it for this machine.
+fn dockerfile(service: &str) -> String {
+    let path = example(service).join("Dockerfile.template");
+    let template = std::fs::read_to_string(&path).expect("Dockerfile.template");
+    template.replace("%%BALENA_ARCH%%", balena_arch())
+}
+
+/// The file the `COPY` line that installs `/usr/local/bin/handover` takes from
+/// the build context: `Err` with the reason if it is not there.
+fn copied_handover(service: &str) -> Result<PathBuf, String> {
+    let dockerfile = dockerfile(service);
+    let line = dockerfile
+        .lines()
+        .find(|l| l.starts_with("COPY ") && l.ends_with(" /usr/local/bin/handover"))
+        .expect("a COPY line that installs handover");
+    let source = line.split_whitespace().nth(1).expect("COPY SOURCE DEST");
+    let path = example(service).join(source);
+    match path.is_file() {
+        true => Ok(path),
+        false => Err(format!(
+            "{} is missing: `dist/balena-binaries` puts it there",
+            path.display()
+        )),
+    }
+}
+
 /// What the image's entrypoint runs: `handover` and its arguments, the service's
 /// command after them.
 fn entrypoint(service: &str) -> Vec<String> {
     let dir = example(service);
-    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).expect("Dockerfile");
+    let dockerfile = dockerfile(service);
     let mut argv = exec_form(&dockerfile, "ENTRYPOINT");
     argv.extend(exec_form(&dockerfile, "CMD"));
     assert_eq!(argv[0], "handover", "the entrypoint is handover");
@@ -53,10 +92,12 @@ fn entrypoint(service: &str) -> Vec<String> {
     argv
 }
 
-/// The container's entrypoint, started as balena starts it.
+/// The container's entrypoint, started as balena starts it, with the binary the
+/// image would hold.
 fn start(c: &Container, service: &str, lock_dir: &Path) -> Run {
     let argv = entrypoint(service);
-    let mut cmd = c.ns.command(handover_bin());
+    let handover = copied_handover(service).expect("checked by the test");
+    let mut cmd = c.ns.command(handover);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HANDOVER_LOG_FORMAT", "json")
@@ -111,6 +152,7 @@ fn missing_program(names: &[&str]) -> Option<String> {
 /// (and its process) serves: the old one's before, the new one's after.
 fn hand_over(service: &str, via: &str, serving: impl Fn(&Containers, &Container, u32) -> bool) {
     require_netns!();
+    require!(copied_handover(service).err());
     let net = Containers::new();
     let (old_c, new_c) = (net.container(), net.container());
     let dir = scratch(&format!("balena-{service}"));

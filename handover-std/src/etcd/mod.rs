@@ -147,6 +147,17 @@ impl EtcdConfig {
     }
 }
 
+/// Starts the etcd election `config` names (what [`Handover::start`] does for
+/// it).
+///
+/// [`Handover::start`]: crate::Handover::start
+pub async fn start(config: Config) -> Result<crate::Handover, Error> {
+    // Detached: when every handle is gone the engine resigns and ends.
+    let (engine, handover) = Engine::new(config)?;
+    tokio::spawn(engine.run());
+    Ok(handover)
+}
+
 /// What ended a term (or the attempt at one).
 enum Ended {
     /// The handle asked to leave, or every handle is gone.
