@@ -1,13 +1,12 @@
 //! Which election backends a binary links, and the step from `handover` to
 //! `handover-etcd`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::process::ExitCode;
 
 use handover_std::{Config, Election, Handover};
 
-type Boxed<T> = Pin<Box<dyn Future<Output = T>>>;
+#[cfg(feature = "etcd")]
+type Boxed<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
 type Failure = Box<dyn std::error::Error>;
 
 /// The election backends of a binary beyond multicast. Only the binary whose
@@ -68,6 +67,16 @@ impl Backends {
             Some(backend) => (backend.watch)(etcd, json).await,
             None => Err(NOT_LINKED.into()),
         }
+    }
+
+    /// Without the `etcd` feature no etcd configuration can be made.
+    #[cfg(not(feature = "etcd"))]
+    pub(crate) async fn watch_etcd(
+        &self,
+        etcd: std::convert::Infallible,
+        _json: bool,
+    ) -> Result<ExitCode, Failure> {
+        match etcd {}
     }
 }
 

@@ -42,12 +42,9 @@ pub async fn watch(
     backends: crate::Backends,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut config = args.network.config()?;
-    #[cfg(feature = "etcd")]
     if let Some(etcd) = args.election.etcd(&config.scope)? {
         return backends.watch_etcd(etcd, args.json).await;
     }
-    #[cfg(not(feature = "etcd"))]
-    args.election.etcd(&config.scope)?;
     args.keys.apply(&mut config)?;
     let scope = (!args.all_scopes).then(|| handover_proto::wire::scope_id(config.scope.as_bytes()));
     let mut names = ScopeNames::new(&config.scope, std::env::var("BALENA_DEVICE_UUID").ok());
