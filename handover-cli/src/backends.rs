@@ -105,9 +105,5 @@ pub(crate) fn exec_etcd() -> ExitCode {
          the command's default feature `etcd` and installed next to handover)",
         program.display()
     ));
-    ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
-        127
-    } else {
-        126
-    })
+    crate::not_executed(&e)
 }

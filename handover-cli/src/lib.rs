@@ -78,11 +78,7 @@ pub fn main(backends: Backends) -> ExitCode {
     if let Command::ExecService { command } = &cli.command {
         let e = listen::exec_service(command);
         say(format_args!("cannot start {:?}: {e}", command[0]));
-        return ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
-            127
-        } else {
-            126
-        });
+        return not_executed(&e);
     }
     // The demo tells its own story; library logs would interleave with it.
     let level = match cli.command {
@@ -116,6 +112,15 @@ pub fn main(backends: Backends) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The status of a program that could not be executed, as a shell gives it: 127
+/// if it does not exist, else 126.
+fn not_executed(e: &std::io::Error) -> ExitCode {
+    ExitCode::from(match e.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        _ => 126,
+    })
 }
 
 /// A last word on stderr; a closed or full stderr does not make it a panic.
