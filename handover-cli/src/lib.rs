@@ -105,13 +105,15 @@ pub fn main(backends: Backends) -> ExitCode {
             Command::ExecService { .. } => unreachable!("handled before the runtime"),
         }
     });
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             say(format_args!("{e}"));
             ExitCode::from(2)
         }
-    }
+    };
+    log::flush(std::time::Duration::from_secs(1));
+    code
 }
 
 /// The status of a program that could not be executed, as a shell gives it: 127
@@ -123,8 +125,8 @@ fn not_executed(e: &std::io::Error) -> ExitCode {
     })
 }
 
-/// A last word on stderr; a closed or full stderr does not make it a panic.
+/// A last word on stderr; a closed, full or stalled stderr does not make it a
+/// panic or a hang.
 fn say(what: std::fmt::Arguments) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "handover: {what}");
+    log::line(format!("handover: {what}\n").as_bytes());
 }

@@ -3,6 +3,10 @@
 //! processes on one host can be compared.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use clap::ValueEnum;
 use handover_std::Event;
@@ -15,14 +19,122 @@ pub enum LogFormat {
     Json,
 }
 
-/// stderr that never fails: a full or closed stderr must not stop `handover` and its
-/// service. (tracing reports a failed write on stderr, and panics when that fails
-/// too.)
+/// stderr behind a bounded queue and a thread of its own: a log line never blocks
+/// the protocol. A container's stderr is a pipe; when its reader stalls (Docker's
+/// blocking log mode behind a stuck collector, a full journal pipe) a write blocks
+/// once its 64 KiB are full, and a blocked heartbeat is a split brain. Lines that do
+/// not fit in the queue are dropped and counted; the next line that gets through
+/// says how many. (A failed write is ignored too: a closed stderr must not stop
+/// `handover` and its service.)
+struct Lines {
+    queue: SyncSender<Line>,
+    /// Lines dropped since start.
+    dropped: AtomicU64,
+}
+
+enum Line {
+    Text(Vec<u8>),
+    /// Everything queued before it is written: tell the sender.
+    Flush(SyncSender<()>),
+}
+
+/// Lines the queue holds while stderr is not read (at most a few hundred KiB).
+const QUEUED_LINES: usize = 1024;
+
+static LINES: OnceLock<Lines> = OnceLock::new();
+
+impl Lines {
+    fn start(format: LogFormat) -> &'static Lines {
+        LINES.get_or_init(|| {
+            let (queue, lines) = sync_channel(QUEUED_LINES);
+            let spawned = std::thread::Builder::new()
+                .name("stderr".into())
+                .spawn(move || write_lines(lines, format));
+            if let Err(e) = spawned {
+                // Nothing will write: every line is dropped and counted, and
+                // `handover` runs on.
+                let _ = writeln!(std::io::stderr(), "handover: no thread for logs: {e}");
+            }
+            Lines {
+                queue,
+                dropped: AtomicU64::new(0),
+            }
+        })
+    }
+
+    fn send(&self, line: &[u8]) {
+        if self.queue.try_send(Line::Text(line.to_vec())).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The writer thread: each line as it comes, after a note of the lines dropped
+/// since the last note.
+fn write_lines(lines: Receiver<Line>, format: LogFormat) {
+    let mut reported = 0;
+    let mut err = std::io::stderr();
+    while let Ok(line) = lines.recv() {
+        match line {
+            Line::Text(text) => {
+                let dropped = dropped_lines();
+                if dropped > reported {
+                    let note = match format {
+                        LogFormat::Json => format!(
+                            "{}\n",
+                            json!({ "t_us": monotonic_us(), "event": "log_lines_dropped", "count": dropped - reported, "total": dropped })
+                        ),
+                        LogFormat::Text => format!(
+                            "handover: {} log lines dropped (stderr was not read; {dropped} in all)\n",
+                            dropped - reported
+                        ),
+                    };
+                    let _ = err.write_all(note.as_bytes());
+                    reported = dropped;
+                }
+                let _ = err.write_all(&text);
+            }
+            Line::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Log lines dropped since start because stderr was not read.
+pub fn dropped_lines() -> u64 {
+    LINES
+        .get()
+        .map_or(0, |lines| lines.dropped.load(Ordering::Relaxed))
+}
+
+/// Waits until the lines queued so far are written, for at most `limit` (a stalled
+/// stderr must not keep `handover` from exiting).
+pub fn flush(limit: Duration) {
+    let Some(lines) = LINES.get() else { return };
+    let (done, written) = sync_channel(1);
+    if lines.queue.try_send(Line::Flush(done)).is_ok() {
+        let _ = written.recv_timeout(limit);
+    }
+}
+
+/// Writes `text` (whole lines) on stderr: through the queue once logging is set
+/// up, directly before.
+pub fn line(text: &[u8]) {
+    match LINES.get() {
+        Some(lines) => lines.send(text),
+        None => {
+            let _ = std::io::stderr().write_all(text);
+        }
+    }
+}
+
+/// One `tracing` event is one write of one whole line.
 struct Stderr;
 
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = std::io::stderr().write_all(buf);
+        line(buf);
         Ok(buf.len())
     }
 
@@ -57,6 +169,7 @@ impl Log {
             }),
             Err(_) => level,
         };
+        Lines::start(format);
         // Colours only for a person at a terminal: not in journald or `docker logs`.
         let builder = tracing_subscriber::fmt()
             .with_writer(|| Stderr)
@@ -84,8 +197,9 @@ impl Log {
                 if let Value::Object(fields) = fields {
                     line.extend(fields);
                 }
-                let mut err = std::io::stderr().lock();
-                let _ = writeln!(err, "{}", Value::Object(line));
+                let mut text = Value::Object(line).to_string().into_bytes();
+                text.push(b'\n');
+                Lines::start(self.format).send(&text);
             }
             LogFormat::Text => {
                 let details = match &fields {

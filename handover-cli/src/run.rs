@@ -2,7 +2,8 @@
 //!
 //! Hand-over: the child starts at once; its readiness is this instance's claim; when a
 //! newer instance takes over, the child is stopped (stop signal, timeout, SIGKILL), the
-//! complete file is written and `handover` exits with the child's status.
+//! complete file is written and `handover` exits 0, whatever the child's status (see
+//! [`Ending`]).
 //!
 //! Failover (a cold standby): the child runs only while this instance is active; if it
 //! dies while active, `handover` leaves at once, so that a standby takes over, and
@@ -270,6 +271,11 @@ impl Service {
                     "child_killed",
                     json!({ "after_ms": limit.as_millis() as u64 }),
                 );
+                tracing::warn!(
+                    "the service did not stop within {} of signal {}: killed",
+                    humantime::format_duration(limit),
+                    args.stop_signal.as_raw()
+                );
                 self.child.signal(Signal::KILL)?;
                 self.child.wait().await?
             }
@@ -297,14 +303,42 @@ fn probes_a_shared_socket(args: &Args) -> Option<String> {
     shared(port).then(|| format!("--ready-http {url}"))
 }
 
-/// `handover`'s exit status once it handed over: 0 when the service ended because
-/// of the stop signal it was sent (so that `Restart=on-failure` and restart
-/// policies leave the old instance stopped), else the service's own status.
-fn handed_over(status: ExitStatus, stop_signal: Signal) -> u8 {
-    if status.signal() == Some(stop_signal.as_raw()) {
-        0
-    } else {
-        exit_code(status)
+/// How the service ended, for `handover`'s exit status (the README's table of exit
+/// codes says the same).
+enum Ending {
+    /// A newer instance took over and the service was stopped for it: the protocol
+    /// did its job, so 0 whatever the service's status (a JVM exits 143 on SIGTERM,
+    /// a handler may exit 1 or 130, a slow one is killed). Anything else would make
+    /// `Restart=on-failure` start the old version again, which takes over again.
+    HandedOver,
+    /// `handover` was asked to stop (a stopping signal, passed on to the service):
+    /// 0 if the service ended by that signal (or exited 128 + its number, as a JVM
+    /// does), else its own status.
+    StopAsked(ExitStatus),
+    /// The service ended on its own: its status, passed through (at least 1 when
+    /// it was active in failover: a standby must take over, and a restart policy
+    /// must see a failure).
+    OnItsOwn { status: ExitStatus, at_least_1: bool },
+}
+
+impl Ending {
+    fn exit_code(self, stop_signal: Signal) -> u8 {
+        match self {
+            Ending::HandedOver => 0,
+            Ending::StopAsked(status) => {
+                let by_stop_signal = status.signal() == Some(stop_signal.as_raw())
+                    || status.code() == Some(128 + stop_signal.as_raw());
+                if by_stop_signal {
+                    0
+                } else {
+                    exit_code(status)
+                }
+            }
+            Ending::OnItsOwn { status, at_least_1 } => match at_least_1 {
+                true => exit_code(status).max(1),
+                false => exit_code(status),
+            },
+        }
     }
 }
 
@@ -411,7 +445,11 @@ pub async fn run(
     // Let the event task print what is still queued.
     tokio::task::yield_now().await;
     let stats = serde_json::to_value(handover.status().stats)?;
-    log.event("exit", json!({ "code": code, "stats": stats }));
+    let dropped = crate::log::dropped_lines();
+    log.event(
+        "exit",
+        json!({ "code": code, "stats": stats, "log_lines_dropped": dropped }),
+    );
     Ok(ExitCode::from(code))
 }
 
@@ -444,6 +482,7 @@ async fn hand_over(
     );
     tokio::pin!(readiness);
     let mut ready = false;
+    let mut stopping = false;
     loop {
         tokio::select! {
             how = &mut readiness, if !ready => {
@@ -472,7 +511,7 @@ async fn hand_over(
                     Ok(successor) => successor,
                     Err(e) => return driver_failed(Some(service), e, args, log).await,
                 };
-                let status = service.stop(args, log).await?;
+                service.stop(args, log).await?;
                 if let Err(e) = handover.shutdown_complete().await {
                     return driver_failed(None, e, args, log).await;
                 }
@@ -496,15 +535,22 @@ async fn hand_over(
                         None => tracing::info!("the successor announced no address: nothing to forward to"),
                     }
                 }
-                return Ok(handed_over(status, args.stop_signal));
+                return Ok(Ending::HandedOver.exit_code(args.stop_signal));
             }
             status = service.child.wait() => {
                 let status = status?;
                 log.event("child_exited", status_json(status));
                 leave(handover).await;
-                return Ok(exit_code(status));
+                let ending = match stopping {
+                    true => Ending::StopAsked(status),
+                    false => Ending::OnItsOwn { status, at_least_1: false },
+                };
+                return Ok(ending.exit_code(args.stop_signal));
             }
-            sig = signals.recv() => service.signal(sig, log),
+            sig = signals.recv() => {
+                stopping |= STOPPING.contains(&sig);
+                service.signal(sig, log);
+            }
         }
     }
 }
@@ -584,11 +630,13 @@ async fn failover(
                 let status = status?;
                 log.event("child_exited", status_json(status));
                 leave(handover).await;
-                let code = exit_code(status);
                 // A child that dies while active is a failure even if it exits 0,
-                // unless it was asked to stop: then ending by the stop signal is a
-                // clean stop, as after a hand-over.
-                return Ok(if stopping { handed_over(status, args.stop_signal) } else { code.max(1) });
+                // unless it was asked to stop.
+                let ending = match stopping {
+                    true => Ending::StopAsked(status),
+                    false => Ending::OnItsOwn { status, at_least_1: true },
+                };
+                return Ok(ending.exit_code(args.stop_signal));
             }
             sig = signals.recv() => match &running {
                 Some((service, _)) => {
@@ -669,7 +717,11 @@ async fn hot_standby(
                 let status = status?;
                 log.event("child_exited", status_json(status));
                 leave(handover).await;
-                return Ok(if stopping { handed_over(status, args.stop_signal) } else { exit_code(status).max(1) });
+                let ending = match stopping {
+                    true => Ending::StopAsked(status),
+                    false => Ending::OnItsOwn { status, at_least_1: true },
+                };
+                return Ok(ending.exit_code(args.stop_signal));
             }
             sig = signals.recv() => {
                 stopping |= STOPPING.contains(&sig);
@@ -723,8 +775,10 @@ async fn not_ready(
         "the service was not ready within {}",
         humantime::format_duration(limit)
     );
-    leave(handover).await;
+    // Stopped first: in failover a standby takes over as soon as this instance
+    // leaves, and must not find this service still running.
     service.stop(args, log).await?;
+    leave(handover).await;
     Ok(EXIT_NOT_READY)
 }
 

@@ -78,11 +78,21 @@ impl Run {
     }
 
     /// Starts a command that prints JSON event lines on stderr.
-    pub fn spawn(mut cmd: std::process::Command) -> Self {
+    pub fn spawn(cmd: std::process::Command) -> Self {
+        let (run, reader) = Self::spawn_stalled(cmd);
+        drop(reader);
+        run
+    }
+
+    /// Starts a command whose stderr is a pipe nobody reads (a stalled log
+    /// collector) until the returned sender is dropped or sent to.
+    pub fn spawn_stalled(mut cmd: std::process::Command) -> (Self, mpsc::Sender<()>) {
         let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
         std::thread::spawn(move || {
+            let _ = released.recv();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 match serde_json::from_str::<Value>(&line) {
                     Ok(v) => {
@@ -94,11 +104,12 @@ impl Run {
                 }
             }
         });
-        Run {
+        let run = Run {
             child,
             lines,
             seen: Vec::new(),
-        }
+        };
+        (run, release)
     }
 
     /// The process id.
