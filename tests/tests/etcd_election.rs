@@ -474,3 +474,67 @@ fn watch_shows_the_leader_and_the_candidates() {
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Least privilege, as the README words it: a user granted read and write on the
+/// keys that start with the election's name, and nothing else, campaigns, leads
+/// and hands leadership on. A user granted only `<name>/` (the candidates, not
+/// the checkpoint beside them) is told which grant is missing, and never leads.
+#[test]
+fn a_user_granted_exactly_the_election_name_prefix_is_elected() {
+    require_netns!();
+    let bin = etcd();
+    require!(bin.as_ref().err());
+    const NAME: &str = "plant/line-3";
+    const PASSWORD: &str = "least privilege";
+    let dir = scratch("etcd-least-privilege");
+    let password = dir.join("password");
+    std::fs::write(&password, PASSWORD).unwrap();
+    let options = [
+        "--election-name",
+        NAME,
+        "--etcd-user",
+        "line-3",
+        "--etcd-password-file",
+        password.to_str().unwrap(),
+    ];
+    let service = ["sleep", "1000"];
+
+    let net = Containers::new();
+    let cluster = Cluster::start_in(bin.clone().unwrap(), 1, net.container());
+    cluster.enable_auth("line-3", PASSWORD, NAME);
+    let hosts: Vec<Container> = (0..2).map(|_| net.container()).collect();
+    let mut a = candidate_with(&hosts[0].ns, &cluster, "2s", &options, &service);
+    assert!(a.saw("elected", WAIT), "{:?}", summary(&a));
+    let mut b = candidate_with(&hosts[1].ns, &cluster, "2s", &options, &service);
+    assert!(b.saw("leader_changed", WAIT), "{:?}", summary(&b));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(a.pid() as i32).unwrap(),
+        Signal::TERM,
+    )
+    .unwrap();
+    assert!(b.saw("elected", WAIT), "{:?}", summary(&b));
+    for run in [&a, &b] {
+        assert!(
+            !run.seen.iter().any(|e| e["event"] == "election_error"),
+            "{:?}",
+            summary(run)
+        );
+    }
+    drop((a, b, cluster));
+
+    let net = Containers::new();
+    let cluster = Cluster::start_in(bin.unwrap(), 1, net.container());
+    cluster.enable_auth("line-3", PASSWORD, &format!("{NAME}/"));
+    let host = net.container();
+    let mut short = candidate_with(&host.ns, &cluster, "2s", &options, &service);
+    let error = short
+        .next_event("election_error", WAIT)
+        .expect("an error");
+    let error = error["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("permission denied") && error.contains(&format!("readwrite {NAME}`")),
+        "the error names the grant: {error}"
+    );
+    assert!(!short.saw("elected", Duration::from_secs(2)));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -218,6 +218,7 @@ impl Engine {
                     retry = Duration::from_millis(100);
                 }
                 Err(e) => {
+                    let e = self.denied(e);
                     tracing::warn!("etcd: {e}; retrying in {retry:?}");
                     self.link.emit(Event::ElectionError(e.to_string()));
                     if self.pause(retry).await {
@@ -263,9 +264,26 @@ impl Engine {
     }
 
     /// The key that holds the election's checkpoint: beside the candidates' prefix,
-    /// not under it (a key under it would count as a candidate).
+    /// not under it (etcd's campaign waits for every older key under it to go, so
+    /// a key there would block every election). Both lie under the election's name,
+    /// the one prefix a user must be granted.
     fn checkpoint_key(&self) -> String {
         format!("{}.checkpoint", self.etcd.name)
+    }
+
+    /// Names what is missing when etcd denies a request: the grant the README asks
+    /// for, on the election's name.
+    fn denied(&self, e: rpc::Error) -> rpc::Error {
+        if !e.is_permission_denied() {
+            return e;
+        }
+        let name = &self.etcd.name;
+        rpc::Error::new(format!(
+            "{e}: the user needs read and write access to every key that starts with \
+             {name:?} (the candidates under {name:?}/ and the checkpoint {:?}): \
+             `etcdctl role grant-permission ROLE --prefix=true readwrite {name}`",
+            self.checkpoint_key()
+        ))
     }
 
     /// Records checkpoint `seq` for the term whose leader key is `key` with create
@@ -279,6 +297,9 @@ impl Engine {
         limit: Duration,
     ) -> Result<bool, rpc::Error> {
         if seq <= self.link.status.borrow().checkpoint {
+            // Recorded already: by this term's write whose answer was lost, or by
+            // a predecessor. Either way the checkpoint holds it.
+            self.held(seq);
             return Ok(true);
         }
         let fenced = TxnRequest {
@@ -295,21 +316,27 @@ impl Engine {
             self.link.emit(Event::ElectionError(why));
             return Ok(false);
         }
-        self.link.emit(Event::Protocol(P::CheckpointHeld { seq }));
-        self.link.status.send_modify(|s| {
-            s.checkpoint = seq;
-            s.checkpoint_held = Some(seq);
-        });
+        self.link.status.send_modify(|s| s.checkpoint = s.checkpoint.max(seq));
+        self.held(seq);
         Ok(true)
     }
 
+    /// Reports that etcd holds checkpoint `seq` for this term.
+    fn held(&self, seq: u64) {
+        if self.link.status.borrow().checkpoint_held >= Some(seq) {
+            return;
+        }
+        self.link.emit(Event::Protocol(P::CheckpointHeld { seq }));
+        self.link.status.send_modify(|s| s.checkpoint_held = Some(seq));
+    }
+
     /// Reads the recorded checkpoint and reports a later one.
-    async fn read_checkpoint(&self, ops: &Client, limit: Duration) -> Result<u64, rpc::Error> {
+    async fn read_checkpoint(&self, ops: &Client) -> Result<u64, rpc::Error> {
         let read = RangeRequest {
             key: self.checkpoint_key().into_bytes(),
             ..Default::default()
         };
-        let response = within(limit, "read", ops.range(read)).await?;
+        let response = ops.range(read).await?;
         let seq = response
             .kvs
             .first()
@@ -359,13 +386,38 @@ impl Engine {
 
         let ttl_s = self.etcd.ttl.as_secs().max(1) as i64;
         let granted_at = Instant::now();
-        let lease = within(limit, "lease grant", ops.lease_grant(ttl_s)).await?;
-        let mut lease = within(
+        let id = within(limit, "lease grant", ops.lease_grant(ttl_s)).await?;
+        let lease = within(
             limit,
             "lease renewal",
-            Lease::new(&ops, lease, granted_at, &self.etcd),
+            Lease::new(&ops, id, granted_at, &self.etcd),
         )
-        .await?;
+        .await;
+        let mut lease = match lease {
+            Ok(lease) => lease,
+            Err(e) => {
+                Lease::revoke_id(&ops, id, limit).await;
+                return Err(e);
+            }
+        };
+        // From here the lease holds a key, or soon will: every way out, an error
+        // included, gives it back, so that it blocks no one for a TTL.
+        let ended = self.campaign_and_lead(&ops, &long, &mut view, &mut lease).await;
+        lease.revoke(&ops).await;
+        ended
+    }
+
+    /// Campaigns with `lease`, then leads until the lease can no longer be proven
+    /// alive or the handle leaves. The caller revokes the lease.
+    async fn campaign_and_lead(
+        &mut self,
+        ops: &Client,
+        long: &Client,
+        view: &mut LeaderView,
+        lease: &mut Lease,
+    ) -> Result<Ended, rpc::Error> {
+        let limit = self.etcd.margin();
+        let prefix = format!("{}/", self.etcd.name);
         self.set_state(State::Standby, None);
 
         let (name, value) = (self.etcd.name.clone(), self.value.clone());
@@ -376,24 +428,23 @@ impl Engine {
                 // A campaign that returns after the deadline is given up.
                 biased;
                 () = sleep_until(lease.deadline) => {
-                    lease.revoke(&ops).await;
                     return Ok(Ended::Lost("the lease expired while campaigning".into()));
                 }
                 won = &mut campaign => break won?,
-                () = sleep_until(lease.next_renewal) => lease.renew(&ops).await,
+                () = sleep_until(lease.next_renewal) => lease.renew(ops).await,
                 answered = lease.answer() => if let Err(e) = answered {
                     tracing::warn!("lease renewal failed: {e}");
-                    lease.reopen(&ops).await;
+                    lease.reopen(ops).await;
                 },
                 cmd = self.link.commands.recv() => if self.command(cmd) {
-                    lease.revoke(&ops).await;
                     return Ok(Ended::Left);
                 },
-                changed = view.changed() => { changed?; self.observe(&ops, &mut view, &prefix, limit).await?; }
+                changed = view.changed() => { changed?; self.observe(ops, view, &prefix, limit).await?; }
             }
         };
 
-        // A campaign can succeed for a key its expired lease already took away.
+        // A campaign can succeed for a key its expired lease already took away;
+        // the proof must come before the deadline, as everything that follows.
         let key = leader.key.clone();
         let holds = TxnRequest {
             compare: vec![Compare::created_at(&key, leader.rev)],
@@ -401,20 +452,26 @@ impl Engine {
         };
         if leader.lease != lease.id
             || Instant::now() >= lease.deadline
-            || !within(limit, "verify", ops.txn(holds)).await?.succeeded
+            || !within(lease.time_left(), "verify", ops.txn(holds))
+                .await?
+                .succeeded
         {
-            lease.revoke(&ops).await;
             return Ok(Ended::Lost("the campaign returned without leading".into()));
         }
         let term = Term {
             token: leader.rev as u64,
             key: String::from_utf8_lossy(&key).into_owned(),
         };
+        // The term starts from the checkpoint its predecessors recorded.
+        let recorded = within(lease.time_left(), "read", self.read_checkpoint(ops)).await?;
+        // Every request above took time: leading starts only if the lease is still
+        // proven alive, with nothing awaited between this check and `Active`.
+        if Instant::now() >= lease.deadline {
+            return Ok(Ended::Lost("the lease's deadline passed while verifying".into()));
+        }
         tracing::info!(token = term.token, key = %term.key, "elected");
         // Events before the status that reflects them, as the multicast engine
         // does: a service that sees the status change has the events too.
-        // The term starts from the checkpoint its predecessors recorded.
-        let recorded = self.read_checkpoint(&ops, lease.time_left()).await?;
         self.link.emit(Event::Term(term.clone()));
         self.link.emit(Event::Protocol(P::Elected));
         self.link
@@ -426,34 +483,51 @@ impl Engine {
             s.checkpoint_held = Some(recorded);
         });
         let _ = self
-            .observe(&ops, &mut view, &prefix, lease.time_left())
+            .observe(ops, view, &prefix, lease.time_left())
             .await;
 
         // While leading, nothing may wait past the deadline: it comes first, and
-        // every request is bounded by the time left until it.
+        // every request is bounded by the time left until it. A checkpoint whose
+        // write failed (no answer, a new raft leader) is tried again at each
+        // renewal: it may have been applied with its answer lost, and the queue
+        // waits for it.
+        let mut unrecorded: Option<u64> = None;
         let ended = loop {
             tokio::select! {
                 biased;
                 () = sleep_until(lease.deadline) => break Ended::Lost("the lease could not be renewed in time".into()),
                 () = sleep_until(lease.next_renewal) => {
                     // Renewals go on until the deadline: another member may answer.
-                    lease.renew(&ops).await;
+                    lease.renew(ops).await;
                     if view.stream.is_none() {
-                        view.reopen(&long, &self.etcd.name, lease.time_left()).await;
+                        view.reopen(long, &self.etcd.name, lease.time_left()).await;
+                    }
+                    if let Some(seq) = unrecorded.take() {
+                        match self.record(ops, &key, term.token as i64, seq, lease.time_left()).await {
+                            Ok(true) => {}
+                            Ok(false) => break Ended::Lost("a checkpoint was refused: deposed".into()),
+                            Err(e) => {
+                                tracing::warn!("recording checkpoint {seq} failed again: {e}");
+                                unrecorded = Some(seq);
+                            }
+                        }
                     }
                 }
                 answered = lease.answer() => if let Err(e) = answered {
                     tracing::warn!("lease renewal failed: {e}");
-                    lease.reopen(&ops).await;
+                    lease.reopen(ops).await;
                 },
                 cmd = self.link.commands.recv() => match cmd {
                     Some(Command::Checkpoint(seq)) => {
                         let token = term.token as i64;
                         let limit = lease.time_left();
-                        match self.record(&ops, &key, token, seq, limit).await {
+                        match self.record(ops, &key, token, seq, limit).await {
                             Ok(true) => {}
                             Ok(false) => break Ended::Lost("a checkpoint was refused: deposed".into()),
-                            Err(e) => tracing::warn!("recording checkpoint {seq} failed: {e}"),
+                            Err(e) => {
+                                tracing::warn!("recording checkpoint {seq} failed (tried again at the next renewal): {e}");
+                                unrecorded = unrecorded.max(Some(seq));
+                            }
                         }
                     }
                     cmd => if self.command(cmd) { break Ended::Left },
@@ -464,7 +538,7 @@ impl Engine {
                         tracing::warn!("watching the election failed: {e}");
                         view.stream = None;
                     }
-                    let _ = self.observe(&ops, &mut view, &prefix, lease.time_left()).await;
+                    let _ = self.observe(ops, view, &prefix, lease.time_left()).await;
                 }
             }
         };
@@ -476,7 +550,6 @@ impl Engine {
                 tracing::warn!("resigning failed (the lease is revoked anyway): {e}");
             }
         }
-        lease.revoke(&ops).await;
         Ok(ended)
     }
 
@@ -489,8 +562,13 @@ impl Engine {
         prefix: &str,
         limit: Duration,
     ) -> Result<(), rpc::Error> {
-        let first = within(limit, "read", candidates(ops, prefix, 1)).await?;
-        self.read_checkpoint(ops, limit).await?;
+        // Both reads within `limit` together, not each.
+        let reads = async {
+            let first = candidates(ops, prefix, 1).await?;
+            self.read_checkpoint(ops).await?;
+            Ok(first)
+        };
+        let first = within(limit, "read", reads).await?;
         let leader = first.first().and_then(|c| c.id);
         // This instance's key may be the oldest before its campaign has returned
         // and been verified: it is reported as leader only once elected.
@@ -714,7 +792,11 @@ impl Lease {
 
     /// Gives the lease back, so that its key goes at once.
     async fn revoke(&self, ops: &Client) {
-        if let Err(e) = within(self.margin, "revoke", ops.lease_revoke(self.id)).await {
+        Self::revoke_id(ops, self.id, self.margin).await;
+    }
+
+    async fn revoke_id(ops: &Client, id: i64, limit: Duration) {
+        if let Err(e) = within(limit, "revoke", ops.lease_revoke(id)).await {
             tracing::warn!("revoking the lease failed (it expires by itself): {e}");
         }
     }

@@ -281,6 +281,12 @@ impl Error {
     pub(crate) fn new(what: impl Into<String>) -> Self {
         Error(what.into())
     }
+
+    /// etcd refused the user access to a key (a call's status, or a watch's
+    /// cancel reason).
+    pub(crate) fn is_permission_denied(&self) -> bool {
+        self.0.contains("permission denied")
+    }
 }
 
 impl std::fmt::Display for Error {
