@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::log::hex;
@@ -22,9 +22,61 @@ use crate::log::hex;
 /// The most bytes kept for a service that does not read.
 const BACKLOG: usize = 64 * 1024;
 
+/// The longest line the service may write back: a state of 64 bytes in hex is far
+/// shorter. Longer lines are skipped without being kept.
+const MAX_LINE: usize = 4096;
+
 /// What the service writes back.
 pub struct Published {
-    lines: tokio::io::Lines<BufReader<OwnedReadHalf>>,
+    reader: BufReader<OwnedReadHalf>,
+    lines: Lines,
+}
+
+/// Lines of at most [`MAX_LINE`] bytes, from a stream that may send longer ones.
+#[derive(Default)]
+struct Lines {
+    line: Vec<u8>,
+    /// In a line too long to keep: skipped up to its newline.
+    skipping: bool,
+}
+
+impl Lines {
+    /// The next line that fits (`Err` with its length so far for one that does
+    /// not), or `None` at the end of the stream.
+    async fn next(
+        &mut self,
+        reader: &mut (impl AsyncBufRead + Unpin),
+    ) -> Option<Result<Vec<u8>, usize>> {
+        let mut skipped = 0;
+        loop {
+            let buf = reader.fill_buf().await.ok()?;
+            if buf.is_empty() {
+                return None;
+            }
+            let (chunk, end) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], Some(i + 1)),
+                None => (buf, None),
+            };
+            if self.line.len() + chunk.len() > MAX_LINE {
+                skipped += self.line.len() + chunk.len();
+                self.line.clear();
+                self.skipping = true;
+            } else if self.skipping {
+                skipped += chunk.len();
+            } else {
+                self.line.extend_from_slice(chunk);
+            }
+            let used = end.unwrap_or(chunk.len());
+            reader.consume(used);
+            if end.is_some() {
+                let line = std::mem::take(&mut self.line);
+                return match std::mem::take(&mut self.skipping) {
+                    true => Some(Err(skipped)),
+                    false => Some(Ok(line)),
+                };
+            }
+        }
+    }
 }
 
 /// `handover`'s end of the channel, for writing.
@@ -49,7 +101,8 @@ impl Channel {
         ours.set_nonblocking(true)?;
         let (reader, writer) = tokio::net::UnixStream::from_std(ours)?.into_split();
         let published = Published {
-            lines: BufReader::new(reader).lines(),
+            reader: BufReader::new(reader),
+            lines: Lines::default(),
         };
         let channel = Channel {
             writer,
@@ -148,9 +201,13 @@ impl Published {
     /// its end.
     pub async fn next(&mut self) -> Vec<u8> {
         loop {
-            let line = match self.lines.next_line().await {
-                Ok(Some(line)) => line,
-                Ok(None) | Err(_) => return std::future::pending().await,
+            let line = match self.lines.next(&mut self.reader).await {
+                Some(Ok(line)) => String::from_utf8_lossy(&line).into_owned(),
+                Some(Err(length)) => {
+                    tracing::warn!("the service wrote a line of {length} bytes or more: skipped (at most {MAX_LINE})");
+                    continue;
+                }
+                None => return std::future::pending().await,
             };
             let parsed = serde_json::from_str::<Value>(&line).ok();
             let hex = parsed.as_ref().and_then(|v| v["state"].as_str());
@@ -189,6 +246,27 @@ mod tests {
         assert_eq!(from_hex("0"), None);
         assert_eq!(from_hex("zz"), None);
         assert_eq!(from_hex(""), Some(vec![]));
+    }
+
+    #[tokio::test]
+    async fn lines_longer_than_the_limit_are_skipped_without_being_kept() {
+        let long = vec![b'x'; 10 * MAX_LINE];
+        let mut input = b"{\"state\":\"01\"}\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\n{\"state\":\"02\"}\n");
+        let mut reader = BufReader::with_capacity(512, &input[..]);
+        let mut lines = Lines::default();
+        assert_eq!(
+            lines.next(&mut reader).await,
+            Some(Ok(b"{\"state\":\"01\"}".to_vec()))
+        );
+        assert!(matches!(lines.next(&mut reader).await, Some(Err(n)) if n >= MAX_LINE));
+        assert!(lines.line.capacity() <= MAX_LINE + 512);
+        assert_eq!(
+            lines.next(&mut reader).await,
+            Some(Ok(b"{\"state\":\"02\"}".to_vec()))
+        );
+        assert_eq!(lines.next(&mut reader).await, None);
     }
 
     #[tokio::test]

@@ -266,12 +266,66 @@ impl Log {
                 self.event("term", json!({ "token": term.token, "key": term.key }))
             }
             Event::ElectionError(error) => self.event("election_error", json!({ "error": error })),
-            other => self.event("other", json!({ "debug": format!("{other:?}") })),
+            Event::Protocol(P::Checkpoint { seq }) => {
+                self.event("checkpoint", json!({ "seq": seq }))
+            }
+            Event::Protocol(P::CheckpointHeld { seq }) => {
+                self.event("checkpoint_held", json!({ "seq": seq }))
+            }
+            // An event added to the library since: by its own name, with its fields
+            // as the library prints them.
+            other => {
+                let debug = format!("{other:?}");
+                self.event(&event_name(&debug), json!({ "fields": debug }))
+            }
         }
     }
+}
+
+/// `checkpoint_held` for `Protocol(CheckpointHeld { seq: 0 })`: the innermost
+/// variant's name, in snake case.
+fn event_name(debug: &str) -> String {
+    // Through the wrappers (`Protocol(`) to the first variant with fields of its own.
+    let mut variant = "";
+    for part in debug.split('(') {
+        let end = part
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(part.len());
+        if end == 0 || !part.starts_with(|c: char| c.is_ascii_uppercase()) {
+            break;
+        }
+        variant = &part[..end];
+        if end < part.len() {
+            break;
+        }
+    }
+    let mut name = String::new();
+    for (i, c) in variant.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
 }
 
 /// Instance ids as 16 hex digits, as `handover watch` shows them.
 pub fn hex(id: u64) -> String {
     format!("{id:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_the_command_does_not_know_are_named_by_their_variant() {
+        assert_eq!(
+            event_name("Protocol(CheckpointHeld { seq: 0 })"),
+            "checkpoint_held"
+        );
+        assert_eq!(event_name("Protocol(Elected)"), "elected");
+        assert_eq!(event_name("NewThing(\"x\")"), "new_thing");
+        assert_eq!(event_name("Bare"), "bare");
+    }
 }

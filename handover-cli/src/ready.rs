@@ -101,7 +101,8 @@ impl Relay {
                             tx.send_replace(true);
                         }
                         if !n.pass_on.is_empty() {
-                            if let Err(e) = handover_std::notify::notify(n.pass_on.as_bytes()) {
+                            // Never waits for a stalled service manager.
+                            if let Err(e) = handover_std::notify::try_notify(n.pass_on.as_bytes()) {
                                 tracing::debug!("passing on to the service manager: {e}");
                             }
                         }

@@ -318,7 +318,10 @@ enum Ending {
     /// The service ended on its own: its status, passed through (at least 1 when
     /// it was active in failover: a standby must take over, and a restart policy
     /// must see a failure).
-    OnItsOwn { status: ExitStatus, at_least_1: bool },
+    OnItsOwn {
+        status: ExitStatus,
+        at_least_1: bool,
+    },
 }
 
 impl Ending {
@@ -370,6 +373,15 @@ pub async fn run(
                 .into(),
         );
     }
+    if args.standby == Standby::Hot && args.election.election == Backend::Etcd {
+        return Err(
+            "--standby hot: not with --election etcd: a hot service runs on every \
+                    candidate, and an etcd term could neither give it a fencing token nor \
+                    stop it when the lease is lost; use --standby cold (the default), which \
+                    runs the service only during a term, with its token"
+                .into(),
+        );
+    }
     if let Some(option) = probes_a_shared_socket(&args) {
         return Err(format!(
             "{option}: with --listen the instance in charge answers on that socket too, \
@@ -405,7 +417,17 @@ pub async fn run(
     let peers = PeerAddresses::default();
     let learning = peers.clone();
     tokio::spawn(async move {
-        while let Ok(e) = events.recv().await {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let e = match events.recv().await {
+                Ok(e) => e,
+                // Fell behind: say so and go on with what comes next.
+                Err(RecvError::Lagged(missed)) => {
+                    log.event("events_missed", json!({ "count": missed }));
+                    continue;
+                }
+                Err(RecvError::Closed) => break,
+            };
             if let handover_std::Event::Protocol(handover_std::proto::Event::PeerUp {
                 id,
                 addresses,
@@ -747,9 +769,10 @@ async fn before<T>(
     }
 }
 
-/// Passes `state` to systemd when `handover` runs under it.
+/// Passes `state` to systemd when `handover` runs under it (never waiting: the
+/// protocol runs on this thread).
 fn tell_service_manager(state: &[u8]) {
-    if let Err(e) = notify::notify(state) {
+    if let Err(e) = notify::try_notify(state) {
         tracing::warn!("notifying the service manager failed: {e}");
     }
 }

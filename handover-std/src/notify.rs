@@ -68,10 +68,22 @@ pub fn notify_ready() -> io::Result<()> {
 /// Sends `state` (newline-separated assignments) to the service manager named by
 /// `NOTIFY_SOCKET`, if any. Abstract socket names (`@name`) are supported.
 pub fn notify(state: &[u8]) -> io::Result<()> {
+    send(state, false)
+}
+
+/// [`notify`] that never waits: when the service manager's socket is full the
+/// datagram is dropped (`WouldBlock`). For a supervisor passing on its service's
+/// notifications from the thread that runs the protocol.
+pub fn try_notify(state: &[u8]) -> io::Result<()> {
+    send(state, true)
+}
+
+fn send(state: &[u8], nonblocking: bool) -> io::Result<()> {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(());
     };
     let socket = UnixDatagram::unbound()?;
+    socket.set_nonblocking(nonblocking)?;
     let bytes = target.as_encoded_bytes();
     if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;

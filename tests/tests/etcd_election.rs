@@ -527,9 +527,7 @@ fn a_user_granted_exactly_the_election_name_prefix_is_elected() {
     cluster.enable_auth("line-3", PASSWORD, &format!("{NAME}/"));
     let host = net.container();
     let mut short = candidate_with(&host.ns, &cluster, "2s", &options, &service);
-    let error = short
-        .next_event("election_error", WAIT)
-        .expect("an error");
+    let error = short.next_event("election_error", WAIT).expect("an error");
     let error = error["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("permission denied") && error.contains(&format!("readwrite {NAME}`")),

@@ -17,7 +17,12 @@ use rustix::process::{kill_process, Pid, Signal};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn command(ns: &Netns, complete: &Path, options: &[&str], service: &[&str]) -> std::process::Command {
+fn command(
+    ns: &Netns,
+    complete: &Path,
+    options: &[&str],
+    service: &[&str],
+) -> std::process::Command {
     let mut cmd = ns.command(handover_bin());
     cmd.args(["--log-format", "json", "run", "--complete-file"])
         .arg(complete)
@@ -61,12 +66,8 @@ fn a_stalled_log_pipe_never_stops_the_heartbeats() {
         fake_service().display(),
         mark.display()
     );
-    let (mut active, reader) = Run::spawn_stalled(command(
-        &a.ns,
-        &complete,
-        &failover,
-        &["sh", "-c", &script],
-    ));
+    let (mut active, reader) =
+        Run::spawn_stalled(command(&a.ns, &complete, &failover, &["sh", "-c", &script]));
     assert!(
         eventually(WAIT, || marks(&mark).contains(&"ready".into())),
         "the active's service runs"
@@ -100,7 +101,10 @@ fn a_stalled_log_pipe_never_stops_the_heartbeats() {
     assert_eq!(active.wait(WAIT).and_then(|s| s.code()), Some(0));
     let exit = active.wait_event("exit", WAIT).expect("exit event");
     assert!(exit["log_lines_dropped"].as_u64().unwrap() > 0, "{exit}");
-    assert!(standby.saw("elected", WAIT), "the standby takes over once it leaves");
+    assert!(
+        standby.saw("elected", WAIT),
+        "the standby takes over once it leaves"
+    );
     drop(standby);
     let _ = std::fs::remove_dir_all(&dir);
 }

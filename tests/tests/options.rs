@@ -135,6 +135,20 @@ fn bad_values_name_the_option() {
             &["--listen", "http=tcp:8080", "--mode", "failover"],
             &["--listen", "hand-over mode only"],
         ),
+        (
+            &[],
+            &[
+                "--mode",
+                "failover",
+                "--standby",
+                "hot",
+                "--election",
+                "etcd",
+                "--etcd-endpoints",
+                "http://127.0.0.1:9",
+            ],
+            &["--standby hot", "--election etcd", "--standby cold"],
+        ),
     ];
     for (env, args, expected) in cases {
         let stderr = refused(env, args);

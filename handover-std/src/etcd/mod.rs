@@ -316,7 +316,9 @@ impl Engine {
             self.link.emit(Event::ElectionError(why));
             return Ok(false);
         }
-        self.link.status.send_modify(|s| s.checkpoint = s.checkpoint.max(seq));
+        self.link
+            .status
+            .send_modify(|s| s.checkpoint = s.checkpoint.max(seq));
         self.held(seq);
         Ok(true)
     }
@@ -327,7 +329,9 @@ impl Engine {
             return;
         }
         self.link.emit(Event::Protocol(P::CheckpointHeld { seq }));
-        self.link.status.send_modify(|s| s.checkpoint_held = Some(seq));
+        self.link
+            .status
+            .send_modify(|s| s.checkpoint_held = Some(seq));
     }
 
     /// Reads the recorded checkpoint and reports a later one.
@@ -402,7 +406,9 @@ impl Engine {
         };
         // From here the lease holds a key, or soon will: every way out, an error
         // included, gives it back, so that it blocks no one for a TTL.
-        let ended = self.campaign_and_lead(&ops, &long, &mut view, &mut lease).await;
+        let ended = self
+            .campaign_and_lead(&ops, &long, &mut view, &mut lease)
+            .await;
         lease.revoke(&ops).await;
         ended
     }
@@ -467,7 +473,9 @@ impl Engine {
         // Every request above took time: leading starts only if the lease is still
         // proven alive, with nothing awaited between this check and `Active`.
         if Instant::now() >= lease.deadline {
-            return Ok(Ended::Lost("the lease's deadline passed while verifying".into()));
+            return Ok(Ended::Lost(
+                "the lease's deadline passed while verifying".into(),
+            ));
         }
         tracing::info!(token = term.token, key = %term.key, "elected");
         // Events before the status that reflects them, as the multicast engine
@@ -482,9 +490,7 @@ impl Engine {
             s.term = Some(term.clone());
             s.checkpoint_held = Some(recorded);
         });
-        let _ = self
-            .observe(ops, view, &prefix, lease.time_left())
-            .await;
+        let _ = self.observe(ops, view, &prefix, lease.time_left()).await;
 
         // While leading, nothing may wait past the deadline: it comes first, and
         // every request is bounded by the time left until it. A checkpoint whose
