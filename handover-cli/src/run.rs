@@ -440,14 +440,22 @@ pub async fn run(
         }
     });
     let code = match args.protocol.mode {
-        Mode::Handover => {
-            let sockets = match args.listen.is_empty() {
-                true => None,
-                false => {
-                    let dir = args.sockets_dir.as_deref();
-                    Some(crate::listen::acquire(&args.listen, dir, &config.scope, log).await?)
+        Mode::Handover => 'hand_over: {
+            let mut sockets = None;
+            if !args.listen.is_empty() {
+                let dir = args.sockets_dir.as_deref();
+                let acquire = crate::listen::acquire(&args.listen, dir, &config.scope, log);
+                tokio::select! {
+                    acquired = acquire => sockets = Some(acquired?),
+                    // Waiting for another upgrade to finish, nothing started yet:
+                    // a stop signal ends the wait.
+                    () = signals.stopping() => {
+                        log.event("stopped_waiting", json!({ "for": "sockets" }));
+                        leave(&handover).await;
+                        break 'hand_over 0;
+                    }
                 }
-            };
+            }
             hand_over(
                 &args,
                 &handover,

@@ -366,30 +366,25 @@ impl SocketDir {
     /// Takes the lock that makes this instance the one taking over, waiting while
     /// another holds it. It is released when the guard is dropped (or the process
     /// dies).
+    ///
+    /// The wait polls, so that dropping the future (a stop signal meanwhile) ends
+    /// it at once.
     pub async fn lock(&self) -> io::Result<DirLock> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock)?;
-        let fd = OwnedFd::from(file);
-        match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Ok(DirLock { _fd: fd }),
+        let mut warned = false;
+        loop {
+            if let Some(lock) = try_lock(&self.lock)? {
+                return Ok(lock);
+            }
             // Two upgrades at once: worth a line, the wait may be long.
-            Err(rustix::io::Errno::WOULDBLOCK) => tracing::warn!(
-                "another instance is taking over ({} is locked): waiting until it is in \
-                 charge or gone",
-                self.lock.display()
-            ),
-            Err(e) => return Err(e.into()),
+            if !std::mem::replace(&mut warned, true) {
+                tracing::warn!(
+                    "another instance is taking over ({} is locked): waiting until it is \
+                     in charge or gone",
+                    self.lock.display()
+                );
+            }
+            tokio::time::sleep(LOCK_POLL).await;
         }
-        let fd = tokio::task::spawn_blocking(move || {
-            rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)?;
-            Ok::<_, io::Error>(fd)
-        })
-        .await
-        .map_err(io::Error::other)??;
-        Ok(DirLock { _fd: fd })
     }
 
     /// Asks the current owner for its sockets (waiting at most `timeout` for an
@@ -420,8 +415,32 @@ impl SocketDir {
             task,
             handed_off,
             path: self.sock.clone(),
+            lock: self.lock.clone(),
             inode,
         })
+    }
+}
+
+/// How often a newcomer waiting for the lock tries again.
+const LOCK_POLL: Duration = Duration::from_millis(50);
+
+/// The lock at `path`, if no one else holds it. The file is this user's alone
+/// (0600, even if an older version made it 0644): another local user who could
+/// open it could hold the lock and block every upgrade.
+fn try_lock(path: &Path) -> io::Result<Option<DirLock>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    let fd = OwnedFd::from(file);
+    match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(DirLock { _fd: fd })),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -437,6 +456,8 @@ pub struct Owner {
     task: tokio::task::JoinHandle<()>,
     handed_off: Arc<AtomicBool>,
     path: PathBuf,
+    /// The directory's lock: a successor holds it until its own socket is in place.
+    lock: PathBuf,
     inode: u64,
 }
 
@@ -451,7 +472,13 @@ impl Owner {
 impl Drop for Owner {
     fn drop(&mut self) {
         self.task.abort();
-        // The socket file goes with its owner, unless a successor's replaced it.
+        // The socket file goes with its owner, unless a successor replaced it or
+        // is about to: one that holds the lock renames its own into place, and
+        // between our check and our unlink it could, so only the lock's holder
+        // may unlink.
+        let Ok(Some(_lock)) = try_lock(&self.lock) else {
+            return;
+        };
         if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -490,45 +517,96 @@ async fn serve(
     let Ok(here) = network_namespace() else {
         return;
     };
+    let listeners = Arc::new(listeners);
+    // The clients being answered: dropped with this task (the owner's end).
+    let mut clients = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = clients.join_next() => continue,
         };
-        let Ok(stream) = stream.into_std() else {
-            continue;
-        };
-        let answer = (|| {
-            trusted(&stream)?;
-            stream.set_nonblocking(false)?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-            let hello = read_hello(&stream)?;
-            if hello != here {
-                send(&stream, &format!("{HELLO} {here}\n"), &[])?;
-                return Ok(false);
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // Out of descriptors (EMFILE) and the like: the connection waits in
+            // the queue; trying again at once would spin a core.
+            Err(e) => {
+                tracing::warn!("accepting on the sockets' coordination socket: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
             }
-            let mut text = format!("{HELLO} {here}\n");
-            for l in &listeners {
+        };
+        // On the protocol's thread, so nothing here may block; and each client on
+        // its own, so that one that says nothing (given up after the timeout)
+        // holds no one else.
+        let (here, listeners, handed_off) = (here.clone(), listeners.clone(), handed_off.clone());
+        clients.spawn(async move {
+            let answer = tokio::time::timeout(TAKE_TIMEOUT, answer(&stream, &here, &listeners));
+            log_answer(answer.await, &handed_off);
+        });
+    }
+}
+
+fn log_answer(
+    answer: Result<io::Result<bool>, tokio::time::error::Elapsed>,
+    handed_off: &AtomicBool,
+) {
+    match answer {
+        Ok(Ok(true)) => {
+            tracing::info!("listening sockets passed to the instance taking over");
+            handed_off.store(true, Ordering::Relaxed);
+        }
+        Ok(Ok(false)) => tracing::info!(
+            "an instance in another network namespace asked for the listening \
+                 sockets: not passed"
+        ),
+        Ok(Err(e)) => tracing::warn!("passing the listening sockets failed: {e}"),
+        Err(_) => tracing::warn!(
+            "passing the listening sockets failed: no request within {TAKE_TIMEOUT:?}"
+        ),
+    }
+}
+
+/// Answers one newcomer: its sockets if it runs in this network namespace
+/// (`true`), else only where this one runs.
+async fn answer(
+    stream: &tokio::net::UnixStream,
+    here: &str,
+    listeners: &[Listener],
+) -> io::Result<bool> {
+    trusted(stream)?;
+    let mut buf = [0u8; 256];
+    let n = loop {
+        stream.readable().await?;
+        match stream.try_read(&mut buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let hello = parse_hello(&buf[..n])?;
+    let mut text = format!("{HELLO} {here}\n");
+    let fds: Vec<BorrowedFd> = match hello == here {
+        true => {
+            for l in listeners {
                 text.push_str(&l.spec.name);
                 text.push('\n');
             }
-            let fds: Vec<BorrowedFd> = listeners.iter().map(|l| l.as_fd()).collect();
-            send(&stream, &text, &fds)?;
-            Ok::<_, io::Error>(true)
-        })();
-        match answer {
-            Ok(true) => {
-                tracing::info!("listening sockets passed to the instance taking over");
-                handed_off.store(true, Ordering::Relaxed);
-            }
-            Ok(false) => tracing::info!(
-                "an instance in another network namespace asked for the listening \
-                 sockets: not passed"
-            ),
-            Err(e) => tracing::warn!("passing the listening sockets failed: {e}"),
+            listeners.iter().map(|l| l.as_fd()).collect()
+        }
+        false => Vec::new(),
+    };
+    loop {
+        stream.writable().await?;
+        match stream.try_io(tokio::io::Interest::WRITABLE, || send(stream, &text, &fds)) {
+            Ok(()) => return Ok(hello == here),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }
+
+/// How long the owner waits after a failed `accept` before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The newcomer's side of [`serve`].
 fn take(sock: &Path, timeout: Duration) -> io::Result<Taken> {
@@ -585,17 +663,15 @@ fn take(sock: &Path, timeout: Duration) -> io::Result<Taken> {
     Ok(Taken::Sockets(names.into_iter().zip(fds).collect()))
 }
 
-fn read_hello(stream: &UnixStream) -> io::Result<String> {
-    let mut buf = [0u8; 256];
-    let n = rustix::io::read(stream, &mut buf)?;
-    let line = std::str::from_utf8(&buf[..n]).unwrap_or("");
+fn parse_hello(message: &[u8]) -> io::Result<String> {
+    let line = std::str::from_utf8(message).unwrap_or("");
     line.strip_prefix(HELLO)
         .map(|rest| rest.trim().to_owned())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a handover instance"))
 }
 
 /// One message: `text` and, with it, `fds`.
-fn send(stream: &UnixStream, text: &str, fds: &[BorrowedFd]) -> io::Result<()> {
+fn send(stream: &impl AsFd, text: &str, fds: &[BorrowedFd]) -> io::Result<()> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {

@@ -586,3 +586,122 @@ fn unix_and_udp_sockets_are_passed_on_too() {
     assert!(terminate(&mut second).is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The coordination files as a local user finds them: the lock is this user's
+/// alone (0600, even when an older version left it 0644 in a 0755 directory), and
+/// a newcomer waiting for it stops at once on SIGTERM.
+#[test]
+fn the_lock_is_private_and_waiting_for_it_ends_on_sigterm() {
+    use std::os::unix::fs::PermissionsExt;
+    require_netns!();
+    let net = Containers::new();
+    let host = net.container();
+    let dir = scratch("sockets-lock");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stem = handover_std::names::socket_stem(dir.as_os_str().len(), "lock").unwrap();
+    let lock = dir.join(format!("{stem}.lock"));
+    std::fs::write(&lock, "").unwrap();
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Another upgrade holds the lock.
+    let held = std::fs::File::open(&lock).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+
+    let options = listen_options(&dir);
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    let mut waiting = instance(&host.ns, "lock", &options, &["sleep", "1000"]);
+    assert!(
+        handover_tests::process::eventually(WAIT, || {
+            std::fs::metadata(&lock).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o600)
+        }),
+        "the lock file is made private"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(waiting.is_running(), "it waits for the lock");
+    assert!(!waiting.seen.iter().any(|e| e["event"] == "child_started"));
+    let asked = std::time::Instant::now();
+    assert_eq!(terminate(&mut waiting), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "stopped waiting on SIGTERM after {:?}",
+        asked.elapsed()
+    );
+    assert!(waiting.saw("stopped_waiting", WAIT));
+    drop(held);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A local client that connects to the owner's socket and says nothing holds
+/// neither the owner's protocol nor the next upgrade: the newcomer inherits the
+/// sockets as usual.
+#[test]
+fn a_silent_client_holds_neither_the_owner_nor_the_next_upgrade() {
+    require_netns!();
+    require!(not_installed("python3"));
+    let net = Containers::new();
+    let host = net.container();
+    let dir = scratch("sockets-silent");
+    let mut owner = python(&host.ns, "silent", &dir, 0);
+    assert!(owner.saw("sockets_owned", WAIT));
+    let stem = handover_std::names::socket_stem(dir.as_os_str().len(), "silent").unwrap();
+    let silent: Vec<std::os::unix::net::UnixStream> = (0..3)
+        .map(|_| std::os::unix::net::UnixStream::connect(dir.join(format!("{stem}.sock"))).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let mut next = python(&host.ns, "silent", &dir, 1);
+    let sockets = next.wait_event("sockets", WAIT).unwrap();
+    assert_eq!(sockets["from"], "previous instance", "{sockets}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the newcomer waited {:?} behind silent clients",
+        started.elapsed()
+    );
+    assert!(next.saw("sockets_owned", WAIT));
+    assert_eq!(owner.wait(WAIT).and_then(|s| s.code()), Some(0));
+    assert_eq!(terminate(&mut next), Some(0));
+    drop(silent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The owner out of descriptors (EMFILE): a newcomer's connection waits in the
+/// queue, and the owner backs off instead of spinning a core on `accept`.
+#[test]
+fn an_owner_out_of_descriptors_does_not_spin() {
+    use rustix::process::{prlimit, Resource, Rlimit};
+    require_netns!();
+    require!(not_installed("python3"));
+    let net = Containers::new();
+    let host = net.container();
+    let dir = scratch("sockets-emfile");
+    let mut owner = python(&host.ns, "emfile", &dir, 0);
+    assert!(owner.saw("sockets_owned", WAIT));
+    let pid = Pid::from_raw(owner.pid() as i32).unwrap();
+    // No descriptor left (the limit below those open): the next `accept` fails
+    // with EMFILE.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", owner.pid())).unwrap();
+    let hard = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4)?.parse().ok());
+    let none_left = Rlimit {
+        current: Some(3),
+        maximum: hard,
+    };
+    let before = prlimit(Some(pid), Resource::Nofile, none_left).unwrap();
+    let stem = handover_std::names::socket_stem(dir.as_os_str().len(), "emfile").unwrap();
+    let _waiting =
+        std::os::unix::net::UnixStream::connect(dir.join(format!("{stem}.sock"))).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let cpu = handover_tests::measure::cpu_ns(owner.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = handover_tests::measure::cpu_ns(owner.pid()) - cpu;
+    prlimit(Some(pid), Resource::Nofile, before).unwrap();
+    assert!(
+        used < 200_000_000,
+        "the owner used {} ms of CPU in 1 s out of descriptors",
+        used / 1_000_000
+    );
+    assert!(owner.is_running());
+    assert_eq!(terminate(&mut owner), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
