@@ -16,10 +16,12 @@
 //!
 //!   Extensions are how the format grows without a flag day: a newer peer adds
 //!   records, and a peer of this version skips the kinds it does not know unless one
-//!   is marked critical, and still checks the tag over them. It knows one: with the
-//!   `checkpoints` feature, announcements and goodbyes carry the sender's checkpoint
-//!   ([`EXTENSION_CHECKPOINT`], only once it has one). Peers from before extension
-//!   records drop extended datagrams (reserved flag bit).
+//!   is marked critical, and still checks the tag over them. It knows two, both on
+//!   announcements and goodbyes with the `checkpoints` feature: what the sender
+//!   supports ([`EXTENSION_CAPABILITIES`]: a peer is owed only what its peers said
+//!   they can give), and the sender's checkpoint ([`EXTENSION_CHECKPOINT`], only
+//!   once it has one). Peers from before extension records drop extended datagrams
+//!   (reserved flag bit).
 //!
 //!   The message kinds (postcard's enum discriminant): 0 announcement (claim or
 //!   heartbeat), 1 acknowledgement, 2 goodbye, and with `checkpoints` 3 checkpoint
@@ -53,9 +55,10 @@ pub type Key = [u8; KEY_LEN];
 mod v2;
 
 pub use v2::{
-    Ack, Announce, Body, Extension, Extensions, Goodbye, Header, Packet, Rank, Repr, Role,
-    EXTENSION_CRITICAL, MAGIC, MAX_ADDRESSES, MAX_DATAGRAM, MAX_DATAGRAM_BASE, MAX_EXTENSION_DATA,
-    MAX_NAME, MAX_READY_MS, MAX_STATE, RESERVED_FLAGS, TAG_LEN,
+    Ack, Announce, Body, Capabilities, Extension, Extensions, Goodbye, Header, Packet, Rank, Repr,
+    Role, EXTENSION_CAPABILITIES, EXTENSION_CRITICAL, MAGIC, MAX_ADDRESSES, MAX_DATAGRAM,
+    MAX_DATAGRAM_BASE, MAX_EXTENSION_DATA, MAX_NAME, MAX_READY_MS, MAX_STATE, RESERVED_FLAGS,
+    TAG_LEN,
 };
 
 #[cfg(feature = "checkpoints")]

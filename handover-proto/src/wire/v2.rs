@@ -23,6 +23,12 @@ pub const EXTENSION_CRITICAL: u8 = 0x80;
 /// goodbye. Not critical: a peer without checkpoints skips it.
 #[cfg(feature = "checkpoints")]
 pub const EXTENSION_CHECKPOINT: u8 = 0x01;
+/// Extension record on announcements and goodbyes: what the sender supports, as
+/// [`Capabilities`] bits (a postcard varint u32). Peers owe each other only what
+/// they said they support: an active peer waits for checkpoint acknowledgements
+/// only from standbys that can send them. Not critical: older peers skip it, and
+/// a peer that sends none supports nothing optional.
+pub const EXTENSION_CAPABILITIES: u8 = 0x02;
 /// Longest extension record's data.
 pub const MAX_EXTENSION_DATA: usize = 255;
 /// Length of the authentication tag.
@@ -33,11 +39,50 @@ pub const MAX_NAME: usize = 32;
 pub const MAX_ADDRESSES: usize = 8;
 /// Most bytes of application state a heartbeat carries.
 pub const MAX_STATE: usize = 64;
-/// Largest v2 datagram, tag and this version's extension record included.
-pub const MAX_DATAGRAM: usize =
-    MAX_DATAGRAM_BASE + 1 + 4 * MAX_ADDRESSES + 1 + MAX_STATE + CHECKPOINT_RECORD_MAX;
+/// Largest v2 datagram, tag and this version's extension records included.
+pub const MAX_DATAGRAM: usize = MAX_DATAGRAM_BASE
+    + 1
+    + 4 * MAX_ADDRESSES
+    + 1
+    + MAX_STATE
+    + CHECKPOINT_RECORD_MAX
+    + CAPABILITIES_RECORD_MAX;
 /// A checkpoint extension record: kind, length, a varint u64.
 const CHECKPOINT_RECORD_MAX: usize = 2 + 10;
+/// A capabilities extension record: kind, length, a varint u32.
+const CAPABILITIES_RECORD_MAX: usize = 2 + 5;
+
+/// What a peer supports beyond the base protocol, as it announces it
+/// ([`EXTENSION_CAPABILITIES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities(pub u32);
+
+impl Capabilities {
+    /// It acknowledges checkpoints (the `checkpoints` feature).
+    pub const CHECKPOINTS: Capabilities = Capabilities(1);
+
+    /// This build's.
+    pub const fn own() -> Self {
+        match cfg!(feature = "checkpoints") {
+            true => Self::CHECKPOINTS,
+            false => Capabilities(0),
+        }
+    }
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Capabilities) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The capabilities announced in `extensions`, if a record says.
+    pub fn announced(extensions: &Extensions<'_>) -> Option<Self> {
+        extensions
+            .iter()
+            .filter(|e| e.kind == EXTENSION_CAPABILITIES)
+            .find_map(|e| postcard::from_bytes::<u32>(e.data).ok())
+            .map(Capabilities)
+    }
+}
 /// Largest v2 datagram without addresses and application state, tag included.
 pub const MAX_DATAGRAM_BASE: usize = 2 + HEADER_MAX + 1 + ANNOUNCE_BASE_MAX + TAG_LEN;
 
