@@ -60,7 +60,24 @@ impl<const N: usize> Peer<N> {
             .filter(|e| e.kind == wire::EXTENSION_CHECKPOINT)
             .find_map(|e| postcard::from_bytes::<u64>(e.data).ok());
         if let Some(seq) = seq {
+            // A peer that holds checkpoints acknowledges them (a version from
+            // before capabilities were said shows it this way).
+            self.can_ack_checkpoints(sender);
             self.learn_checkpoint(sender, seq);
+        }
+    }
+
+    /// What peer `sender` says it supports, from an announcement's records.
+    pub(super) fn learn_capabilities(&mut self, sender: u64, extensions: &wire::Extensions<'_>) {
+        let said = wire::Capabilities::announced(extensions);
+        if said.is_some_and(|c| c.contains(wire::Capabilities::CHECKPOINTS)) {
+            self.can_ack_checkpoints(sender);
+        }
+    }
+
+    fn can_ack_checkpoints(&mut self, sender: u64) {
+        if let Some(entry) = self.table.get_mut(sender) {
+            entry.set_acks_checkpoints();
         }
     }
 
@@ -76,25 +93,39 @@ impl<const N: usize> Peer<N> {
         }
     }
 
-    /// Encodes `repr` with our checkpoint as an extension record.
+    /// Encodes `repr` with what this peer supports and, once it has one, its
+    /// checkpoint, as extension records.
     pub(super) fn seal_with_checkpoint(
         &self,
         repr: &Repr<'_>,
         buf: &mut [u8],
     ) -> Result<usize, wire::EmitError> {
-        let mut data = [0u8; 10];
-        let len = postcard::to_slice(&self.checkpoint, &mut data)
-            .map_err(|_| wire::EmitError::BufferTooSmall)?
-            .len();
-        let record = [wire::Extension {
-            kind: wire::EXTENSION_CHECKPOINT,
-            data: &data[..len],
-        }];
+        let mut capabilities = [0u8; 5];
+        let capabilities = postcard::to_slice(&wire::Capabilities::own().0, &mut capabilities)
+            .map_err(|_| wire::EmitError::BufferTooSmall)?;
+        let mut checkpoint = [0u8; 10];
+        let checkpoint = postcard::to_slice(&self.checkpoint, &mut checkpoint)
+            .map_err(|_| wire::EmitError::BufferTooSmall)?;
+        let records = [
+            wire::Extension {
+                kind: wire::EXTENSION_CAPABILITIES,
+                data: capabilities,
+            },
+            wire::Extension {
+                kind: wire::EXTENSION_CHECKPOINT,
+                data: checkpoint,
+            },
+        ];
+        // The checkpoint only once there is one.
+        let records = match self.checkpoint {
+            0 => &records[..1],
+            _ => &records[..],
+        };
         #[cfg(feature = "auth")]
         if let Some(auth) = &self.config.auth {
-            return repr.emit_tagged_extended(&auth.key, &record, buf);
+            return repr.emit_tagged_extended(&auth.key, records, buf);
         }
-        repr.emit_extended(&record, buf)
+        repr.emit_extended(records, buf)
     }
 
     /// A standby holds checkpoint `seq`.
@@ -102,13 +133,14 @@ impl<const N: usize> Peer<N> {
         if self.state != State::Active || self.table.get(sender).is_none() {
             return;
         }
+        self.can_ack_checkpoints(sender);
         if seq > self.checkpoint {
             // It heard more from an earlier active than we did: carry on from there,
             // and tell the others.
             self.learn_checkpoint(sender, seq);
         } else if seq == self.checkpoint {
             if let Some(entry) = self.table.get_mut(sender) {
-                entry.owes_ack = false;
+                entry.set_owes_ack(false);
             }
         }
     }
@@ -123,18 +155,19 @@ impl<const N: usize> Peer<N> {
     /// Active: every standby owes an acknowledgement of the checkpoint (`except`
     /// holds it already); send it now.
     pub(super) fn publish_checkpoint(&mut self, except: Option<u64>) {
-        self.table.owe_acks(except);
+        self.table.owe_checkpoint_acks(except);
         self.held_report = HeldReport::Owed;
         self.send_checkpoint();
     }
 
-    /// Active: peer `id` owes an acknowledgement of the checkpoint.
+    /// Active: peer `id` owes an acknowledgement of the checkpoint, if it can
+    /// give one.
     pub(super) fn owe_checkpoint(&mut self, id: u64) {
         if self.state != State::Active {
             return;
         }
-        if let Some(entry) = self.table.get_mut(id) {
-            entry.owes_ack = true;
+        if let Some(entry) = self.table.get_mut(id).filter(|e| e.acks_checkpoints()) {
+            entry.set_owes_ack(true);
             if self.held_report == HeldReport::AfterListening {
                 self.held_report = HeldReport::Owed;
             }

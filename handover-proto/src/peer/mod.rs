@@ -508,6 +508,9 @@ impl<const N: usize> Peer<N> {
                 ) as u16;
                 let announced = self.table.get(header.sender).is_some_and(Entry::announced);
                 self.upsert(&header, a.role, rank, Some(heartbeat));
+                // What it can give, before anything is owed by it.
+                #[cfg(feature = "checkpoints")]
+                self.learn_capabilities(header.sender, &packet.extensions);
                 // The first announcement (the entry may have come from an ack) tells
                 // its name and addresses.
                 if !announced && self.table.get(header.sender).is_some() {
@@ -538,7 +541,7 @@ impl<const N: usize> Peer<N> {
                 // acknowledgement of the active's checkpoint.
                 if ack.generation >= self.generation && self.state == State::Claiming {
                     if let Some(entry) = self.table.get_mut(header.sender) {
-                        entry.owes_ack = false;
+                        entry.set_owes_ack(false);
                     }
                 }
                 if self.state == State::Done
@@ -871,7 +874,7 @@ impl<const N: usize> Peer<N> {
 
     fn claim_complete(&self) -> bool {
         !self.timers.is_set(Timer::ClaimWindow)
-            && self.table.iter().all(|e| e.departed || !e.owes_ack)
+            && self.table.iter().all(|e| e.departed || !e.owes_ack())
     }
 
     fn refresh_leader(&mut self) {
@@ -900,17 +903,16 @@ impl<const N: usize> Peer<N> {
         repr.emit(buf)
     }
 
-    /// Encodes `repr`, with the checkpoint this peer holds as an extension record
-    /// if it holds one.
+    /// Encodes `repr`, with what this peer supports and the checkpoint it holds
+    /// (if it holds one) as extension records.
     fn seal_with_progress(
         &self,
         repr: &Repr<'_>,
         buf: &mut [u8],
     ) -> Result<usize, wire::EmitError> {
         #[cfg(feature = "checkpoints")]
-        if self.checkpoint > 0 {
-            return self.seal_with_checkpoint(repr, buf);
-        }
+        return self.seal_with_checkpoint(repr, buf);
+        #[cfg(not(feature = "checkpoints"))]
         self.seal(repr, buf)
     }
 
@@ -1275,6 +1277,111 @@ mod tests {
         let stats = p.stats();
         assert_eq!((stats.accepted, stats.dropped_duplicate), (1, 1));
         assert_eq!(stats.dropped_stale, 0);
+    }
+
+    /// Hands `p` an announcement of `sender` with extension records `records`.
+    #[cfg(feature = "checkpoints")]
+    fn hear_extended(
+        p: &mut Peer<8>,
+        now: Instant,
+        sender: u64,
+        counter: u64,
+        a: wire::Announce<'_>,
+        records: &[wire::Extension<'_>],
+    ) {
+        let repr = Repr {
+            header: Header {
+                scope: SCOPE,
+                sender,
+                counter,
+            },
+            body: Body::Announce(a),
+        };
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        let len = repr.emit_extended(records, &mut buf).unwrap();
+        let from = SocketAddr::from(([10, 0, 0, sender as u8], 1538));
+        p.handle_datagram(now, from, &buf[..len]);
+    }
+
+    /// An active peer owes `CheckpointHeld` once every standby that can
+    /// acknowledge has; a standby that said nothing of checkpoints (firmware built
+    /// without them) is owed nothing, and never holds the report back.
+    #[cfg(feature = "checkpoints")]
+    #[test]
+    fn only_standbys_that_say_they_acknowledge_checkpoints_are_waited_for() {
+        let held = |p: &mut Peer<8>| {
+            core::iter::from_fn(|| p.poll_event())
+                .filter_map(|e| match e {
+                    Event::CheckpointHeld { seq } => Some(seq),
+                    _ => None,
+                })
+                .last()
+        };
+        let mut p = peer(1, Policy::Failover { preempt: false });
+        p.ready(at_ms(0)).unwrap();
+        run_until(&mut p, at_ms(1_000));
+        assert_eq!(p.state(), State::Active);
+        // A firmware standby: announcements without records, and no ack ever.
+        hear(
+            &mut p,
+            at_ms(1_001),
+            2,
+            1,
+            announce(Role::Standby, 0, 0, b""),
+        );
+        drain(&mut p);
+        p.checkpoint(at_ms(1_002), 5).unwrap();
+        let mut seen = None;
+        let mut t = 1_002;
+        while t < 2_000 && seen.is_none() {
+            t += 50;
+            hear(&mut p, at_ms(t), 2, t, announce(Role::Standby, 0, 0, b""));
+            p.handle_timeout(at_ms(t));
+            seen = held(&mut p);
+            drain(&mut p);
+        }
+        assert_eq!(
+            seen,
+            Some(5),
+            "held is reported without the firmware standby"
+        );
+
+        // A standby that says it acknowledges: waited for until it does.
+        let caps = wire::Capabilities::CHECKPOINTS.0.to_le_bytes();
+        let record = [wire::Extension {
+            kind: wire::EXTENSION_CAPABILITIES,
+            data: &caps[..1],
+        }];
+        let capable = |a| announce(Role::Standby, 0, 0, a);
+        hear_extended(&mut p, at_ms(t + 1), 3, 1, capable(b""), &record);
+        drain(&mut p);
+        p.checkpoint(at_ms(t + 2), 6).unwrap();
+        for k in 1..20 {
+            let now = at_ms(t + 2 + k * 50);
+            hear_extended(&mut p, now, 3, 1 + k, capable(b""), &record);
+            hear(&mut p, now, 2, t + k, announce(Role::Standby, 0, 0, b""));
+            p.handle_timeout(now);
+            assert_eq!(
+                held(&mut p),
+                None,
+                "held before the capable standby acknowledged"
+            );
+            drain(&mut p);
+        }
+        let ack = Repr {
+            header: Header {
+                scope: SCOPE,
+                sender: 3,
+                counter: 100,
+            },
+            body: Body::CheckpointAck(wire::CheckpointAck { to: 1, seq: 6 }),
+        };
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        let len = ack.emit(&mut buf).unwrap();
+        let now = at_ms(t + 1_100);
+        p.handle_datagram(now, SocketAddr::from(([10, 0, 0, 3], 1538)), &buf[..len]);
+        p.handle_timeout(now);
+        assert_eq!(held(&mut p), Some(6));
     }
 
     #[test]

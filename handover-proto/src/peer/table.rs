@@ -26,12 +26,37 @@ pub(crate) struct Entry {
     pub(crate) role: Role,
     /// It said goodbye; kept until it expires so that repeated goodbyes are known.
     pub(crate) departed: bool,
-    /// It owes us an acknowledgement: of our current claim generation while we
-    /// claim, of our current checkpoint while we are active (the two never overlap).
-    pub(crate) owes_ack: bool,
+    /// [`OWES_ACK`] and [`ACKS_CHECKPOINTS`]: bits, so that the entry stays 40 bytes.
+    acks: u8,
 }
 
+/// It owes us an acknowledgement: of our current claim generation while we claim,
+/// of our current checkpoint while we are active (the two never overlap).
+const OWES_ACK: u8 = 1;
+/// It acknowledges checkpoints: it said so, or showed it (an acknowledgement, or a
+/// checkpoint of its own from a version before capabilities were said).
+#[cfg(feature = "checkpoints")]
+const ACKS_CHECKPOINTS: u8 = 2;
+
 impl Entry {
+    pub(crate) fn owes_ack(&self) -> bool {
+        self.acks & OWES_ACK != 0
+    }
+
+    pub(crate) fn set_owes_ack(&mut self, owes: bool) {
+        self.acks = (self.acks & !OWES_ACK) | if owes { OWES_ACK } else { 0 };
+    }
+
+    #[cfg(feature = "checkpoints")]
+    pub(crate) fn acks_checkpoints(&self) -> bool {
+        self.acks & ACKS_CHECKPOINTS != 0
+    }
+
+    #[cfg(feature = "checkpoints")]
+    pub(crate) fn set_acks_checkpoints(&mut self) {
+        self.acks |= ACKS_CHECKPOINTS;
+    }
+
     pub(crate) fn new(id: u64, role: Role, heard: Tick, counter: u64) -> Self {
         Entry {
             id,
@@ -44,7 +69,7 @@ impl Entry {
             priority: 0,
             role,
             departed: false,
-            owes_ack: true,
+            acks: OWES_ACK,
         }
     }
 
@@ -243,14 +268,27 @@ impl<const N: usize> Table<N> {
     /// checkpoint already). Forgotten senders too, should they come back.
     pub(crate) fn owe_acks(&mut self, except: Option<u64>) {
         for e in self.entries.iter_mut() {
-            e.owes_ack = !e.departed && Some(e.id) != except;
+            e.set_owes_ack(!e.departed && Some(e.id) != except);
+        }
+    }
+
+    /// Every live peer that can acknowledge checkpoints owes one (`except` holds
+    /// ours already); the others owe nothing.
+    #[cfg(feature = "checkpoints")]
+    pub(crate) fn owe_checkpoint_acks(&mut self, except: Option<u64>) {
+        for e in self.entries.iter_mut() {
+            let owes = !e.departed && e.acks_checkpoints() && Some(e.id) != except;
+            e.set_owes_ack(owes);
         }
     }
 
     #[cfg(feature = "checkpoints")]
     /// Whether a live peer still owes an acknowledgement of our checkpoint.
     pub(crate) fn checkpoint_owed(&self) -> bool {
-        self.iter().any(|e| e.owes_ack && !e.departed)
+        // Only those that can: an entry made while we were active owes its
+        // claim's acknowledgement by default, not a checkpoint's.
+        self.iter()
+            .any(|e| e.owes_ack() && e.acks_checkpoints() && !e.departed)
     }
 
     /// The entry that expires first.
