@@ -235,7 +235,10 @@ impl Service {
             cmd.env("HANDOVER_FENCING_TOKEN", term.token.to_string())
                 .env("HANDOVER_ELECTION_KEY", &term.key);
         }
-        dies_with_parent(&mut cmd, Signal::TERM);
+        // SIGKILL, not the stop signal: nobody is left to enforce a stop timeout,
+        // and a service that lingers (or ignores SIGTERM) beside the instance that
+        // takes over is two in charge.
+        dies_with_parent(&mut cmd, Signal::KILL);
         let child = reaper.spawn(&mut cmd).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot start {:?}: {e}", args.command[0]))
         })?;
@@ -256,6 +259,23 @@ impl Service {
         );
         if let Err(e) = self.child.signal(sig) {
             tracing::warn!("signalling the child failed: {e}");
+        }
+    }
+
+    /// The service overran the stop timeout after a stopping signal `handover` was
+    /// asked to pass on: SIGKILL, as after its own stop signal.
+    fn overran(&self, args: &Args, log: Log) {
+        let limit = args.stop_limit();
+        log.event(
+            "child_killed",
+            json!({ "after_ms": limit.as_millis() as u64 }),
+        );
+        tracing::warn!(
+            "the service did not stop within {} of the stop signal passed on: killed",
+            humantime::format_duration(limit)
+        );
+        if let Err(e) = self.child.signal(Signal::KILL) {
+            tracing::warn!("killing the child failed: {e}");
         }
     }
 
@@ -512,7 +532,9 @@ async fn hand_over(
     );
     tokio::pin!(readiness);
     let mut ready = false;
+    // Asked to stop: the service has the stop timeout, then SIGKILL.
     let mut stopping = false;
+    let mut kill_at = None;
     loop {
         tokio::select! {
             how = &mut readiness, if !ready => {
@@ -577,8 +599,15 @@ async fn hand_over(
                 };
                 return Ok(ending.exit_code(args.stop_signal));
             }
+            () = at(kill_at) => {
+                kill_at = None;
+                service.overran(args, log);
+            }
             sig = signals.recv() => {
-                stopping |= STOPPING.contains(&sig);
+                if STOPPING.contains(&sig) && !stopping {
+                    stopping = true;
+                    kill_at = deadline(Some(args.stop_limit()));
+                }
                 service.signal(sig, log);
             }
         }
@@ -599,6 +628,7 @@ async fn failover(
     // The child and the relay of its notify socket.
     let mut running: Option<(Service, Relay)> = None;
     let mut stopping = false;
+    let mut kill_at = None;
     // What systemd hears: ready once this instance stands by, or once its service is
     // ready after it was elected.
     let mut told_ready = false;
@@ -668,9 +698,18 @@ async fn failover(
                 };
                 return Ok(ending.exit_code(args.stop_signal));
             }
+            () = at(kill_at) => {
+                kill_at = None;
+                if let Some((service, _)) = &running {
+                    service.overran(args, log);
+                }
+            }
             sig = signals.recv() => match &running {
                 Some((service, _)) => {
-                    stopping |= STOPPING.contains(&sig);
+                    if STOPPING.contains(&sig) && !stopping {
+                        stopping = true;
+                        kill_at = deadline(Some(args.stop_limit()));
+                    }
                     service.signal(sig, log);
                 }
                 None if STOPPING.contains(&sig) => {
@@ -719,6 +758,7 @@ async fn hot_standby(
     let mut events = handover.subscribe();
     let (mut active, mut leader) = (false, None);
     let mut stopping = false;
+    let mut kill_at = None;
     loop {
         tokio::select! {
             status = handover.wait_for(|s| (s.state == State::Active) != active || s.leader != leader || s.finished || s.failed.is_some()) => {
@@ -753,8 +793,15 @@ async fn hot_standby(
                 };
                 return Ok(ending.exit_code(args.stop_signal));
             }
+            () = at(kill_at) => {
+                kill_at = None;
+                service.overran(args, log);
+            }
             sig = signals.recv() => {
-                stopping |= STOPPING.contains(&sig);
+                if STOPPING.contains(&sig) && !stopping {
+                    stopping = true;
+                    kill_at = deadline(Some(args.stop_limit()));
+                }
                 service.signal(sig, log);
             }
         }
@@ -764,6 +811,14 @@ async fn hot_standby(
 /// When a limit of `limit` from now ends.
 fn deadline(limit: Option<Duration>) -> Option<tokio::time::Instant> {
     limit.map(|limit| tokio::time::Instant::now() + limit)
+}
+
+/// Waits until `deadline` (forever without one).
+async fn at(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `f`, unless `deadline` passes first (`None`).

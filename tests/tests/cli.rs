@@ -414,6 +414,10 @@ fn failover_standby_starts_the_service_after_kill_9() {
     );
     assert!(marks(&dir.join("standby")).is_empty());
 
+    let service = active
+        .wait_event("child_started", WAIT)
+        .and_then(|e| e["pid"].as_u64())
+        .expect("the active's service");
     active.kill();
     assert!(
         standby.saw("elected", WAIT),
@@ -425,12 +429,18 @@ fn failover_standby_starts_the_service_after_kill_9() {
             .contains(&"ready".to_string())),
         "its service runs"
     );
-    // The killed instance's service was stopped with it (parent-death signal).
+    // The killed instance's service died with it (parent-death signal, SIGKILL:
+    // nobody is left to enforce a stop timeout).
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{service}/stat")).map_or(true, |stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
+        })
+    };
     assert!(
-        eventually(WAIT, || marks(&dir.join("active"))
-            .contains(&"term".to_string())),
-        "orphaned service stopped: {:?}",
-        marks(&dir.join("active"))
+        eventually(WAIT, gone),
+        "the orphaned service {service} still runs"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
