@@ -11,6 +11,7 @@ pub fn seeds() -> u32 {
 }
 
 pub mod balena;
+pub mod chaos;
 pub mod crowd;
 pub mod embassy;
 pub mod etcd;

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -79,28 +79,41 @@ impl Run {
 
     /// Starts a command that prints JSON event lines on stderr.
     pub fn spawn(cmd: std::process::Command) -> Self {
-        let (run, reader) = Self::spawn_stalled(cmd);
-        drop(reader);
-        run
+        Self::spawn_collected(cmd, false).0
     }
 
     /// Starts a command whose stderr is a pipe nobody reads (a stalled log
-    /// collector) until the returned sender is dropped or sent to.
-    pub fn spawn_stalled(mut cmd: std::process::Command) -> (Self, mpsc::Sender<()>) {
+    /// collector) until [`Collector::resume`].
+    pub fn spawn_stalled(cmd: std::process::Command) -> (Self, Collector) {
+        Self::spawn_collected(cmd, true)
+    }
+
+    /// Starts a command whose stderr's reader can be stalled and resumed.
+    pub fn spawn_collected(mut cmd: std::process::Command, stalled: bool) -> (Self, Collector) {
         let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
+        let collector = Collector(Arc::new((Mutex::new(stalled), Condvar::new())));
+        let gate = collector.clone();
         std::thread::spawn(move || {
-            let _ = released.recv();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                match serde_json::from_str::<Value>(&line) {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            loop {
+                gate.wait_until_reading();
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = line.trim_end();
+                match serde_json::from_str::<Value>(line) {
                     Ok(v) => {
                         if tx.send(v).is_err() {
                             break;
                         }
                     }
-                    Err(_) => eprintln!("handover: {line}"),
+                    // A service's output (cut short: it may be a flood).
+                    Err(_) => eprintln!("handover: {}", line.chars().take(200).collect::<String>()),
                 }
             }
         });
@@ -109,7 +122,7 @@ impl Run {
             lines,
             seen: Vec::new(),
         };
-        (run, release)
+        (run, collector)
     }
 
     /// The process id.
@@ -181,6 +194,18 @@ impl Run {
         }
     }
 
+    /// Records the events that have arrived by now, without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(v) = self.lines.try_recv() {
+            self.seen.push(v);
+        }
+    }
+
+    /// The exit status, if the process has exited (without waiting).
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -197,6 +222,32 @@ impl Drop for Run {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.kill();
+        }
+    }
+}
+
+/// The reader of a process's stderr, which a test can stall (as a log collector
+/// that stops reading) and resume.
+#[derive(Debug, Clone)]
+pub struct Collector(Arc<(Mutex<bool>, Condvar)>);
+
+impl Collector {
+    /// Stops reading: the pipe fills once its 64 KiB are written.
+    pub fn stall(&self) {
+        *self.0 .0.lock().unwrap() = true;
+    }
+
+    /// Reads again.
+    pub fn resume(&self) {
+        *self.0 .0.lock().unwrap() = false;
+        self.0 .1.notify_all();
+    }
+
+    fn wait_until_reading(&self) {
+        let (stalled, changed) = &*self.0;
+        let mut stalled = stalled.lock().unwrap();
+        while *stalled {
+            stalled = changed.wait(stalled).unwrap();
         }
     }
 }
