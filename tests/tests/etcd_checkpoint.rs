@@ -132,3 +132,36 @@ fn a_deposed_leaders_checkpoint_is_refused_and_the_new_leader_starts_from_the_la
     assert_eq!(recorded(&cluster), Some(7));
     wait_for(&rt_a, &a, |s| s.checkpoint == 7);
 }
+
+/// A checkpoint whose write found etcd frozen (no answer within the time left)
+/// is written again once etcd answers: the queue waiting for `CheckpointHeld` goes
+/// on, and etcd holds it.
+#[test]
+fn a_checkpoint_whose_write_failed_is_written_again() {
+    use rustix::process::Signal;
+    require_netns!();
+    let bin = etcd_bin();
+    require!(bin.as_ref().err());
+    require!(not_installed("curl"));
+    let net = Containers::new();
+    let cluster = Cluster::start_in(bin.unwrap(), 1, net.container());
+    let endpoints: Vec<String> = cluster.endpoints().split(',').map(str::to_owned).collect();
+    let host = net.container();
+    let (rt, leader) = start(Some(&host.ns), config(&endpoints));
+    wait_for(&rt, &leader, |s| s.state == State::Active);
+    leader.checkpoint(3).unwrap();
+    wait_for(&rt, &leader, |s| s.checkpoint_held == Some(3));
+
+    // etcd freezes for longer than a request may wait (a quarter of the TTL), not
+    // as long as the lease: the write of checkpoint 7 fails, and the term goes on.
+    cluster.signal(0, Signal::STOP);
+    leader.checkpoint(7).unwrap();
+    std::thread::sleep(Duration::from_millis(5_000));
+    cluster.signal(0, Signal::CONT);
+    let status = wait_for(&rt, &leader, |s| {
+        s.checkpoint_held == Some(7) || s.state != State::Active
+    });
+    assert_eq!(status.state, State::Active, "it still leads: {status:?}");
+    assert_eq!(status.checkpoint_held, Some(7));
+    assert_eq!(recorded(&cluster), Some(7));
+}
