@@ -770,6 +770,10 @@ impl Harness<'_> {
                     .filter_map(|&o| self.containers[o].address)
                     .map(|a| a.to_string())
                     .collect();
+                // Alone on the network: nothing to cut it from.
+                if peers.is_empty() {
+                    return;
+                }
                 self.add_rules(slot, &format!("ip saddr {{ {} }} drop", peers.join(", ")));
                 for &o in &on {
                     self.add_rules(o, &format!("ip saddr {cut} drop"));
