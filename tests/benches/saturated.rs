@@ -112,7 +112,9 @@ fn main() {
         }
         drop(stress);
         report(
-            &format!("heartbeat {heartbeat}, saturated: kill -9 of the active to the standby elected"),
+            &format!(
+                "heartbeat {heartbeat}, saturated: kill -9 of the active to the standby elected"
+            ),
             samples,
         );
     }

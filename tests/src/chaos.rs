@@ -16,7 +16,8 @@
 //!   exits 0;
 //! - no request to a `--listen` service fails;
 //! - no zombie lingers, and nothing is left running at the end;
-//! - every exit status follows the policy (README: exit codes).
+//! - every exit status follows the policy (README: exit codes);
+//! - a work queue loses no task, and repeats at most one per failover.
 //!
 //! The faults are drawn from the seed before the run and printed with the timeline
 //! when an invariant breaks; the same seed replays the same schedule.
@@ -49,21 +50,29 @@ pub enum Scenario {
     HandOver,
     /// Hand-over with `--listen`, under HTTP load, in one network namespace.
     Listen,
+    /// The work queue across failover (`handover_std::queue`, in `queue-worker`
+    /// processes, on the tokio and the blocking API).
+    Queue,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::ColdFailover,
         Scenario::HotFailover,
         Scenario::EtcdFailover,
         Scenario::HandOver,
         Scenario::Listen,
+        Scenario::Queue,
     ];
 
+    /// Instances in fixed slots, restarted when they end (a restart policy).
     fn failover(self) -> bool {
         matches!(
             self,
-            Scenario::ColdFailover | Scenario::HotFailover | Scenario::EtcdFailover
+            Scenario::ColdFailover
+                | Scenario::HotFailover
+                | Scenario::EtcdFailover
+                | Scenario::Queue
         )
     }
 
@@ -254,6 +263,17 @@ impl Plan {
         use Proc::{Service, Supervisor};
         use Target::{Active, Other};
         match scenario {
+            // The workers are library users: no service of their own, and stderr is
+            // theirs to keep read. No partition: both sides of one run tasks, as
+            // any multicast election would (the README's work queue section).
+            Scenario::Queue => vec![
+                Fault::Kill(Active, Supervisor),
+                Fault::Kill(Other, Supervisor),
+                Fault::Pause(Active, Supervisor, span),
+                Fault::Loss(25, span),
+                Fault::Junk(span),
+                Fault::Upgrade,
+            ],
             Scenario::Listen => vec![
                 Fault::Upgrade,
                 Fault::Upgrade,
@@ -313,6 +333,8 @@ impl Report {
 /// The quiet time after a declared fault ends, before the fleet must have settled:
 /// a dead interval to notice, a stop timeout to stop a service, and margin.
 const SETTLE: Duration = Duration::from_millis(1_500);
+/// Tasks of the work-queue scenario, 2 ms each: more than a run takes.
+const QUEUE_TASKS: u64 = 4_000;
 const HEARTBEAT: &str = "50ms";
 const STOP_TIMEOUT: &str = "500ms";
 const PORT: u16 = 8080;
@@ -355,6 +377,10 @@ impl Instance {
 
     /// Whether its latest word is that it is in charge.
     fn in_charge(&self) -> bool {
+        // A queue worker says its role.
+        if let Some(role) = self.events().rev().find(|e| e["event"] == "role") {
+            return role["state"] == "Active";
+        }
         self.events()
             .filter_map(|e| e["event"].as_str())
             .rfind(|e| {
@@ -473,13 +499,7 @@ pub fn run(plan: &Plan) -> Report {
     h.tear_down();
     h.check(totals.as_ref());
     let failovers = match plan.scenario.failover() {
-        true => h
-            .instances
-            .iter()
-            .flat_map(|i| i.events())
-            .filter(|e| e["event"] == "elected")
-            .count()
-            .saturating_sub(1),
+        true => h.elections().saturating_sub(1),
         false => 0,
     };
     let hand_overs = h
@@ -581,6 +601,19 @@ impl Harness<'_> {
         let label = format!("{}{}", (b'a' + (slot % 26) as u8) as char, self.generation);
         self.generation += 1;
         let ns = &self.containers[slot].ns;
+        if plan.scenario == Scenario::Queue {
+            let mut cmd = ns.command(crate::process::queue_worker());
+            let priority = 100 + self.rng.within(0..100);
+            cmd.arg(self.dir.join("runs"))
+                .args(["--tasks", &QUEUE_TASKS.to_string(), "--task-us", "2000"])
+                .args(["--priority", &priority.to_string(), "--heartbeat-ms", "50"])
+                .env("HANDOVER_SCOPE", "chaos");
+            if slot == 1 {
+                cmd.arg("--blocking");
+            }
+            self.launch(label, slot, Behaviour::normal(), cmd);
+            return;
+        }
         let mut cmd = ns.command(handover_bin());
         cmd.args(["--log-format", "json", "run", "--scope", "chaos"]);
         let complete = self.dir.join(format!("complete-{label}"));
@@ -653,6 +686,10 @@ impl Harness<'_> {
             cmd.env("CHAOS_EXIT_MS", ms.to_string())
                 .env("CHAOS_EXIT_CODE", code.to_string());
         }
+        self.launch(label, slot, behaviour, cmd);
+    }
+
+    fn launch(&mut self, label: String, slot: usize, behaviour: Behaviour, cmd: Command) {
         let (run, logs) = Run::spawn_collected(cmd, false);
         self.note(format!("start {label} in slot {slot}: {behaviour:?}"));
         self.instances.push(Instance {
@@ -1184,6 +1221,16 @@ impl Harness<'_> {
         // A quiet moment, then the end of the run: every instance asked to stop.
         std::thread::sleep(SETTLE);
         self.step();
+        if self.plan.scenario == Scenario::Queue {
+            // Every task runs once the faults are over.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while queue_runs(&self.dir.join("runs")).len() < QUEUE_TASKS as usize
+                && Instant::now() < deadline
+            {
+                self.step();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         self.note("tear down: SIGTERM to every instance".into());
         for i in self.running() {
             let _ = kill_process(self.instances[i].pid(), Signal::TERM);
@@ -1240,9 +1287,59 @@ impl Harness<'_> {
                 ));
             }
         }
+        if self.plan.scenario == Scenario::Queue {
+            self.check_queue();
+            return;
+        }
         self.check_exits();
         self.check_hand_overs();
         self.check_one_active();
+    }
+
+    /// The work queue lost no task, and repeated at most one per failover (every
+    /// election after the first: a worker that becomes active).
+    fn check_queue(&mut self) {
+        let runs = queue_runs(&self.dir.join("runs"));
+        let lost: Vec<u64> = (1..=QUEUE_TASKS)
+            .filter(|id| !runs.contains_key(id))
+            .collect();
+        if !lost.is_empty() {
+            self.violations.push(format!(
+                "{} tasks never ran: {:?}…",
+                lost.len(),
+                &lost[..lost.len().min(10)]
+            ));
+        }
+        let repeats: usize = runs.values().map(|n| n - 1).sum();
+        let failovers = self.elections().saturating_sub(1);
+        if repeats > failovers {
+            self.violations.push(format!(
+                "{repeats} tasks repeated over {failovers} failovers: more than one each"
+            ));
+        }
+    }
+
+    /// Elections in all: `elected` events, or a queue worker becoming active.
+    fn elections(&self) -> usize {
+        self.instances
+            .iter()
+            .map(|i| {
+                let mut was_active = false;
+                let mut n = 0;
+                for e in i.events() {
+                    let active = match e["event"].as_str() {
+                        Some("elected") => true,
+                        Some("role") => e["state"] == "Active",
+                        _ => continue,
+                    };
+                    if active && (!was_active || e["event"] == "elected") {
+                        n += 1;
+                    }
+                    was_active = active;
+                }
+                n
+            })
+            .sum()
     }
 
     fn check_exits(&mut self) {
@@ -1429,6 +1526,21 @@ fn active_by_ledger(ledger: &Path) -> Vec<(String, u64, u64)> {
         intervals.push((who, start, last));
     }
     intervals
+}
+
+/// How often each task of the work queue ran (its run log: `ID PID` lines).
+fn queue_runs(log: &Path) -> BTreeMap<u64, usize> {
+    let mut runs = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        if let Some(id) = line
+            .split_whitespace()
+            .next()
+            .and_then(|id| id.parse().ok())
+        {
+            *runs.entry(id).or_default() += 1;
+        }
+    }
+    runs
 }
 
 /// A datagram of the flood: random bytes, a foreign scope's heartbeat, or ours

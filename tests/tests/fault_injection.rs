@@ -1,7 +1,7 @@
 //! The fault-injection harness ([`handover_tests::chaos`]) on a fixed set of seeds,
 //! one run per scenario: failover with a cold and a hot standby on multicast, cold
-//! standby on etcd, hand-over generations, and `--listen` upgrades under HTTP load.
-//! Each run injects its seed's faults and checks the invariants throughout; a
+//! standby on etcd, hand-over generations, `--listen` upgrades under HTTP load,
+//! and the work queue across failovers. Each run injects its seed's faults and checks the invariants throughout; a
 //! failure prints the seed, the timeline and the command that replays it.
 //!
 //! Needs root (namespaces, nftables), python3, node and the etcd binary; skips with
@@ -128,6 +128,14 @@ fn listen_upgrades_under_load() {
     assert!(report.requests > 0, "no request was served");
 }
 
+#[test]
+fn work_queue_across_failovers() {
+    require_netns!();
+    require!(requirements(Scenario::Queue));
+    let report = scenario(Scenario::Queue, 0x9e3e);
+    assert!(report.failovers > 0, "no failover happened");
+}
+
 fn setting(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -150,8 +158,9 @@ fn replay() {
     run(&plan);
 }
 
-/// Many seeds, every scenario in turn: `HANDOVER_CHAOS_RUNS` runs (default 50) of
-/// `HANDOVER_CHAOS_SECONDS` each (default 20), from `HANDOVER_CHAOS_FIRST_SEED`.
+/// Many seeds, every scenario in turn (or only `HANDOVER_CHAOS_SCENARIO`):
+/// `HANDOVER_CHAOS_RUNS` runs (default 50) of `HANDOVER_CHAOS_SECONDS` each
+/// (default 20), from `HANDOVER_CHAOS_FIRST_SEED`.
 /// Prints the totals; stops at the first violation, with its replay command.
 #[test]
 #[ignore]
@@ -159,11 +168,15 @@ fn long_run() {
     let runs: u64 = setting("HANDOVER_CHAOS_RUNS").map_or(50, |s| s.parse().unwrap());
     let seconds = setting("HANDOVER_CHAOS_SECONDS").map_or(20, |s| s.parse().unwrap());
     let first: u64 = setting("HANDOVER_CHAOS_FIRST_SEED").map_or(1, |s| s.parse().unwrap());
+    let only = setting("HANDOVER_CHAOS_SCENARIO").map(|s| Scenario::parse(&s).expect("a scenario"));
     let (mut faults, mut hand_overs, mut failovers, mut requests) = (0, 0, 0, 0);
     let started = std::time::Instant::now();
     for n in 0..runs {
         let seed = first + n;
-        let scenario = Scenario::ALL[(seed % Scenario::ALL.len() as u64) as usize];
+        let scenario = match &only {
+            Some(scenario) => *scenario,
+            None => Scenario::ALL[(seed % Scenario::ALL.len() as u64) as usize],
+        };
         let plan = Plan::new(seed, scenario, Duration::from_secs(seconds));
         let report = run(&plan);
         faults += report.faults;
