@@ -54,12 +54,17 @@ pub(crate) struct Interface {
 }
 
 impl Interface {
-    /// Joins `group` on this interface, by index; by address where the index form
-    /// is refused (qemu-user translates only the address form for some guests).
+    /// Joins `group` on this interface, by its address; by index where another
+    /// interface has the same address (the kernel would pick that one). The
+    /// address form first: qemu-user passes the index form of some guests on as an
+    /// address form with no address, which joins on the default interface and then
+    /// makes the join on that interface fail as a duplicate.
     fn join(&self, socket: &UdpSocket, group: &Ipv4Addr) -> io::Result<()> {
         let s = SockRef::from(socket);
-        match s.join_multicast_v4_n(group, &InterfaceIndexOrAddress::Index(self.index)) {
-            Err(e) if index_form_refused(&e) => s.join_multicast_v4(group, &self.address),
+        match s.join_multicast_v4(group, &self.address) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ADDRINUSE.raw_os_error()) => {
+                s.join_multicast_v4_n(group, &InterfaceIndexOrAddress::Index(self.index))
+            }
             other => other,
         }
     }
@@ -67,20 +72,11 @@ impl Interface {
     /// Leaves `group` on this interface, as it was joined.
     fn leave(&self, socket: &UdpSocket, group: &Ipv4Addr) -> io::Result<()> {
         let s = SockRef::from(socket);
-        match s.leave_multicast_v4_n(group, &InterfaceIndexOrAddress::Index(self.index)) {
-            Err(e) if index_form_refused(&e) => s.leave_multicast_v4(group, &self.address),
+        match s.leave_multicast_v4(group, &self.address) {
+            Err(_) => s.leave_multicast_v4_n(group, &InterfaceIndexOrAddress::Index(self.index)),
             other => other,
         }
     }
-}
-
-/// Whether a membership was refused in its `ip_mreqn` (index) form by something
-/// that knows only the address form: an emulator or an old kernel.
-fn index_form_refused(e: &io::Error) -> bool {
-    use rustix::io::Errno;
-    [Errno::NOPROTOOPT, Errno::NODEV, Errno::INVAL]
-        .iter()
-        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
 }
 
 /// The interfaces `mode` selects, one entry per interface.
