@@ -323,6 +323,33 @@ fn probes_a_shared_socket(args: &Args) -> Option<String> {
     shared(port).then(|| format!("--ready-http {url}"))
 }
 
+/// The signals passed on to the service: once one asks it to stop, it has the
+/// stop timeout, then SIGKILL.
+#[derive(Default)]
+struct PassedOn {
+    /// A stopping signal was passed on.
+    stop_asked: bool,
+    kill_at: Option<tokio::time::Instant>,
+}
+
+impl PassedOn {
+    fn signal(&mut self, service: &Service, sig: Signal, args: &Args, log: Log) {
+        if STOPPING.contains(&sig) && !self.stop_asked {
+            self.stop_asked = true;
+            self.kill_at = deadline(Some(args.stop_limit()));
+        }
+        service.signal(sig, log);
+    }
+
+    /// How a service that exited by itself ended.
+    fn ending(&self, status: ExitStatus, at_least_1: bool) -> Ending {
+        match self.stop_asked {
+            true => Ending::StopAsked(status),
+            false => Ending::OnItsOwn { status, at_least_1 },
+        }
+    }
+}
+
 /// How the service ended, for `handover`'s exit status (the README's table of exit
 /// codes says the same).
 enum Ending {
@@ -532,9 +559,7 @@ async fn hand_over(
     );
     tokio::pin!(readiness);
     let mut ready = false;
-    // Asked to stop: the service has the stop timeout, then SIGKILL.
-    let mut stopping = false;
-    let mut kill_at = None;
+    let mut passed_on = PassedOn::default();
     loop {
         tokio::select! {
             how = &mut readiness, if !ready => {
@@ -593,23 +618,13 @@ async fn hand_over(
                 let status = status?;
                 log.event("child_exited", status_json(status));
                 leave(handover).await;
-                let ending = match stopping {
-                    true => Ending::StopAsked(status),
-                    false => Ending::OnItsOwn { status, at_least_1: false },
-                };
-                return Ok(ending.exit_code(args.stop_signal));
+                return Ok(passed_on.ending(status, false).exit_code(args.stop_signal));
             }
-            () = at(kill_at) => {
-                kill_at = None;
+            () = at(passed_on.kill_at) => {
+                passed_on.kill_at = None;
                 service.overran(args, log);
             }
-            sig = signals.recv() => {
-                if STOPPING.contains(&sig) && !stopping {
-                    stopping = true;
-                    kill_at = deadline(Some(args.stop_limit()));
-                }
-                service.signal(sig, log);
-            }
+            sig = signals.recv() => passed_on.signal(&service, sig, args, log),
         }
     }
 }
@@ -627,8 +642,7 @@ async fn failover(
     log.event("ready", json!({ "via": "standby" }));
     // The child and the relay of its notify socket.
     let mut running: Option<(Service, Relay)> = None;
-    let mut stopping = false;
-    let mut kill_at = None;
+    let mut passed_on = PassedOn::default();
     // What systemd hears: ready once this instance stands by, or once its service is
     // ready after it was elected.
     let mut told_ready = false;
@@ -692,26 +706,16 @@ async fn failover(
                 leave(handover).await;
                 // A child that dies while active is a failure even if it exits 0,
                 // unless it was asked to stop.
-                let ending = match stopping {
-                    true => Ending::StopAsked(status),
-                    false => Ending::OnItsOwn { status, at_least_1: true },
-                };
-                return Ok(ending.exit_code(args.stop_signal));
+                return Ok(passed_on.ending(status, true).exit_code(args.stop_signal));
             }
-            () = at(kill_at) => {
-                kill_at = None;
+            () = at(passed_on.kill_at) => {
+                passed_on.kill_at = None;
                 if let Some((service, _)) = &running {
                     service.overran(args, log);
                 }
             }
             sig = signals.recv() => match &running {
-                Some((service, _)) => {
-                    if STOPPING.contains(&sig) && !stopping {
-                        stopping = true;
-                        kill_at = deadline(Some(args.stop_limit()));
-                    }
-                    service.signal(sig, log);
-                }
+                Some((service, _)) => passed_on.signal(service, sig, args, log),
                 None if STOPPING.contains(&sig) => {
                     if let Err(e) = handover.leave().await {
                         return driver_failed(None, e, args, log).await;
@@ -757,8 +761,7 @@ async fn hot_standby(
     tell_service_manager(b"READY=1");
     let mut events = handover.subscribe();
     let (mut active, mut leader) = (false, None);
-    let mut stopping = false;
-    let mut kill_at = None;
+    let mut passed_on = PassedOn::default();
     loop {
         tokio::select! {
             status = handover.wait_for(|s| (s.state == State::Active) != active || s.leader != leader || s.finished || s.failed.is_some()) => {
@@ -787,23 +790,13 @@ async fn hot_standby(
                 let status = status?;
                 log.event("child_exited", status_json(status));
                 leave(handover).await;
-                let ending = match stopping {
-                    true => Ending::StopAsked(status),
-                    false => Ending::OnItsOwn { status, at_least_1: true },
-                };
-                return Ok(ending.exit_code(args.stop_signal));
+                return Ok(passed_on.ending(status, true).exit_code(args.stop_signal));
             }
-            () = at(kill_at) => {
-                kill_at = None;
+            () = at(passed_on.kill_at) => {
+                passed_on.kill_at = None;
                 service.overran(args, log);
             }
-            sig = signals.recv() => {
-                if STOPPING.contains(&sig) && !stopping {
-                    stopping = true;
-                    kill_at = deadline(Some(args.stop_limit()));
-                }
-                service.signal(sig, log);
-            }
+            sig = signals.recv() => passed_on.signal(&service, sig, args, log),
         }
     }
 }

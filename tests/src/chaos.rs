@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use crate::etcd::Cluster;
 use crate::load::{service, Load, Totals};
-use crate::process::{handover_bin, monotonic_us, Collector, Run};
+use crate::process::{children, handover_bin, monotonic_us, Collector, Run};
 use crate::topology::{Container, Containers};
 
 /// What runs, and how instances come and go.
@@ -1597,26 +1597,6 @@ fn fill_pipe(pid: u32) -> usize {
 /// `O_NONBLOCK`.
 fn libc_nonblock() -> i32 {
     rustix::fs::OFlags::NONBLOCK.bits() as i32
-}
-
-/// The children of process `pid`, with their state letter (`Z`: zombie).
-fn children(pid: u32) -> Vec<(u32, char)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
-        .flat_map(|s| {
-            s.split_whitespace()
-                .filter_map(|c| c.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .filter_map(|c| {
-            let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).ok()?;
-            let state = stat.rsplit(')').next()?.split_whitespace().next()?;
-            Some((c, state.chars().next()?))
-        })
-        .collect()
 }
 
 /// Whether process `pid` exists and is not a zombie.

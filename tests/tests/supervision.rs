@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use handover_tests::netns::Netns;
-use handover_tests::process::{self, eventually, fake_service, handover_bin, marks, scratch, Run};
+use handover_tests::process::{
+    self, children, eventually, fake_service, handover_bin, marks, scratch, Run,
+};
 use handover_tests::require_netns;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -34,26 +36,6 @@ fn start(ns: &Netns, args: &[String]) -> Run {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-/// The children of process `pid`, with their state letter (`Z`: zombie).
-fn children(pid: u32) -> Vec<(u32, char)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
-        .flat_map(|s| {
-            s.split_whitespace()
-                .filter_map(|c| c.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .filter_map(|c| {
-            let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).ok()?;
-            let state = stat.rsplit(')').next()?.split_whitespace().next()?;
-            Some((c, state.chars().next()?))
-        })
-        .collect()
 }
 
 /// A new instance of the same scope in `ns`: the old one hands over to it.

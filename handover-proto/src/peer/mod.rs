@@ -1109,20 +1109,9 @@ mod tests {
         Instant::from_micros(ms * 1000)
     }
 
-    /// Hands `p` an announcement of `sender`.
+    /// Hands `p` an announcement of `sender`, without extension records.
     fn hear(p: &mut Peer<8>, now: Instant, sender: u64, counter: u64, a: wire::Announce<'_>) {
-        let repr = Repr {
-            header: Header {
-                scope: SCOPE,
-                sender,
-                counter,
-            },
-            body: Body::Announce(a),
-        };
-        let mut buf = [0u8; wire::MAX_DATAGRAM];
-        let len = repr.emit(&mut buf).unwrap();
-        let from = SocketAddr::from(([10, 0, 0, sender as u8], 1538));
-        p.handle_datagram(now, from, &buf[..len]);
+        hear_extended(p, now, sender, counter, a, &[]);
     }
 
     fn announce(role: Role, generation: u32, ready_ms: u32, state: &[u8]) -> wire::Announce<'_> {
@@ -1280,7 +1269,6 @@ mod tests {
     }
 
     /// Hands `p` an announcement of `sender` with extension records `records`.
-    #[cfg(feature = "checkpoints")]
     fn hear_extended(
         p: &mut Peer<8>,
         now: Instant,
