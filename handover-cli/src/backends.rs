@@ -105,5 +105,5 @@ pub(crate) fn exec_etcd() -> ExitCode {
          the command's default feature `etcd` and installed next to handover)",
         program.display()
     ));
-    crate::not_executed(&e)
+    crate::run::Exit::NotStarted(e.kind()).into()
 }

@@ -29,6 +29,7 @@ use tracing_subscriber::filter::LevelFilter;
 pub use crate::backends::Backends;
 use crate::log::{Log, LogFormat};
 use crate::options::Backend;
+use crate::run::Exit;
 
 /// Hand-over, failover and leader election for services updated in place.
 #[derive(Debug, Parser)]
@@ -78,7 +79,7 @@ pub fn main(backends: Backends) -> ExitCode {
     if let Command::ExecService { command } = &cli.command {
         let e = listen::exec_service(command);
         say(format_args!("cannot start {:?}: {e}", command[0]));
-        return not_executed(&e);
+        return Exit::NotStarted(e.kind()).into();
     }
     // The demo tells its own story; library logs would interleave with it.
     let level = match cli.command {
@@ -93,12 +94,12 @@ pub fn main(backends: Backends) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             say(format_args!("cannot start the runtime: {e}"));
-            return ExitCode::from(2);
+            return Exit::Refused.into();
         }
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::run(*args, log, backends).await,
+            Command::Run(args) => run::run(*args, log, backends).await.map(ExitCode::from),
             Command::Watch(args) => watch::watch(args, backends).await,
             Command::Status(args) => status::status(args).await,
             Command::Demo(args) => demo::demo(args).await,
@@ -109,20 +110,11 @@ pub fn main(backends: Backends) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             say(format_args!("{e}"));
-            ExitCode::from(2)
+            Exit::Refused.into()
         }
     };
     log::flush(std::time::Duration::from_secs(1));
     code
-}
-
-/// The status of a program that could not be executed, as a shell gives it: 127
-/// if it does not exist, else 126.
-fn not_executed(e: &std::io::Error) -> ExitCode {
-    ExitCode::from(match e.kind() {
-        std::io::ErrorKind::NotFound => 127,
-        _ => 126,
-    })
 }
 
 /// A last word on stderr; a closed, full or stalled stderr does not make it a

@@ -282,6 +282,20 @@ impl Sim {
         self.drain(id);
     }
 
+    /// The application of node `id` has shut down after [`Event::Shutdown`] (for an
+    /// application the test drives itself: give it a long
+    /// [`shutdown_delay`](Node::shutdown_delay)).
+    pub fn shutdown_complete(&mut self, id: NodeId) -> Result<(), crate::StateError> {
+        let now = self.local(id);
+        self.nodes[id].pending_complete = None;
+        let result = self.nodes[id].peer.shutdown_complete(now);
+        if result.is_ok() {
+            self.nodes[id].shutdown_completed_at = Some(self.now);
+        }
+        self.drain(id);
+        result
+    }
+
     /// The active node `id` records progress `seq` ([`Peer::checkpoint`]); an error
     /// if it is not active.
     #[cfg(feature = "checkpoints")]

@@ -49,6 +49,7 @@ pub use link::{Error, Event, Status, Term};
 pub use multicast::TABLE;
 
 use link::Command;
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// A running instance of the protocol (tokio API).
@@ -61,9 +62,18 @@ pub struct Handover {
     commands: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<Event>,
     status: watch::Receiver<Status>,
+    stop_limit: Option<Duration>,
 }
 
 impl Handover {
+    /// How long a service may take to stop once this instance is demoted, if the
+    /// backend sets a limit: on etcd, half the margin the engine keeps before its
+    /// lease could expire, so that the service is gone before another leader
+    /// starts. A supervisor kills a service that takes longer.
+    pub fn stop_limit(&self) -> Option<Duration> {
+        self.stop_limit
+    }
+
     /// Opens the sockets and starts listening. Call [`ready`](Self::ready) when the
     /// service can serve.
     pub async fn start(config: Config) -> Result<Self, Error> {

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use handover_proto::{State, Stats};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -123,8 +124,10 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// A link starting at `status`, and the handle at its other end.
-    pub(crate) fn new(status: Status) -> (Link, crate::Handover) {
+    /// A link starting at `status`, and the handle at its other end. `stop_limit`:
+    /// how long a service may take to stop once this engine demotes its instance
+    /// (see [`Handover::stop_limit`](crate::Handover::stop_limit)).
+    pub(crate) fn new(status: Status, stop_limit: Option<Duration>) -> (Link, crate::Handover) {
         let (cmd_tx, commands) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(256);
         let (status, status_rx) = watch::channel(status);
@@ -132,6 +135,7 @@ impl Link {
             commands: cmd_tx,
             events: events.clone(),
             status: status_rx,
+            stop_limit,
         };
         (
             Link {

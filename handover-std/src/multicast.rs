@@ -54,20 +54,23 @@ impl Driver {
         let proto = config.to_proto(id, start_ms, random_u64(), &sockets.addresses())?;
         let epoch = std::time::Instant::now();
         let peer = Peer::new(proto, Instant::ZERO).map_err(crate::ConfigError::from)?;
-        let (link, handover) = Link::new(Status {
-            id: peer.id(),
-            state: peer.state(),
-            leader: None,
-            successor: None,
-            finished: false,
-            failed: None,
-            interfaces,
-            receive_errors: 0,
-            stats: *peer.stats(),
-            term: None,
-            checkpoint: 0,
-            checkpoint_held: None,
-        });
+        let (link, handover) = Link::new(
+            Status {
+                id: peer.id(),
+                state: peer.state(),
+                leader: None,
+                successor: None,
+                finished: false,
+                failed: None,
+                interfaces,
+                receive_errors: 0,
+                stats: *peer.stats(),
+                term: None,
+                checkpoint: 0,
+                checkpoint_held: None,
+            },
+            None,
+        );
         let driver = Driver {
             config,
             peer,

@@ -182,20 +182,23 @@ impl Engine {
         };
         etcd.validate()?;
         let id = crate::multicast::random_u64().max(1);
-        let (link, handover) = Link::new(Status {
-            id,
-            state: State::Listening,
-            leader: None,
-            successor: None,
-            finished: false,
-            failed: None,
-            interfaces: Vec::new(),
-            receive_errors: 0,
-            stats: Stats::default(),
-            term: None,
-            checkpoint: 0,
-            checkpoint_held: None,
-        });
+        let (link, handover) = Link::new(
+            Status {
+                id,
+                state: State::Listening,
+                leader: None,
+                successor: None,
+                finished: false,
+                failed: None,
+                interfaces: Vec::new(),
+                receive_errors: 0,
+                stats: Stats::default(),
+                term: None,
+                checkpoint: 0,
+                checkpoint_held: None,
+            },
+            Some(etcd.margin() / 2),
+        );
         let value = format!("{id:016x} {}", config.name);
         let engine = Engine {
             etcd,

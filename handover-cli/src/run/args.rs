@@ -1,0 +1,191 @@
+//! The arguments of `handover run`, and the combinations refused before anything
+//! starts.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args as ClapArgs;
+use handover_std::sockets::{Address, ListenSpec};
+use rustix::process::Signal;
+
+use super::supervisor::{Mode as Life, Policy};
+use crate::options::{Backend, ElectionArgs, Mode, Protocol};
+use crate::ready::{parse_http_url, Readiness};
+
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Args {
+    #[command(flatten)]
+    pub(crate) protocol: Protocol,
+
+    #[command(flatten)]
+    pub(crate) election: ElectionArgs,
+
+    #[command(flatten)]
+    pub(crate) readiness: Readiness,
+
+    /// Signal that asks the child to stop (name or number)
+    #[arg(long, env = "HANDOVER_STOP_SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
+    pub(crate) stop_signal: Signal,
+
+    /// How long the service may take to become ready; if it is not ready by then,
+    /// `handover` stops it and exits 1 without claiming, so that the instance in
+    /// charge keeps serving (failover: it leaves, so that a standby takes over)
+    #[arg(long, env = "HANDOVER_READY_TIMEOUT", value_name = "DURATION", value_parser = crate::options::parse_duration)]
+    pub(crate) ready_timeout: Option<Duration>,
+
+    /// How long the child may take to stop before SIGKILL
+    #[arg(long, env = "HANDOVER_STOP_TIMEOUT", default_value = "30s", value_parser = crate::options::parse_duration)]
+    pub(crate) stop_timeout: Duration,
+
+    /// A listening socket for the service, NAME=tcp:ADDR:PORT (or udp:ADDR:PORT,
+    /// unix:PATH); repeatable, or comma-separated. The service gets it by systemd's
+    /// convention (descriptors from 3, LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID), and
+    /// the instance that takes over inherits it: one accept queue, no connection
+    /// refused or reset. Hand-over mode
+    #[arg(
+        long,
+        env = "HANDOVER_LISTEN",
+        value_name = "NAME=ADDR",
+        value_delimiter = ','
+    )]
+    pub(crate) listen: Vec<ListenSpec>,
+
+    /// Where the instances of a scope pass their sockets on (a volume they share,
+    /// mode 0700) [default: /tmp/balena/handover-sockets on balena, else
+    /// $XDG_RUNTIME_DIR/handover, or /run/handover]
+    #[arg(long, env = "HANDOVER_SOCKETS_DIR", value_name = "DIR")]
+    pub(crate) sockets_dir: Option<PathBuf>,
+
+    /// Failover: `cold` starts the service only while this instance is active;
+    /// `hot` runs it on every instance and tells it its role, the leader and the
+    /// active's state as they change (JSON lines on the descriptor in
+    /// $HANDOVER_EVENTS_FD; it may write {"state":"<hex>"} lines back)
+    #[arg(long, env = "HANDOVER_STANDBY", value_enum, default_value_t = Standby::Cold)]
+    pub(crate) standby: Standby,
+
+    /// The service and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub(crate) command: Vec<OsString>,
+}
+
+/// What a standby's service does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Standby {
+    /// Not started until this instance is active.
+    Cold,
+    /// Running, told its role.
+    Hot,
+}
+
+impl Args {
+    /// The combinations of options that cannot work, each refused with a message
+    /// that names the option.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(url) = &self.readiness.ready_http {
+            if parse_http_url(url).is_none() {
+                return Err(format!(
+                    "--ready-http: {url:?} is not an http://host[:port]/path URL"
+                ));
+            }
+        }
+        if !self.listen.is_empty() && self.protocol.mode != Mode::Handover {
+            return Err(
+                "--listen: hand-over mode only (a cold standby has no service to \
+                        pass sockets to)"
+                    .into(),
+            );
+        }
+        if self.standby == Standby::Hot && self.election.election == Backend::Etcd {
+            return Err(
+                "--standby hot: not with --election etcd: a hot service runs on every \
+                 candidate, and an etcd term could neither give it a fencing token nor \
+                 stop it when the lease is lost; use --standby cold (the default), which \
+                 runs the service only during a term, with its token"
+                    .into(),
+            );
+        }
+        if let Some(option) = self.probes_a_shared_socket() {
+            return Err(format!(
+                "{option}: with --listen the instance in charge answers on that socket \
+                 too, so it cannot tell that this one is ready; have the service send \
+                 READY=1 on $NOTIFY_SOCKET, or check with --ready-cmd or on another port"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The supervisor's policy, with the stop limit the backend allows.
+    pub fn policy(&self, backend_stop_limit: Option<Duration>) -> Policy {
+        let mode = match (self.protocol.mode, self.standby) {
+            (Mode::Handover, _) => Life::HandOver {
+                sockets: !self.listen.is_empty(),
+            },
+            (Mode::Failover, Standby::Cold) => Life::ColdStandby,
+            (Mode::Failover, Standby::Hot) => Life::HotStandby,
+        };
+        Policy {
+            mode,
+            stop_signal: self.stop_signal,
+            stop_limit: backend_stop_limit.map_or(self.stop_timeout, |l| l.min(self.stop_timeout)),
+            ready_timeout: self.ready_timeout,
+        }
+    }
+
+    /// The readiness option that would probe a port `--listen` shares with the
+    /// instance in charge, if any.
+    fn probes_a_shared_socket(&self) -> Option<String> {
+        let shared = |port: u16| {
+            self.listen.iter().any(|l| match l.address {
+                Address::Tcp(a) => a.port() == port,
+                _ => false,
+            })
+        };
+        if let Some(port) = self.readiness.ready_tcp.filter(|&p| shared(p)) {
+            return Some(format!("--ready-tcp {port}"));
+        }
+        let url = self.readiness.ready_http.as_ref()?;
+        let (address, _, _) = parse_http_url(url)?;
+        let port = address.rsplit_once(':')?.1.parse().ok()?;
+        shared(port).then(|| format!("--ready-http {url}"))
+    }
+}
+
+/// Signals by name (`SIGTERM`, `TERM`) or number.
+fn parse_signal(s: &str) -> Result<Signal, String> {
+    const NAMES: &[(&str, Signal)] = &[
+        ("HUP", Signal::HUP),
+        ("INT", Signal::INT),
+        ("QUIT", Signal::QUIT),
+        ("KILL", Signal::KILL),
+        ("USR1", Signal::USR1),
+        ("USR2", Signal::USR2),
+        ("TERM", Signal::TERM),
+        ("CONT", Signal::CONT),
+        ("STOP", Signal::STOP),
+        ("WINCH", Signal::WINCH),
+    ];
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::from_named_raw(n).ok_or_else(|| format!("{n} is not a signal number"));
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, sig)| *sig)
+        .ok_or_else(|| format!("unknown signal {s:?} (try SIGTERM, SIGINT, SIGQUIT, SIGUSR1, 15)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("SIGTERM"), Ok(Signal::TERM));
+        assert_eq!(parse_signal("int"), Ok(Signal::INT));
+        assert_eq!(parse_signal("10"), Ok(Signal::USR1));
+        assert!(parse_signal("SIGFOO").unwrap_err().contains("SIGFOO"));
+        assert!(parse_signal("0").is_err());
+    }
+}

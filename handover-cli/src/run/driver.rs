@@ -1,0 +1,397 @@
+//! The tokio driver of the [`Supervisor`]: it feeds the machine what happens (the
+//! protocol's status, the service's readiness and exit, signals, timers) and
+//! carries out the actions it returns. No policy is decided here.
+
+use std::future::Future;
+use std::os::unix::process::ExitStatusExt;
+use std::pin::Pin;
+use std::time::Duration;
+
+use handover_std::sockets::{Address, Sockets};
+use handover_std::{Handover, Successor};
+use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
+
+use super::args::Args;
+use super::exit::Exit;
+use super::service::{Forwarded, Launch, Service};
+use super::supervisor::{Action, Input, Note, Phase, Supervisor, View};
+use crate::hot::{Channel, Published};
+use crate::listen::PeerAddresses;
+use crate::log::Log;
+use crate::ready::Relay;
+use crate::reaper::Reaper;
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+type Failure = Box<dyn std::error::Error>;
+
+/// What the driver works with.
+pub struct Driver<'a> {
+    pub args: &'a Args,
+    pub handover: &'a Handover,
+    pub reaper: &'a Reaper,
+    pub peers: &'a PeerAddresses,
+    /// The scope, which names the sockets' coordination files.
+    pub scope: &'a str,
+    pub log: Log,
+}
+
+/// The resources the actions act on.
+struct World<'a> {
+    d: &'a Driver<'a>,
+    sup: Supervisor,
+    /// How long a stopping service has before SIGKILL.
+    stop_limit: Duration,
+    origin: Instant,
+    service: Option<Service>,
+    /// The service's notify socket.
+    relay: Option<Relay>,
+    sockets: Option<Sockets>,
+    channel: Option<Channel>,
+    readiness: Option<Boxed<'a, &'static str>>,
+    /// The protocol's handle is gone: its status is not watched any more.
+    protocol_gone: bool,
+    exit: Option<Exit>,
+}
+
+impl<'a> Driver<'a> {
+    /// Runs the supervisor until it exits.
+    pub async fn run(&'a self, signals: &mut Forwarded) -> Result<Exit, Failure> {
+        let policy = self.args.policy(self.handover.stop_limit());
+        let mut w = World {
+            d: self,
+            sup: Supervisor::new(policy),
+            stop_limit: policy.stop_limit,
+            origin: Instant::now(),
+            service: None,
+            relay: None,
+            sockets: None,
+            channel: None,
+            readiness: None,
+            protocol_gone: false,
+            exit: None,
+        };
+        let mut published: Option<Published> = None;
+        if policy.mode == super::supervisor::Mode::HotStandby {
+            let (channel, p) = Channel::new()?;
+            w.channel = Some(channel);
+            published = Some(p);
+        }
+        let mut events = Some(self.handover.subscribe());
+        let mut view = View::default();
+        w.drain(signals).await?;
+        while w.exit.is_none() {
+            let input = tokio::select! {
+                sig = signals.recv() => Input::Signal(sig),
+                status = self.handover.wait_for(|s| View::from(s) != view), if !w.protocol_gone => {
+                    match status {
+                        Ok(status) => {
+                            view = View::from(&status);
+                            Input::Protocol(view.clone())
+                        }
+                        Err(e) => {
+                            w.protocol_gone = true;
+                            Input::CommandFailed(e.to_string())
+                        }
+                    }
+                }
+                status = wait(w.service.as_mut()) => {
+                    w.service = None;
+                    w.readiness = None;
+                    let status = status?;
+                    self.log.event("child_exited", json!({ "code": status.code(), "signal": status.signal() }));
+                    Input::Exited(status)
+                }
+                how = poll(w.readiness.as_mut()) => {
+                    w.readiness = None;
+                    Input::Ready(how)
+                }
+                () = at(w.sup.poll_timeout().map(|t| w.origin + t)) => {
+                    w.sup.handle_timeout(w.now());
+                    w.drain(signals).await?;
+                    continue;
+                }
+                event = recv(events.as_mut()) => match event {
+                    Ok(handover_std::Event::Protocol(handover_std::proto::Event::Synced { state })) => Input::Synced(state.to_vec()),
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => {
+                        events = None;
+                        continue;
+                    }
+                },
+                state = next_state(published.as_mut()) => Input::Published(state),
+                () = writable(w.channel.as_mut()) => continue,
+            };
+            w.feed(input, signals).await?;
+        }
+        Ok(w.exit.expect("exited"))
+    }
+}
+
+impl<'a> World<'a> {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    async fn feed(&mut self, input: Input, signals: &mut Forwarded) -> Result<(), Failure> {
+        let now = self.now();
+        self.sup.handle(now, input);
+        self.drain(signals).await
+    }
+
+    /// Carries out what the supervisor asks for, feeding back each answer.
+    async fn drain(&mut self, signals: &mut Forwarded) -> Result<(), Failure> {
+        while let Some(action) = self.sup.poll_action() {
+            if let Some(input) = self.execute(action, signals).await? {
+                let now = self.now();
+                self.sup.handle(now, input);
+            }
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &mut self,
+        action: Action,
+        signals: &mut Forwarded,
+    ) -> Result<Option<Input>, Failure> {
+        let d = self.d;
+        let log = d.log;
+        Ok(match action {
+            Action::AcquireSockets => self.acquire(signals).await?,
+            Action::Spawn { term } => {
+                let relay = Relay::start(&runtime_dir())?;
+                let launch = Launch {
+                    command: &d.args.command,
+                    notify_socket: relay.path(),
+                    term: term.as_ref(),
+                    sockets: self.sockets.as_ref(),
+                    channel: self.channel.as_mut(),
+                };
+                let input = match Service::spawn(launch, d.reaper, log) {
+                    Ok(service) => {
+                        self.service = Some(service);
+                        Input::Spawned
+                    }
+                    Err(e) => Input::NotStarted {
+                        kind: e.kind(),
+                        error: e.to_string(),
+                    },
+                };
+                self.relay = Some(relay);
+                Some(input)
+            }
+            Action::WatchReadiness => {
+                let mut notified = self.relay.as_ref().map(Relay::notified);
+                let (readiness, reaper) = (&d.args.readiness, d.reaper);
+                self.readiness = notified.take().map(|mut notified| -> Boxed<'a, _> {
+                    Box::pin(async move { readiness.wait(&mut notified, reaper).await })
+                });
+                None
+            }
+            Action::Signal(sig) => {
+                if let Some(service) = &self.service {
+                    service.signal(sig, log);
+                }
+                None
+            }
+            Action::Kill => {
+                if let Some(service) = &self.service {
+                    service.kill(self.stop_limit, log);
+                }
+                None
+            }
+            Action::Claim => match d.handover.ready() {
+                Ok(()) => None,
+                Err(e) => Some(Input::CommandFailed(e.to_string())),
+            },
+            Action::NotifyReady => {
+                tell_service_manager(b"READY=1");
+                None
+            }
+            Action::OwnSockets => {
+                if let Some(sockets) = self.sockets.as_mut() {
+                    sockets.own()?;
+                    log.event("sockets_owned", json!({}));
+                }
+                None
+            }
+            Action::CompleteHandOver => match d.handover.shutdown_complete().await {
+                Ok(()) => Some(Input::Completed),
+                Err(e) => Some(Input::CommandFailed(e.to_string())),
+            },
+            Action::Forward(successor) => self.forward(successor, signals).await,
+            Action::Leave => {
+                if let Err(e) = d.handover.leave().await {
+                    tracing::warn!("leaving the group: {e}");
+                }
+                Some(Input::Left)
+            }
+            Action::PublishRole { active, leader } => {
+                if let Some(channel) = self.channel.as_mut() {
+                    channel.role(active, leader, crate::log::monotonic_us());
+                }
+                None
+            }
+            Action::PublishState(state) => {
+                if let Some(channel) = self.channel.as_mut() {
+                    channel.state(&state, crate::log::monotonic_us());
+                }
+                None
+            }
+            Action::SetState(state) => match d.handover.set_state(&state) {
+                Ok(()) => None,
+                Err(e) => Some(Input::CommandFailed(e.to_string())),
+            },
+            Action::Note(note) => {
+                self.note(note);
+                None
+            }
+            Action::Exit(exit) => {
+                self.exit = Some(exit);
+                None
+            }
+        })
+    }
+
+    fn note(&self, note: Note) {
+        let log = self.d.log;
+        match note {
+            Note::Ready { via } => log.event("ready", json!({ "via": via })),
+            Note::ClaimSent => log.event("claim_sent", json!({})),
+            Note::ServiceReady { via } => log.event("service_ready", json!({ "via": via })),
+            Note::ReadyTimeout { after } => {
+                log.event(
+                    "ready_timeout",
+                    json!({ "after_ms": after.as_millis() as u64 }),
+                );
+                tracing::error!(
+                    "the service was not ready within {}",
+                    humantime::format_duration(after)
+                );
+            }
+            Note::StoppedWaiting => log.event("stopped_waiting", json!({ "for": "sockets" })),
+            Note::NotStarted(error) => {
+                log.event("child_not_started", json!({ "error": error }));
+                tracing::error!("{error}");
+            }
+            Note::DriverFailed(error) => log.event("driver_failed", json!({ "error": error })),
+        }
+    }
+
+    /// Waits for the sockets of the instance in charge; a signal may end the wait.
+    async fn acquire(&mut self, signals: &mut Forwarded) -> Result<Option<Input>, Failure> {
+        let d = self.d;
+        let dir = d.args.sockets_dir.as_deref();
+        let acquire = crate::listen::acquire(&d.args.listen, dir, d.scope, d.log);
+        tokio::pin!(acquire);
+        loop {
+            tokio::select! {
+                acquired = &mut acquire => {
+                    self.sockets = Some(acquired?);
+                    return Ok(Some(Input::SocketsTaken));
+                }
+                sig = signals.recv() => {
+                    self.sup.handle(self.now(), Input::Signal(sig));
+                    if self.sup.phase() != Phase::Acquiring {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bridge networking: clients that still reach this instance's address are
+    /// served by the successor until this one is stopped.
+    async fn forward(&mut self, successor: Successor, signals: &mut Forwarded) -> Option<Input> {
+        let d = self.d;
+        let sockets = self.sockets.as_ref().filter(|s| !s.handed_off())?;
+        let to = match successor {
+            Successor::Peer(id) => d.peers.of(id),
+            Successor::Legacy => None,
+        };
+        let Some(to) = to else {
+            tracing::info!("the successor announced no address: nothing to forward to");
+            return Some(Input::Forwarded);
+        };
+        for l in sockets.listeners() {
+            if let (Address::Tcp(_), Some(port)) = (&l.spec().address, l.port()) {
+                let to = std::net::SocketAddr::from((to, port)).to_string();
+                d.log
+                    .event("forwarding", json!({ "name": l.name(), "to": to }));
+            }
+        }
+        let forwarding = sockets.forward(to.into(), std::future::pending::<()>());
+        tokio::pin!(forwarding);
+        loop {
+            tokio::select! {
+                () = &mut forwarding => return Some(Input::Forwarded),
+                sig = signals.recv() => {
+                    self.sup.handle(self.origin.elapsed(), Input::Signal(sig));
+                    if self.sup.phase() != Phase::Forwarding {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn runtime_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Passes `state` to systemd when `handover` runs under it (never waiting: the
+/// protocol runs on this thread).
+fn tell_service_manager(state: &[u8]) {
+    if let Err(e) = handover_std::notify::try_notify(state) {
+        tracing::warn!("notifying the service manager failed: {e}");
+    }
+}
+
+/// Waits until `deadline` (forever without one).
+async fn at(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait(service: Option<&mut Service>) -> std::io::Result<std::process::ExitStatus> {
+    match service {
+        Some(s) => s.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll<T>(f: Option<&mut Boxed<'_, T>>) -> T {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv<T: Clone>(events: Option<&mut broadcast::Receiver<T>>) -> Result<T, RecvError> {
+    match events {
+        Some(e) => e.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_state(published: Option<&mut Published>) -> Vec<u8> {
+    match published {
+        Some(p) => p.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn writable(channel: Option<&mut Channel>) {
+    match channel {
+        Some(c) => c.writable().await,
+        None => std::future::pending().await,
+    }
+}

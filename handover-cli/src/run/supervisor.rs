@@ -1,0 +1,610 @@
+//! The policy of `handover run` as a state machine: no processes, sockets, signals
+//! or clocks, so that every rule can be tested by feeding it inputs.
+//!
+//! The driver ([`super::driver`]) feeds it what happened ([`Input`]) with the time,
+//! carries out what it asks for ([`Action`]) in order, and calls
+//! [`handle_timeout`](Supervisor::handle_timeout) at
+//! [`poll_timeout`](Supervisor::poll_timeout), as an adapter drives the protocol's
+//! `Peer`. Hand-over, cold standby and hot standby are its [`Mode`]s; an instance
+//! goes through the same [`Phase`]s in each.
+//!
+//! The rules it keeps, whatever happens in between:
+//! - the service is stopped (stop signal, then SIGKILL after the stop limit)
+//!   before its instance leaves, and before the complete file is written;
+//! - a cold standby's service runs only while its instance is active;
+//! - after a completed hand-over `handover` exits 0 ([`Exit::HandedOver`]).
+
+use std::collections::VecDeque;
+use std::io::ErrorKind;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use handover_std::{State, Successor, Term};
+use rustix::process::Signal;
+
+use super::exit::Exit;
+
+/// The signals that ask a process to stop; the others are passed on, nothing more.
+pub const STOPPING: [Signal; 4] = [Signal::TERM, Signal::INT, Signal::HUP, Signal::QUIT];
+
+/// What the service does in this instance's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Hand-over: the service starts at once, its readiness is the claim, and a
+    /// newer instance's takeover stops it. With `sockets`, the listening sockets
+    /// are taken from the instance in charge first (`--listen`).
+    HandOver { sockets: bool },
+    /// Failover, cold standby: the service runs only while this instance is active.
+    ColdStandby,
+    /// Failover, hot standby: the service runs on every instance and is told its
+    /// role.
+    HotStandby,
+}
+
+/// The settings the policy reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub mode: Mode,
+    /// The signal that asks the service to stop.
+    pub stop_signal: Signal,
+    /// How long a stopping service has before SIGKILL.
+    pub stop_limit: Duration,
+    /// How long the service may take to become ready (hand-over and cold standby).
+    pub ready_timeout: Option<Duration>,
+}
+
+/// What the supervisor reads of the protocol: the handle's status, reduced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    pub active: bool,
+    /// Standing by (failover).
+    pub standby: bool,
+    pub leader: Option<u64>,
+    /// A newer instance took over (hand-over).
+    pub successor: Option<Successor>,
+    /// The goodbye was sent: the protocol is over.
+    pub finished: bool,
+    /// The protocol stopped on an error.
+    pub failed: Option<String>,
+    /// The term while active, on a backend that numbers them (etcd).
+    pub term: Option<Term>,
+}
+
+impl From<&handover_std::Status> for View {
+    fn from(s: &handover_std::Status) -> Self {
+        View {
+            active: s.state == State::Active,
+            standby: s.state == State::Standby,
+            leader: s.leader,
+            successor: s.successor,
+            finished: s.finished,
+            failed: s.failed.clone(),
+            term: s.term.clone(),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The protocol's status changed.
+    Protocol(View),
+    /// The active's state arrived (hot standby).
+    Synced(Vec<u8>),
+    /// The service published its state (hot standby).
+    Published(Vec<u8>),
+    /// The listening sockets are this instance's ([`Action::AcquireSockets`]).
+    SocketsTaken,
+    /// The service was started ([`Action::Spawn`]).
+    Spawned,
+    /// The service could not be started.
+    NotStarted { kind: ErrorKind, error: String },
+    /// The service is ready, and how that was seen.
+    Ready(&'static str),
+    /// The service exited.
+    Exited(ExitStatus),
+    /// `handover` received a signal.
+    Signal(Signal),
+    /// A command to the protocol failed: it no longer runs.
+    CommandFailed(String),
+    /// [`Action::Leave`] is done (delivered, or given up on).
+    Left,
+    /// [`Action::CompleteHandOver`] is done.
+    Completed,
+    /// [`Action::Forward`] ended: nothing (more) to forward.
+    Forwarded,
+}
+
+/// What the driver is asked to do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Take the listening sockets (`--listen`); answer [`Input::SocketsTaken`].
+    AcquireSockets,
+    /// Start the service, with the term's fencing token if any; answer
+    /// [`Input::Spawned`] or [`Input::NotStarted`].
+    Spawn { term: Option<Term> },
+    /// Watch the service's readiness; answer [`Input::Ready`].
+    WatchReadiness,
+    /// Pass a signal on to the service.
+    Signal(Signal),
+    /// SIGKILL the service: it overran the stop limit.
+    Kill,
+    /// Tell the protocol this instance is ready: claim (hand-over) or stand by.
+    Claim,
+    /// `READY=1` to the service manager.
+    NotifyReady,
+    /// Own the listening sockets, to pass them on.
+    OwnSockets,
+    /// Write the complete file and say goodbye; answer [`Input::Completed`].
+    CompleteHandOver,
+    /// Forward the clients that still reach this instance to the successor, until
+    /// a stop signal; answer [`Input::Forwarded`] when there is nothing to forward.
+    Forward(Successor),
+    /// Leave the group; answer [`Input::Left`].
+    Leave,
+    /// Tell the service its role (hot standby).
+    PublishRole { active: bool, leader: Option<u64> },
+    /// Tell the service the active's state (hot standby).
+    PublishState(Vec<u8>),
+    /// Carry the service's state on the heartbeats (hot standby).
+    SetState(Vec<u8>),
+    /// Something to log.
+    Note(Note),
+    /// The end.
+    Exit(Exit),
+}
+
+/// What the policy decided that the log should say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// Ready: claiming (hand-over) or standing by.
+    Ready {
+        via: &'static str,
+    },
+    ClaimSent,
+    /// The service of an active cold standby is ready.
+    ServiceReady {
+        via: &'static str,
+    },
+    ReadyTimeout {
+        after: Duration,
+    },
+    /// A stop signal ended the wait for the sockets.
+    StoppedWaiting,
+    NotStarted(String),
+    DriverFailed(String),
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the listening sockets, nothing started yet.
+    Acquiring,
+    /// The mode's normal life.
+    Serving,
+    /// The service was asked to stop; what comes next when it has.
+    Stopping(Then),
+    /// Waiting for the protocol to finish a goodbye; the exit that follows.
+    Leaving(Exit),
+    /// Waiting for the complete file and the goodbye.
+    Completing,
+    /// Serving the successor's clients that still reach this instance.
+    Forwarding,
+    /// Exited.
+    Done,
+}
+
+/// What follows a service's stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Demoted: stand by again.
+    StandBy,
+    /// Leave, then exit.
+    Leave(Exit),
+    /// Write the complete file.
+    CompleteHandOver,
+    /// Exit without a goodbye (the protocol no longer runs).
+    Exit(Exit),
+}
+
+impl Then {
+    /// Which of two endings wins when a second comes while stopping: the more
+    /// final one.
+    fn weight(self) -> u8 {
+        match self {
+            Then::StandBy => 0,
+            Then::Leave(_) => 1,
+            Then::CompleteHandOver => 2,
+            Then::Exit(_) => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Absent,
+    Running {
+        ready: bool,
+    },
+    /// Sent the stop signal.
+    Stopping,
+}
+
+/// The policy of `handover run`.
+#[derive(Debug)]
+pub struct Supervisor {
+    policy: Policy,
+    phase: Phase,
+    service: Service,
+    view: View,
+    successor: Option<Successor>,
+    /// `READY=1` was sent to the service manager.
+    told_ready: bool,
+    sockets_owned: bool,
+    /// The role last told to a hot standby's service.
+    role: Option<(bool, Option<u64>)>,
+    /// A stopping signal was passed on to the service.
+    stop_asked: bool,
+    ready_by: Option<Duration>,
+    kill_at: Option<Duration>,
+    actions: VecDeque<Action>,
+}
+
+impl Supervisor {
+    /// A supervisor in `policy.mode`, about to start.
+    pub fn new(policy: Policy) -> Self {
+        let mut s = Supervisor {
+            policy,
+            phase: Phase::Serving,
+            service: Service::Absent,
+            view: View::default(),
+            successor: None,
+            told_ready: false,
+            sockets_owned: false,
+            role: None,
+            stop_asked: false,
+            ready_by: None,
+            kill_at: None,
+            actions: VecDeque::new(),
+        };
+        match policy.mode {
+            Mode::HandOver { sockets: true } => {
+                s.phase = Phase::Acquiring;
+                s.push(Action::AcquireSockets);
+            }
+            Mode::HandOver { sockets: false } | Mode::HotStandby => s.spawn(None),
+            Mode::ColdStandby => {
+                s.push(Action::Claim);
+                s.push(Action::Note(Note::Ready { via: "standby" }));
+            }
+        }
+        s
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        [self.kill_at, self.ready_by].into_iter().flatten().min()
+    }
+
+    /// Where the instance is.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if self.kill_at.is_some_and(|at| at <= now) {
+            self.kill_at = None;
+            if self.service != Service::Absent {
+                self.push(Action::Kill);
+            }
+        }
+        if self.ready_by.is_some_and(|at| at <= now) {
+            self.ready_by = None;
+            if self.service == (Service::Running { ready: false }) {
+                let after = self.policy.ready_timeout.unwrap_or_default();
+                self.push(Action::Note(Note::ReadyTimeout { after }));
+                // Stopped before leaving: in failover a standby takes over as soon
+                // as this instance leaves, and must not find this service running.
+                self.stop(now, Then::Leave(Exit::NotReady));
+            }
+        }
+    }
+
+    pub fn handle(&mut self, now: Duration, input: Input) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        match input {
+            Input::Protocol(view) => {
+                self.view = view;
+                self.follow_protocol(now);
+            }
+            Input::Synced(state) => {
+                if self.hot_and_serving() {
+                    self.push(Action::PublishState(state));
+                }
+            }
+            Input::Published(state) => {
+                if self.hot_and_serving() {
+                    self.push(Action::SetState(state));
+                }
+            }
+            Input::SocketsTaken => {
+                if self.phase == Phase::Acquiring {
+                    self.phase = Phase::Serving;
+                    self.spawn(None);
+                }
+            }
+            Input::Spawned => self.spawned(now),
+            Input::NotStarted { kind, error } => {
+                self.service = Service::Absent;
+                self.push(Action::Note(Note::NotStarted(error)));
+                self.leave(Exit::NotStarted(kind));
+            }
+            Input::Ready(via) => self.ready(via),
+            Input::Exited(status) => self.exited(now, status),
+            Input::Signal(sig) => self.signal(now, sig),
+            Input::CommandFailed(error) => self.failed(now, error),
+            Input::Left => {
+                if let Phase::Leaving(exit) = self.phase {
+                    self.exit(exit);
+                }
+            }
+            Input::Completed => {
+                if self.phase == Phase::Completing {
+                    match (self.policy.mode, self.successor) {
+                        (Mode::HandOver { sockets: true }, Some(successor)) => {
+                            self.phase = Phase::Forwarding;
+                            self.push(Action::Forward(successor));
+                        }
+                        _ => self.exit(Exit::HandedOver),
+                    }
+                }
+            }
+            Input::Forwarded => {
+                if self.phase == Phase::Forwarding {
+                    self.exit(Exit::HandedOver);
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    fn hot_and_serving(&self) -> bool {
+        self.policy.mode == Mode::HotStandby && self.phase == Phase::Serving
+    }
+
+    fn spawn(&mut self, term: Option<Term>) {
+        self.service = Service::Running { ready: false };
+        self.stop_asked = false;
+        self.push(Action::Spawn { term });
+    }
+
+    fn spawned(&mut self, now: Duration) {
+        match self.policy.mode {
+            Mode::HandOver { .. } | Mode::ColdStandby => {
+                self.push(Action::WatchReadiness);
+                self.ready_by = self.policy.ready_timeout.map(|t| now + t);
+            }
+            Mode::HotStandby => {
+                self.role = Some((false, None));
+                self.push(Action::PublishRole {
+                    active: false,
+                    leader: None,
+                });
+                self.push(Action::Claim);
+                self.push(Action::Note(Note::Ready { via: "standby" }));
+                self.tell_ready();
+                // The protocol may have moved while the service started.
+                self.follow_protocol(now);
+            }
+        }
+    }
+
+    fn ready(&mut self, via: &'static str) {
+        if self.service != (Service::Running { ready: false }) {
+            return;
+        }
+        self.service = Service::Running { ready: true };
+        self.ready_by = None;
+        match self.policy.mode {
+            Mode::HandOver { .. } => {
+                self.push(Action::Note(Note::Ready { via }));
+                self.push(Action::Claim);
+                self.push(Action::Note(Note::ClaimSent));
+                self.tell_ready();
+            }
+            Mode::ColdStandby => {
+                self.push(Action::Note(Note::ServiceReady { via }));
+                self.tell_ready();
+            }
+            Mode::HotStandby => {}
+        }
+    }
+
+    /// `READY=1`, once.
+    fn tell_ready(&mut self) {
+        if !self.told_ready {
+            self.told_ready = true;
+            self.push(Action::NotifyReady);
+        }
+    }
+
+    fn follow_protocol(&mut self, now: Duration) {
+        if !matches!(self.phase, Phase::Serving | Phase::Stopping(_)) {
+            // Acquiring: nothing runs yet. Leaving, completing, forwarding: the
+            // driver's own command is finishing.
+            if let (Phase::Acquiring, Some(error)) = (self.phase, self.view.failed.clone()) {
+                self.failed(now, error);
+            }
+            return;
+        }
+        if let Some(error) = self.view.failed.clone() {
+            return self.failed(now, error);
+        }
+        if self.phase != Phase::Serving {
+            // What the protocol says is read again once the service has stopped.
+            return;
+        }
+        let view = &self.view;
+        match self.policy.mode {
+            Mode::HandOver { sockets } => {
+                if let Some(successor) = view.successor {
+                    self.successor = Some(successor);
+                    self.stop(now, Then::CompleteHandOver);
+                } else if view.finished {
+                    self.failed(now, "the handover driver has stopped".into());
+                } else if sockets && view.active && !self.sockets_owned {
+                    self.sockets_owned = true;
+                    self.push(Action::OwnSockets);
+                }
+            }
+            Mode::ColdStandby => {
+                if view.finished {
+                    self.stop(now, Then::Exit(Exit::Left));
+                } else if view.active && self.service == Service::Absent {
+                    let term = view.term.clone();
+                    self.spawn(term);
+                } else if !view.active && matches!(self.service, Service::Running { .. }) {
+                    self.stop(now, Then::StandBy);
+                } else if view.standby {
+                    self.tell_ready();
+                }
+            }
+            Mode::HotStandby => {
+                if view.finished {
+                    self.stop(now, Then::Exit(Exit::Left));
+                } else if self.role.is_some() && self.role != Some((view.active, view.leader)) {
+                    let (active, leader) = (view.active, view.leader);
+                    self.role = Some((active, leader));
+                    self.push(Action::PublishRole { active, leader });
+                }
+            }
+        }
+    }
+
+    /// Stops the service, then `then`; at once if none runs. A second reason to
+    /// stop while stopping keeps the more final of the two.
+    fn stop(&mut self, now: Duration, then: Then) {
+        if let Phase::Stopping(current) = self.phase {
+            if then.weight() > current.weight() {
+                self.phase = Phase::Stopping(then);
+            }
+            return;
+        }
+        match self.service {
+            Service::Absent => self.after_stop(now, then),
+            Service::Running { .. } | Service::Stopping => {
+                self.service = Service::Stopping;
+                self.ready_by = None;
+                self.push(Action::Signal(self.policy.stop_signal));
+                self.kill_by(now + self.policy.stop_limit);
+                self.phase = Phase::Stopping(then);
+            }
+        }
+    }
+
+    fn kill_by(&mut self, at: Duration) {
+        self.kill_at = Some(self.kill_at.map_or(at, |k| k.min(at)));
+    }
+
+    fn after_stop(&mut self, now: Duration, then: Then) {
+        match then {
+            // Asked to stop while being demoted: the service has, so leave.
+            Then::StandBy if self.stop_asked => self.leave(Exit::Left),
+            Then::StandBy => {
+                self.phase = Phase::Serving;
+                self.follow_protocol(now);
+            }
+            Then::Leave(exit) => self.leave(exit),
+            Then::CompleteHandOver => {
+                self.phase = Phase::Completing;
+                self.push(Action::CompleteHandOver);
+            }
+            Then::Exit(exit) => self.exit(exit),
+        }
+    }
+
+    fn leave(&mut self, exit: Exit) {
+        self.phase = Phase::Leaving(exit);
+        self.push(Action::Leave);
+    }
+
+    fn exit(&mut self, exit: Exit) {
+        self.phase = Phase::Done;
+        self.push(Action::Exit(exit));
+    }
+
+    fn exited(&mut self, now: Duration, status: ExitStatus) {
+        let was = std::mem::replace(&mut self.service, Service::Absent);
+        self.kill_at = None;
+        self.ready_by = None;
+        match self.phase {
+            Phase::Stopping(then) => self.after_stop(now, then),
+            Phase::Serving if was != Service::Absent => {
+                // On its own, or after a stopping signal passed on.
+                let exit = match self.stop_asked {
+                    true => Exit::StopAsked {
+                        status,
+                        stop_signal: self.policy.stop_signal,
+                    },
+                    false => Exit::OnItsOwn {
+                        status,
+                        failover: !matches!(self.policy.mode, Mode::HandOver { .. }),
+                    },
+                };
+                self.leave(exit);
+            }
+            _ => {}
+        }
+    }
+
+    fn signal(&mut self, now: Duration, sig: Signal) {
+        let stopping = STOPPING.contains(&sig);
+        match (self.phase, self.service) {
+            (Phase::Acquiring, _) if stopping => {
+                self.push(Action::Note(Note::StoppedWaiting));
+                self.leave(Exit::Left);
+            }
+            (Phase::Forwarding, _) if stopping => self.exit(Exit::HandedOver),
+            (Phase::Serving | Phase::Stopping(_), Service::Running { .. } | Service::Stopping) => {
+                if stopping && !self.stop_asked {
+                    // Stopping now: whether it would have been ready no longer matters.
+                    self.stop_asked = true;
+                    self.ready_by = None;
+                    self.kill_by(now + self.policy.stop_limit);
+                }
+                self.push(Action::Signal(sig));
+            }
+            // A standby has no service to pass it on to.
+            (Phase::Serving, Service::Absent) if stopping => self.leave(Exit::Left),
+            _ => {}
+        }
+    }
+
+    /// The protocol no longer runs: the service is stopped and `handover` exits
+    /// without a goodbye or the complete file (no newer instance took over).
+    fn failed(&mut self, now: Duration, error: String) {
+        let heading_out = match self.phase {
+            Phase::Stopping(then) => then.weight() >= Then::Exit(Exit::DriverFailed).weight(),
+            Phase::Done => true,
+            _ => false,
+        };
+        if heading_out {
+            return;
+        }
+        self.push(Action::Note(Note::DriverFailed(error)));
+        self.stop(now, Then::Exit(Exit::DriverFailed));
+    }
+}
+
+#[cfg(test)]
+mod tests;
