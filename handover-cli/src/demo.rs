@@ -71,7 +71,7 @@ async fn hand_over(
     let new_id = hex(new.status().id);
     say("new", format!("{new_id} started, listening"));
     let ready_at = Instant::now();
-    new.ready()?;
+    new.ready().await?;
     say("new", "ready: claim sent to the group".into());
     within("the shutdown request", old.shutdown_requested()).await??;
     let latency = ready_at.elapsed();
@@ -140,7 +140,7 @@ pub async fn demo(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         "old",
         format!("{} started, listening", hex(old.status().id)),
     );
-    old.ready()?;
+    old.ready().await?;
     within(
         "the first instance taking charge",
         old.wait_for(|s| s.state == State::Active),

@@ -50,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => "a new socket",
         }
     );
-    handover.ready()?;
+    handover.ready().await?;
 
     let mut connections = JoinSet::new();
     let in_charge = sockets.own_when_in_charge(&handover);

@@ -57,17 +57,17 @@ impl Handover {
     /// Failover, while active: records progress `seq` (see
     /// [`crate::Handover::checkpoint`]).
     pub fn checkpoint(&self, seq: u64) -> Result<(), Error> {
-        self.inner().checkpoint(seq)
+        self.runtime.block_on(self.inner().checkpoint(seq))
     }
 
     /// The service is ready: claim (hand-over) or stand by (failover).
     pub fn ready(&self) -> Result<(), Error> {
-        self.inner().ready()
+        self.runtime.block_on(self.inner().ready())
     }
 
     /// Application state carried by heartbeats while active (failover).
     pub fn set_state(&self, state: &[u8]) -> Result<(), Error> {
-        self.inner().set_state(state)
+        self.runtime.block_on(self.inner().set_state(state))
     }
 
     /// Blocks until a newer instance has taken over and this one must shut down;

@@ -15,7 +15,7 @@
 //!
 //! let handover = Handover::start(Config::from_env()?).await?;
 //! // ... start serving ...
-//! handover.ready()?;
+//! handover.ready().await?;
 //! let successor = handover.shutdown_requested().await?;
 //! // ... stop serving, close connections ...
 //! handover.shutdown_complete().await?;
@@ -48,9 +48,9 @@ pub use key::GroupKey;
 pub use link::{Error, Event, Status, Term};
 pub use multicast::TABLE;
 
-use link::Command;
+use link::{Command, Request};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// A running instance of the protocol (tokio API).
 ///
@@ -59,7 +59,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 /// service about to return from `main` should `leave().await` first.
 #[derive(Debug)]
 pub struct Handover {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Request>,
     events: broadcast::Sender<Event>,
     status: watch::Receiver<Status>,
     stop_limit: Option<Duration>,
@@ -94,31 +94,41 @@ impl Handover {
             ));
         }
         // Detached: when every handle is gone the engine says goodbye and ends.
-        let (driver, handover) = multicast::Driver::new(config)?;
+        let (driver, handover) = multicast::Engine::new(config)?;
         tokio::spawn(driver.run());
         Ok(handover)
     }
 
-    fn send(&self, cmd: Command) -> Result<(), Error> {
-        self.commands.send(cmd).map_err(|_| self.stopped())
+    /// Sends `command` and waits for the engine's answer.
+    async fn request(&self, command: Command) -> Result<(), Error> {
+        let (answer, answered) = oneshot::channel();
+        self.commands
+            .send(Request { command, answer })
+            .map_err(|_| self.stopped())?;
+        answered.await.map_err(|_| self.stopped())?
     }
 
     /// The service is ready: claim (hand-over) or stand by (failover).
-    pub fn ready(&self) -> Result<(), Error> {
-        self.send(Command::Ready)
+    /// [`Error::Refused`] after leaving.
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.request(Command::Ready).await
     }
 
     /// Application state carried by heartbeats while active (failover).
-    pub fn set_state(&self, state: &[u8]) -> Result<(), Error> {
-        self.send(Command::SetState(state.to_vec()))
+    /// [`Error::Refused`] for a state longer than the protocol carries,
+    /// [`Error::Unsupported`] on etcd.
+    pub async fn set_state(&self, state: &[u8]) -> Result<(), Error> {
+        self.request(Command::SetState(state.to_vec())).await
     }
 
     /// Failover, while active: records progress `seq` (for a work queue, the id of
     /// the last task completed) and sends it to the standbys at once; they
     /// acknowledge it, and [`Status::checkpoint_held`] follows. Checkpoints only
-    /// grow. [`queue::WorkQueue`] does this for you.
-    pub fn checkpoint(&self, seq: u64) -> Result<(), Error> {
-        self.send(Command::Checkpoint(seq))
+    /// grow. Progress recorded after a demotion is not an error: it is dropped,
+    /// and the next active resumes from what the standbys hold.
+    /// [`queue::WorkQueue`] does this for you.
+    pub async fn checkpoint(&self, seq: u64) -> Result<(), Error> {
+        self.request(Command::Checkpoint(seq)).await
     }
 
     /// Waits until a newer instance has taken over and this one must shut down;
@@ -151,13 +161,14 @@ impl Handover {
     /// The service has shut down: write the complete file, say goodbye, and wait
     /// until the goodbye has been delivered (or given up on).
     pub async fn shutdown_complete(&self) -> Result<(), Error> {
-        self.send(Command::ShutdownComplete)?;
+        self.request(Command::ShutdownComplete).await?;
         self.finished().await
     }
 
-    /// Leaves at once (failover: a standby takes over without waiting).
+    /// Leaves at once (failover: a standby takes over without waiting). Leaving
+    /// twice is not an error.
     pub async fn leave(&self) -> Result<(), Error> {
-        self.send(Command::Leave)?;
+        self.request(Command::Leave).await?;
         self.finished().await
     }
 

@@ -2,13 +2,19 @@
 //! status it reports, the commands it takes, and the [`Link`] that carries them.
 //! The multicast engine ([`crate::multicast`]) and the etcd engine both drive one,
 //! so a service sees the same API whichever decides who is in charge.
+//!
+//! The link keeps the rules every engine must keep, so that none has to repeat
+//! them: events go out before the status that reflects them
+//! ([`publish`](Link::publish)), and every command is answered
+//! ([`Request::answer`]), so a refusal or a command the backend does not support
+//! reaches the caller.
 
 use std::io;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use handover_proto::{State, Stats};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// What the adapter reports: the protocol's events and its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +92,26 @@ pub struct Status {
     pub checkpoint_held: Option<u64>,
 }
 
+impl Status {
+    /// The status of a new instance: nothing happened yet.
+    pub(crate) fn new(id: u64, state: State) -> Self {
+        Status {
+            id,
+            state,
+            leader: None,
+            successor: None,
+            finished: false,
+            failed: None,
+            interfaces: Vec::new(),
+            receive_errors: 0,
+            stats: Stats::default(),
+            term: None,
+            checkpoint: 0,
+            checkpoint_held: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum Command {
     Ready,
@@ -93,6 +119,39 @@ pub(crate) enum Command {
     Leave,
     SetState(Vec<u8>),
     Checkpoint(u64),
+}
+
+impl Command {
+    /// The handle's call that sends it, for messages.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Ready => "ready",
+            Command::ShutdownComplete => "shutdown_complete",
+            Command::Leave => "leave",
+            Command::SetState(_) => "set_state",
+            Command::Checkpoint(_) => "checkpoint",
+        }
+    }
+}
+
+/// A command and where its answer goes.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) command: Command,
+    pub(crate) answer: oneshot::Sender<Result<(), Error>>,
+}
+
+impl Request {
+    /// Answers the caller (who may have stopped waiting).
+    pub(crate) fn answer(self, result: Result<(), Error>) {
+        let _ = self.answer.send(result);
+    }
+
+    /// Answers that this backend has no such command.
+    pub(crate) fn unsupported(self, backend: &'static str) {
+        let call = self.command.name();
+        self.answer(Err(Error::Unsupported { call, backend }));
+    }
 }
 
 /// Errors of the Linux adapter.
@@ -112,13 +171,31 @@ pub enum Error {
     /// request to shut down; no newer instance took over.
     #[error("the handover driver failed: {0}")]
     Failed(String),
+    /// The protocol refused the command in its current state (`ready` after
+    /// leaving, a state longer than the protocol carries).
+    #[error("{call}: {reason}")]
+    Refused {
+        /// The call.
+        call: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The election backend has no such command (etcd elects a leader: it has no
+    /// hand-over and carries no state).
+    #[error("{call}: not supported by the {backend} election")]
+    Unsupported {
+        /// The call.
+        call: &'static str,
+        /// The backend.
+        backend: &'static str,
+    },
 }
 
 /// The engine's end of a [`Handover`](crate::Handover): commands in, events and
 /// status out.
 #[derive(Debug)]
 pub(crate) struct Link {
-    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) commands: mpsc::UnboundedReceiver<Request>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) status: watch::Sender<Status>,
 }
@@ -152,9 +229,45 @@ impl Link {
         let _ = self.events.send(event);
     }
 
+    /// Reports `events`, then changes the status with `update` (which says whether
+    /// it changed anything): whoever the status wakes finds the events that led to
+    /// it already sent.
+    pub(crate) fn publish(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        update: impl FnOnce(&mut Status) -> bool,
+    ) {
+        for event in events {
+            self.emit(event);
+        }
+        self.status.send_if_modified(update);
+    }
+
     /// Records an unrecoverable error: the engine no longer runs.
     pub(crate) fn fail(&self, error: String) {
         tracing::error!("the handover engine failed: {error}");
         self.status.send_modify(|s| s.failed = Some(error));
+    }
+}
+
+/// A random 64-bit value from the OS-seeded hasher keys std already draws.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Waits until `at` (forever without a deadline).
+pub(crate) async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -11,13 +11,13 @@ use tokio::net::UdpSocket;
 
 use crate::complete::write_complete_file;
 use crate::config::Config;
-use crate::link::{Command, Error, Event, Link, Status};
+use crate::link::{random_u64, sleep_until, Command, Error, Event, Link, Request, Status};
 use crate::transport::Sockets;
 
 /// Capacity of the peer table on Linux.
 pub const TABLE: usize = 32;
 
-pub(crate) struct Driver {
+pub(crate) struct Engine {
     config: Config,
     peer: Peer<TABLE>,
     sockets: Sockets,
@@ -27,21 +27,7 @@ pub(crate) struct Driver {
     link: Link,
 }
 
-/// A random 64-bit value from the OS-seeded hasher keys std already draws.
-pub(crate) fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-impl Driver {
+impl Engine {
     /// The driver of a new instance, and its handle.
     pub(crate) fn new(config: Config) -> Result<(Self, crate::Handover), Error> {
         let sockets = Sockets::open(&config)?;
@@ -54,24 +40,13 @@ impl Driver {
         let proto = config.to_proto(id, start_ms, random_u64(), &sockets.addresses())?;
         let epoch = std::time::Instant::now();
         let peer = Peer::new(proto, Instant::ZERO).map_err(crate::ConfigError::from)?;
-        let (link, handover) = Link::new(
-            Status {
-                id: peer.id(),
-                state: peer.state(),
-                leader: None,
-                successor: None,
-                finished: false,
-                failed: None,
-                interfaces,
-                receive_errors: 0,
-                stats: *peer.stats(),
-                term: None,
-                checkpoint: 0,
-                checkpoint_held: None,
-            },
-            None,
-        );
-        let driver = Driver {
+        let status = Status {
+            interfaces,
+            stats: *peer.stats(),
+            ..Status::new(peer.id(), peer.state())
+        };
+        let (link, handover) = Link::new(status, None);
+        let engine = Engine {
             config,
             peer,
             sockets,
@@ -79,7 +54,7 @@ impl Driver {
             epoch,
             link,
         };
-        Ok((driver, handover))
+        Ok((engine, handover))
     }
 
     fn now(&self) -> Instant {
@@ -201,33 +176,35 @@ impl Driver {
         let names = self.sockets.listeners.interface_names();
         tracing::info!("interfaces joined: {}", names.join(", "));
         self.peer.set_addresses(&self.sockets.addresses());
-        self.link
-            .status
-            .send_modify(|s| s.interfaces.clone_from(&names));
-        self.link.emit(Event::InterfacesChanged(names));
+        let event = Event::InterfacesChanged(names.clone());
+        self.link.publish([event], |s| {
+            s.interfaces = names;
+            true
+        });
     }
 
-    fn command(&mut self, cmd: Command) {
+    fn command(&mut self, request: Request) {
         let now = self.now();
-        let result = match cmd {
+        let result = match &request.command {
             Command::Ready => self.peer.ready(now).map_err(|e| e.to_string()),
             Command::ShutdownComplete => {
                 self.peer.shutdown_complete(now).map_err(|e| e.to_string())
             }
+            // Leaving twice is not an error.
+            Command::Leave if self.peer.state() == State::Done => Ok(()),
             Command::Leave => self.peer.leave(now).map_err(|e| e.to_string()),
-            Command::SetState(s) => self.peer.set_state(&s).map_err(|e| e.to_string()),
+            Command::SetState(s) => self.peer.set_state(s).map_err(|e| e.to_string()),
             Command::Checkpoint(seq) => {
                 // Progress made just before a demotion: the new active resumes from
                 // what the standbys hold.
-                if let Err(e) = self.peer.checkpoint(now, seq) {
+                if let Err(e) = self.peer.checkpoint(now, *seq) {
                     tracing::debug!("checkpoint {seq} not sent: {e}");
                 }
                 Ok(())
             }
         };
-        if let Err(e) = result {
-            tracing::warn!("command ignored: {e}");
-        }
+        let call = request.command.name();
+        request.answer(result.map_err(|reason| Error::Refused { call, reason }));
     }
 
     /// Sends every queued datagram, then reports every event (the drain order of the
@@ -241,38 +218,38 @@ impl Driver {
                 tracing::debug!("send to {:?} failed: {e}", t.destination);
             }
         }
-        let mut held = None;
+        let (mut held, mut successor) = (None, None);
+        let mut events = Vec::new();
         while let Some(event) = self.peer.poll_event() {
             tracing::debug!(?event, "protocol event");
-            if let handover_proto::Event::CheckpointHeld { seq } = event {
-                held = Some(seq);
+            match event {
+                handover_proto::Event::CheckpointHeld { seq } => held = Some(seq),
+                handover_proto::Event::Shutdown { successor: s } => successor = Some(s),
+                _ => {}
             }
-            if event == handover_proto::Event::MarkComplete {
-                self.mark_complete();
-            }
-            let successor = match event {
-                handover_proto::Event::Shutdown { successor } => Some(successor),
-                _ => None,
-            };
-            self.link.emit(Event::Protocol(event));
-            if successor.is_some() {
-                self.link.status.send_modify(|s| s.successor = successor);
+            let complete = event == handover_proto::Event::MarkComplete;
+            events.push(Event::Protocol(event));
+            if complete {
+                self.mark_complete(&mut events);
             }
         }
         let (state, leader, stats) = (self.peer.state(), self.peer.leader(), *self.peer.stats());
         let finished = self.peer.is_finished();
         let checkpoint = self.peer.checkpoint_seq();
-        self.link.status.send_if_modified(|s| {
+        self.link.publish(events, |s| {
             let held = match state {
                 State::Active => held.or(s.checkpoint_held),
                 _ => None,
             };
-            let changed = s.state != state
+            let successor = successor.or(s.successor);
+            let changed = s.successor != successor
+                || s.state != state
                 || s.leader != leader
                 || s.stats != stats
                 || s.finished != finished
                 || s.checkpoint != checkpoint
                 || s.checkpoint_held != held;
+            s.successor = successor;
             s.state = state;
             s.leader = leader;
             s.stats = stats;
@@ -283,16 +260,17 @@ impl Driver {
         });
     }
 
-    fn mark_complete(&mut self) {
+    /// Writes the complete files, and says how that went in `events`.
+    fn mark_complete(&self, events: &mut Vec<Event>) {
         for path in &self.config.complete_files {
             match write_complete_file(path) {
                 Ok(()) => {
                     tracing::info!(path = %path.display(), "hand-over complete file written");
-                    self.link.emit(Event::CompleteWritten(path.clone()));
+                    events.push(Event::CompleteWritten(path.clone()));
                 }
                 Err(e) => {
                     tracing::error!(path = %path.display(), "writing the complete file failed: {e}");
-                    self.link.emit(Event::CompleteFailed {
+                    events.push(Event::CompleteFailed {
                         path: path.clone(),
                         error: e.to_string(),
                     });
@@ -309,7 +287,7 @@ enum Wake {
     /// The interfaces may have changed.
     Interfaces,
     /// A command, or `None` when every handle is gone.
-    Command(Option<Command>),
+    Command(Option<Request>),
     Timer,
 }
 
@@ -358,13 +336,6 @@ pub(crate) async fn recv_opt(
     }
 }
 
-async fn sleep_until(at: Option<std::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,7 +344,7 @@ mod tests {
 
     /// An instance pinned to the loopback interface (root, as CI runs; skipped
     /// elsewhere, failed under `CI=true`) on a port of its own.
-    fn loopback_driver(test: u16) -> Option<(Driver, crate::Handover)> {
+    fn loopback_driver(test: u16) -> Option<(Engine, crate::Handover)> {
         if !rustix::process::geteuid().is_root() {
             let why = "pinning sockets to the loopback interface needs root";
             let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
@@ -391,7 +362,7 @@ mod tests {
             complete_files: vec![],
             ..Config::default()
         };
-        Some(Driver::new(config).unwrap())
+        Some(Engine::new(config).unwrap())
     }
 
     /// A UDP socket whose next receive fails with ECONNREFUSED: it sent to a closed
@@ -424,7 +395,7 @@ mod tests {
         .expect("the error is counted")
         .expect("the driver still runs");
         assert_eq!(status.failed, None);
-        handover.ready().unwrap();
+        handover.ready().await.unwrap();
         let elected = handover.wait_for(|s| s.state == State::Active);
         tokio::time::timeout(Duration::from_secs(2), elected)
             .await
@@ -454,6 +425,39 @@ mod tests {
         assert!(matches!(requested, Err(Error::Failed(_))), "{requested:?}");
         assert!(handover.status().failed.is_some());
         assert_eq!(handover.status().successor, None);
-        assert!(matches!(handover.ready(), Err(Error::Failed(_))));
+        assert!(matches!(handover.ready().await, Err(Error::Failed(_))));
+    }
+
+    #[tokio::test]
+    async fn a_command_the_protocol_refuses_is_answered_with_the_reason() {
+        let Some((engine, handover)) = loopback_driver(3) else {
+            return;
+        };
+        tokio::spawn(engine.run());
+        let long = [0u8; handover_proto::wire::MAX_STATE + 1];
+        let refused = handover.set_state(&long).await;
+        assert!(
+            matches!(
+                &refused,
+                Err(Error::Refused {
+                    call: "set_state",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        // Hand-over mode: shutdown_complete before any shutdown request.
+        let early = handover.shutdown_complete().await;
+        assert!(
+            matches!(
+                &early,
+                Err(Error::Refused {
+                    call: "shutdown_complete",
+                    ..
+                })
+            ),
+            "{early:?}"
+        );
+        handover.ready().await.unwrap();
     }
 }

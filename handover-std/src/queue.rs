@@ -36,7 +36,7 @@
 //! use handover_std::{Config, Handover};
 //!
 //! let handover = Handover::start(Config::from_env()?).await?;
-//! handover.ready()?;
+//! handover.ready().await?;
 //! let queue = WorkQueue::new();
 //! let submit = queue.clone();
 //! tokio::spawn(async move {
@@ -329,7 +329,7 @@ impl<T: Clone> WorkQueue<T> {
             match handler(id, task).await {
                 Outcome::Done => {
                     self.ledger().complete(id);
-                    handover.checkpoint(id)?;
+                    handover.checkpoint(id).await?;
                     retry = RETRY_MIN;
                 }
                 Outcome::Retry => {

@@ -403,7 +403,7 @@ impl SocketDir {
         // either the old owner or this one, never no socket.
         let temporary = self
             .sock
-            .with_extension(format!("sock.{:016x}", crate::multicast::random_u64()));
+            .with_extension(format!("sock.{:016x}", crate::link::random_u64()));
         let listener = UnixListener::bind(&temporary)?;
         std::fs::rename(&temporary, &self.sock)?;
         let inode = std::fs::metadata(&self.sock)?.ino();
@@ -738,7 +738,7 @@ pub enum Source {
 /// let mut sockets = Sockets::acquire(&specs, &default_dir(), &config.scope).await?;
 /// let listener = sockets.tcp("http")?;
 /// // ... accept on `listener` ...
-/// handover.ready()?;
+/// handover.ready().await?;
 /// sockets.own_when_in_charge(&handover).await?;
 /// handover.shutdown_requested().await?;
 /// // ... stop accepting, finish the requests in flight ...

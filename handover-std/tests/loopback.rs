@@ -58,7 +58,7 @@ async fn newer_instance_takes_over_on_loopback() {
     let old = Handover::start(config(port, &scope, &complete))
         .await
         .unwrap();
-    old.ready().unwrap();
+    old.ready().await.unwrap();
     old.wait_for(|s| s.state == State::Active).await.unwrap();
 
     let new = Handover::start(config(port, &scope, &complete))
@@ -66,7 +66,7 @@ async fn newer_instance_takes_over_on_loopback() {
         .unwrap();
     let mut new_events = Box::pin(new.events());
     let started = std::time::Instant::now();
-    new.ready().unwrap();
+    new.ready().await.unwrap();
     let successor = tokio::time::timeout(Duration::from_secs(2), old.shutdown_requested())
         .await
         .expect("old instance told to shut down")
@@ -158,13 +158,13 @@ async fn dropping_the_active_handle_fails_over_at_once() {
     let active = Handover::start(failover_config(port, &scope))
         .await
         .unwrap();
-    active.ready().unwrap();
+    active.ready().await.unwrap();
     active.wait_for(|s| s.state == State::Active).await.unwrap();
     let standby = Handover::start(failover_config(port, &scope))
         .await
         .unwrap();
     standby.wait_for(|s| s.leader.is_some()).await.unwrap();
-    standby.ready().unwrap();
+    standby.ready().await.unwrap();
     standby
         .wait_for(|s| s.state == State::Standby)
         .await

@@ -60,7 +60,7 @@ fn active<T: Send>(ns: &Netns, scope: &str, f: impl AsyncFnOnce(&Handover) -> T 
             .expect("runtime");
         runtime.block_on(async {
             let handover = Handover::start(config(scope)).await.expect("start");
-            handover.ready().expect("ready");
+            handover.ready().await.expect("ready");
             handover
                 .wait_for(|s| s.state == State::Active && s.checkpoint_held.is_some())
                 .await
@@ -91,7 +91,7 @@ fn acknowledged(net: &Containers, rounds: u64) {
         let mut samples = Vec::new();
         for n in 1..=rounds {
             let t = Instant::now();
-            handover.checkpoint(n).expect("checkpoint");
+            handover.checkpoint(n).await.expect("checkpoint");
             handover
                 .wait_for(|s| s.checkpoint_held >= Some(n))
                 .await

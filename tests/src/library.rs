@@ -24,6 +24,6 @@ pub fn start(place: Place, config: Config) -> (tokio::runtime::Runtime, Handover
         Some(ns) => ns.enter(open),
         None => open(),
     };
-    handover.ready().expect("ready");
+    runtime.block_on(handover.ready()).expect("ready");
     (runtime, handover)
 }

@@ -77,7 +77,7 @@ fn a_deposed_leaders_checkpoint_is_refused_and_the_new_leader_starts_from_the_la
     });
 
     // The leader records; the standby sees it.
-    a.checkpoint(5).unwrap();
+    rt_a.block_on(a.checkpoint(5)).unwrap();
     wait_for(&rt_a, &a, |s| s.checkpoint_held == Some(5));
     wait_for(&rt_b, &b, |s| s.checkpoint == 5);
     assert_eq!(recorded(&cluster), Some(5));
@@ -104,7 +104,7 @@ fn a_deposed_leaders_checkpoint_is_refused_and_the_new_leader_starts_from_the_la
     assert_eq!(a.status().state, State::Active, "a has not noticed yet");
 
     let mut a_events = a.subscribe();
-    a.checkpoint(9).unwrap();
+    rt_a.block_on(a.checkpoint(9)).unwrap();
     let refused = rt_a.block_on(async {
         tokio::time::timeout(WAIT, async {
             loop {
@@ -127,7 +127,7 @@ fn a_deposed_leaders_checkpoint_is_refused_and_the_new_leader_starts_from_the_la
     assert_ne!(a.status().checkpoint_held, Some(9));
 
     // The new leader records, and the old one, standing by, sees it.
-    b.checkpoint(7).unwrap();
+    rt_b.block_on(b.checkpoint(7)).unwrap();
     wait_for(&rt_b, &b, |s| s.checkpoint_held == Some(7));
     assert_eq!(recorded(&cluster), Some(7));
     wait_for(&rt_a, &a, |s| s.checkpoint == 7);
@@ -149,13 +149,25 @@ fn a_checkpoint_whose_write_failed_is_written_again() {
     let host = net.container();
     let (rt, leader) = start(Some(&host.ns), config(&endpoints));
     wait_for(&rt, &leader, |s| s.state == State::Active);
-    leader.checkpoint(3).unwrap();
+    // What the backend cannot do is answered, not ignored.
+    let unsupported = rt.block_on(leader.set_state(b"x"));
+    assert!(
+        matches!(
+            unsupported,
+            Err(handover_std::Error::Unsupported {
+                call: "set_state",
+                backend: "etcd"
+            })
+        ),
+        "{unsupported:?}"
+    );
+    rt.block_on(leader.checkpoint(3)).unwrap();
     wait_for(&rt, &leader, |s| s.checkpoint_held == Some(3));
 
     // etcd freezes for longer than a request may wait (a quarter of the TTL), not
     // as long as the lease: the write of checkpoint 7 fails, and the term goes on.
     cluster.signal(0, Signal::STOP);
-    leader.checkpoint(7).unwrap();
+    rt.block_on(leader.checkpoint(7)).unwrap();
     std::thread::sleep(Duration::from_millis(5_000));
     cluster.signal(0, Signal::CONT);
     let status = wait_for(&rt, &leader, |s| {

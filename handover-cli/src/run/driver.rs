@@ -202,7 +202,7 @@ impl<'a> World<'a> {
                 }
                 None
             }
-            Action::Claim => match d.handover.ready() {
+            Action::Claim => match d.handover.ready().await {
                 Ok(()) => None,
                 Err(e) => Some(Input::CommandFailed(e.to_string())),
             },
@@ -240,7 +240,7 @@ impl<'a> World<'a> {
                 }
                 None
             }
-            Action::SetState(state) => match d.handover.set_state(&state) {
+            Action::SetState(state) => match d.handover.set_state(&state).await {
                 Ok(()) => None,
                 Err(e) => Some(Input::CommandFailed(e.to_string())),
             },

@@ -29,11 +29,11 @@
 
 use std::time::Duration;
 
-use handover_proto::{Event as P, State, Stats};
+use handover_proto::{Event as P, State};
 use tokio::time::{sleep_until, Instant};
 
 use crate::config::{Config, ConfigError, Election};
-use crate::link::{Command, Error, Event, Link, Status, Term};
+use crate::link::{Command, Error, Event, Link, Request, Status, Term};
 
 mod rpc;
 
@@ -181,24 +181,11 @@ impl Engine {
             unreachable!("the etcd engine is started for an etcd election");
         };
         etcd.validate()?;
-        let id = crate::multicast::random_u64().max(1);
-        let (link, handover) = Link::new(
-            Status {
-                id,
-                state: State::Listening,
-                leader: None,
-                successor: None,
-                finished: false,
-                failed: None,
-                interfaces: Vec::new(),
-                receive_errors: 0,
-                stats: Stats::default(),
-                term: None,
-                checkpoint: 0,
-                checkpoint_held: None,
-            },
-            Some(etcd.margin() / 2),
-        );
+        let id = crate::link::random_u64().max(1);
+        // A demoted leader's service must be gone before its lease could expire:
+        // half the margin the engine keeps.
+        let stop_limit = etcd.margin() / 2;
+        let (link, handover) = Link::new(Status::new(id, State::Listening), Some(stop_limit));
         let value = format!("{id:016x} {}", config.name);
         let engine = Engine {
             etcd,
@@ -246,24 +233,29 @@ impl Engine {
         }
     }
 
-    /// Takes a command; `true` if it asks to leave (or every handle is gone).
-    fn command(&mut self, cmd: Option<Command>) -> bool {
-        match cmd {
-            None | Some(Command::Leave) => true,
-            Some(Command::Ready) => {
+    /// Takes a command and answers it; `true` if it asks to leave (or every
+    /// handle is gone).
+    fn command(&mut self, request: Option<Request>) -> bool {
+        let Some(request) = request else { return true };
+        let leave = match request.command {
+            Command::Leave => true,
+            Command::Ready => {
                 self.ready = true;
                 false
             }
-            Some(Command::ShutdownComplete) | Some(Command::SetState(_)) => {
-                tracing::warn!("command ignored: the etcd election has no hand-over or state");
-                false
+            // An election elects a leader: no hand-over, and no state on heartbeats.
+            Command::ShutdownComplete | Command::SetState(_) => {
+                request.unsupported("etcd");
+                return false;
             }
-            Some(Command::Checkpoint(seq)) => {
+            Command::Checkpoint(seq) => {
                 // Progress made just before a demotion: the next leader repeats it.
                 tracing::debug!("checkpoint {seq} not recorded: only the leader records");
                 false
             }
-        }
+        };
+        request.answer(Ok(()));
+        leave
     }
 
     /// The key that holds the election's checkpoint: beside the candidates' prefix,
@@ -331,10 +323,11 @@ impl Engine {
         if self.link.status.borrow().checkpoint_held >= Some(seq) {
             return;
         }
-        self.link.emit(Event::Protocol(P::CheckpointHeld { seq }));
         self.link
-            .status
-            .send_modify(|s| s.checkpoint_held = Some(seq));
+            .publish([Event::Protocol(P::CheckpointHeld { seq })], |s| {
+                s.checkpoint_held = Some(seq);
+                true
+            });
     }
 
     /// Reads the recorded checkpoint and reports a later one.
@@ -350,8 +343,11 @@ impl Engine {
             .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse::<u64>().ok())
             .unwrap_or(0);
         if seq > self.link.status.borrow().checkpoint {
-            self.link.emit(Event::Protocol(P::Checkpoint { seq }));
-            self.link.status.send_modify(|s| s.checkpoint = seq);
+            self.link
+                .publish([Event::Protocol(P::Checkpoint { seq })], |s| {
+                    s.checkpoint = seq;
+                    true
+                });
         }
         Ok(self.link.status.borrow().checkpoint)
     }
@@ -481,17 +477,17 @@ impl Engine {
             ));
         }
         tracing::info!(token = term.token, key = %term.key, "elected");
-        // Events before the status that reflects them, as the multicast engine
-        // does: a service that sees the status change has the events too.
-        self.link.emit(Event::Term(term.clone()));
-        self.link.emit(Event::Protocol(P::Elected));
-        self.link
-            .emit(Event::Protocol(P::CheckpointHeld { seq: recorded }));
+        let events = [
+            Event::Term(term.clone()),
+            Event::Protocol(P::Elected),
+            Event::Protocol(P::CheckpointHeld { seq: recorded }),
+        ];
         // One change: a service that sees it active sees where to start.
-        self.link.status.send_modify(|s| {
+        self.link.publish(events, |s| {
             s.state = State::Active;
             s.term = Some(term.clone());
             s.checkpoint_held = Some(recorded);
+            true
         });
         let _ = self.observe(ops, view, &prefix, lease.time_left()).await;
 
@@ -527,7 +523,10 @@ impl Engine {
                     lease.reopen(ops).await;
                 },
                 cmd = self.link.commands.recv() => match cmd {
-                    Some(Command::Checkpoint(seq)) => {
+                    Some(request @ Request { command: Command::Checkpoint(seq), .. }) => {
+                        // Taken: recorded now, or at a renewal, or dropped by a
+                        // demotion (which the status reports), never an error.
+                        request.answer(Ok(()));
                         let token = term.token as i64;
                         let limit = lease.time_left();
                         match self.record(ops, &key, token, seq, limit).await {
@@ -552,8 +551,12 @@ impl Engine {
             }
         };
         // Demoted first, so that the service stops before anyone else can lead.
-        self.link.emit(Event::Protocol(P::Demoted));
-        self.set_state(State::Standby, None);
+        self.link.publish([Event::Protocol(P::Demoted)], |s| {
+            s.state = State::Standby;
+            s.term = None;
+            s.checkpoint_held = None;
+            true
+        });
         if let Ended::Left = ended {
             if let Err(e) = within(limit, "resign", ops.resign(leader)).await {
                 tracing::warn!("resigning failed (the lease is revoked anyway): {e}");
@@ -588,8 +591,10 @@ impl Engine {
         if view.leader != Some(leader) {
             view.leader = Some(leader);
             self.link
-                .emit(Event::Protocol(P::LeaderChanged { id: leader }));
-            self.link.status.send_modify(|s| s.leader = leader);
+                .publish([Event::Protocol(P::LeaderChanged { id: leader })], |s| {
+                    s.leader = leader;
+                    true
+                });
         }
         Ok(())
     }

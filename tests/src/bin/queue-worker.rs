@@ -159,7 +159,7 @@ fn main() {
             let handover = handover_std::Handover::start(config(&o))
                 .await
                 .expect("start");
-            handover.ready().expect("ready");
+            handover.ready().await.expect("ready");
             let roles = async {
                 let mut reporter = Reporter::default();
                 loop {
