@@ -55,7 +55,6 @@
 //! [embassy-net]: https://docs.rs/embassy-net
 #![no_std]
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 #[cfg(all(feature = "defmt", feature = "log"))]
 compile_error!("features `defmt` and `log` are exclusive: choose one logger");

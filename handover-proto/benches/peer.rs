@@ -2,6 +2,8 @@
 //! machine) and emitting one (timer + encode). Run with
 //! `cargo bench -p handover-proto --bench peer`.
 
+#![allow(missing_docs)] // criterion_group! defines undocumented functions
+
 use core::net::SocketAddr;
 use core::time::Duration;
 use std::hint::black_box;

@@ -1,6 +1,5 @@
 #![no_std]
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 //! The handover protocol: hand-over, failover and leader election between instances
 //! of a service, as a `no_std`, allocation-free, sans-IO state machine.

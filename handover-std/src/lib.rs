@@ -4,10 +4,37 @@
 //! Two flavours: [`Handover`] for tokio and [`blocking::Handover`] for everything
 //! else, with the same vocabulary as each other and as the embassy adapter:
 //! `ready`, `shutdown_requested` (which says who took over), `shutdown_complete`,
-//! `leave`. Either owns a background task that drives a
-//! [`handover_proto::Peer`] over UDP multicast (socket2 underneath, never in the
-//! API), writes the supervisor's hand-over-complete file when the protocol says so,
-//! and reports [`Event`]s.
+//! `leave`. Either owns a background task (the engine of its election backend)
+//! that drives a [`handover_proto::Peer`] over UDP multicast (socket2 underneath,
+//! never in the API), or an etcd election, writes the supervisor's
+//! hand-over-complete file when the protocol says so, and reports [`Event`]s.
+//!
+//! # One vocabulary, three handles
+//!
+//! The calls have the same names and meaning everywhere; where a signature
+//! differs, the reason is the platform's:
+//!
+//! | call | tokio [`Handover`] | [`blocking::Handover`] | `handover_embassy::Handover` |
+//! |---|---|---|---|
+//! | `ready` | `async`, `Result<(), Error>` | blocks, `Result<(), Error>` | `async`, no result |
+//! | `shutdown_requested` | `async`, `Result<Successor, Error>` | blocks, `Result<Successor, Error>`; or `on_shutdown(callback)` | `async`, `Successor` |
+//! | `shutdown_complete`, `leave` | `async`, `Result<(), Error>` | blocks, `Result<(), Error>` | `async`, `Result<(), StateError>` |
+//! | `set_state` | `async`, `Result<(), Error>` | blocks, `Result<(), Error>` | `async`, `Result<(), StateTooLong>` |
+//! | `checkpoint` | `async`, `Result<(), Error>` | blocks, `Result<(), Error>` | not offered: a firmware peer acknowledges an active peer's checkpoints (feature `checkpoints`) but runs no work queue of its own |
+//! | `status` | `Status` | `Status` | `Option<Status>` (none before the runner first ran) |
+//! | events | `subscribe()` (a broadcast receiver), `events()` (a stream) | `subscribe()` | `events()`: `Option<Events>` (a fixed number of subscribers) |
+//!
+//! Why they differ:
+//! - **Errors.** Here, every command is answered by the engine: a refusal
+//!   ([`Error::Refused`]), a call the backend does not have ([`Error::Unsupported`]:
+//!   etcd carries no state and has no hand-over), or an engine that stopped
+//!   ([`Error::Failed`], [`Error::Stopped`]). On a microcontroller the runner
+//!   cannot fail that way (no sockets that break, one backend), so `ready` has
+//!   nothing to report and the others report the protocol's own error type.
+//! - **Blocking.** The blocking handle runs the same engine on a thread of its
+//!   own; each call waits for the engine's answer.
+//! - **Memory.** The embassy handle allocates nothing: its subscribers and queues
+//!   are fixed at compile time, so a subscription can be refused.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), handover_std::Error> {

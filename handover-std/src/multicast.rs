@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 use crate::complete::write_complete_file;
 use crate::config::Config;
 use crate::link::{random_u64, sleep_until, Command, Error, Event, Link, Request, Status};
-use crate::transport::Sockets;
+use crate::transport::GroupSockets;
 
 /// Capacity of the peer table on Linux.
 pub const TABLE: usize = 32;
@@ -20,7 +20,7 @@ pub const TABLE: usize = 32;
 pub(crate) struct Engine {
     config: Config,
     peer: Peer<TABLE>,
-    sockets: Sockets,
+    sockets: GroupSockets,
     /// Receive errors in a row: a socket that keeps failing is broken.
     errors_in_a_row: u32,
     epoch: std::time::Instant,
@@ -30,7 +30,7 @@ pub(crate) struct Engine {
 impl Engine {
     /// The driver of a new instance, and its handle.
     pub(crate) fn new(config: Config) -> Result<(Self, crate::Handover), Error> {
-        let sockets = Sockets::open(&config)?;
+        let sockets = GroupSockets::open(&config)?;
         let interfaces = sockets.listeners.interface_names();
         let start_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)

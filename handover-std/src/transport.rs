@@ -314,19 +314,19 @@ impl Listeners {
 
 /// Every socket of one instance.
 #[derive(Debug)]
-pub(crate) struct Sockets {
+pub(crate) struct GroupSockets {
     pub(crate) listeners: Listeners,
     pub(crate) unicast: UdpSocket,
     group: SocketAddr,
     legacy_group: SocketAddr,
 }
 
-impl Sockets {
+impl GroupSockets {
     pub(crate) fn open(config: &Config) -> io::Result<Self> {
         let scope = handover_proto::wire::scope_id(config.scope.as_bytes());
         let listeners = Listeners::open_for_scope(config, scope)?;
         let unicast = unicast_socket(device(&config.network))?;
-        Ok(Sockets {
+        Ok(GroupSockets {
             listeners,
             unicast,
             group: SocketAddrV4::new(config.group, config.port).into(),
