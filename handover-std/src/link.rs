@@ -148,6 +148,7 @@ impl Request {
     }
 
     /// Answers that this backend has no such command.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn unsupported(self, backend: &'static str) {
         let call = self.command.name();
         self.answer(Err(Error::Unsupported { call, backend }));
