@@ -8,6 +8,10 @@
 //! and firmware drop them as malformed) and this is all inert.
 
 use super::*;
+#[cfg(feature = "checkpoints")]
+use crate::time::Tick;
+#[cfg(feature = "checkpoints")]
+use crate::wire::Repr;
 
 #[cfg(feature = "checkpoints")]
 impl<const N: usize> Peer<N> {
@@ -42,6 +46,7 @@ impl<const N: usize> Peer<N> {
         if from_leader && matches!(self.state, State::Standby | State::Claiming) {
             if let SocketAddr::V4(to) = source {
                 self.outbox.checkpoint_ack = Some(to);
+                self.outbox.set_due(Due::CheckpointAck, true);
             }
         }
     }
@@ -178,7 +183,7 @@ impl<const N: usize> Peer<N> {
     /// Sends the checkpoint now and repeats it with a fresh backoff (the claim's:
     /// an active peer has no claim to repeat).
     fn send_checkpoint(&mut self) {
-        self.outbox.checkpoint_due = true;
+        self.outbox.set_due(Due::Checkpoint, true);
         self.backoff = Backoff::default();
         let delay = self.backoff.next_delay(self.heartbeat_us);
         self.timers.set(Timer::Checkpoint, self.clock.after(delay));
@@ -194,7 +199,7 @@ impl<const N: usize> Peer<N> {
         if self.state != State::Active || !self.table.checkpoint_owed() {
             return;
         }
-        self.outbox.checkpoint_due = true;
+        self.outbox.set_due(Due::Checkpoint, true);
         let delay = self.backoff.next_delay(self.heartbeat_us);
         self.timers.set(Timer::Checkpoint, self.clock.after(delay));
     }
@@ -227,48 +232,8 @@ impl<const N: usize> Peer<N> {
     /// No longer active: nobody owes us a checkpoint acknowledgement.
     pub(super) fn stop_checkpoint(&mut self) {
         self.held_report = HeldReport::Reported;
-        self.outbox.checkpoint_due = false;
+        self.outbox.set_due(Due::Checkpoint, false);
         self.timers.stop(Timer::Checkpoint);
-    }
-
-    /// A checkpoint or an acknowledgement of one, if due.
-    pub(super) fn poll_checkpoint_transmit(
-        &mut self,
-        buf: &mut [u8],
-    ) -> Option<(Destination, Result<usize, wire::EmitError>)> {
-        if let Some(to) = self.outbox.checkpoint_ack.take() {
-            // To the leader that sent it (the acknowledgement is owed to no other).
-            let leader = self.leader?;
-            return Some((
-                Destination::Reply(SocketAddr::V4(to)),
-                self.emit_checkpoint_ack(leader.get(), buf),
-            ));
-        }
-        if core::mem::take(&mut self.outbox.checkpoint_due) {
-            return Some((Destination::Group, self.emit_checkpoint(buf)));
-        }
-        None
-    }
-
-    fn emit_checkpoint(&mut self, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
-        let repr = Repr {
-            header: self.next_header(),
-            body: Body::Checkpoint(wire::Checkpoint {
-                seq: self.checkpoint,
-            }),
-        };
-        self.seal(&repr, buf)
-    }
-
-    fn emit_checkpoint_ack(&mut self, to: u64, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
-        let repr = Repr {
-            header: self.next_header(),
-            body: Body::CheckpointAck(wire::CheckpointAck {
-                to,
-                seq: self.checkpoint,
-            }),
-        };
-        self.seal(&repr, buf)
     }
 }
 
@@ -289,14 +254,6 @@ impl<const N: usize> Peer<N> {
 
     #[inline(always)]
     pub(super) fn stop_checkpoint(&mut self) {}
-
-    #[inline(always)]
-    pub(super) fn poll_checkpoint_transmit(
-        &mut self,
-        _buf: &mut [u8],
-    ) -> Option<(Destination, Result<usize, wire::EmitError>)> {
-        None
-    }
 }
 
 /// Where the active peer is with reporting [`Event::CheckpointHeld`] for its

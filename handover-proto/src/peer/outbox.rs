@@ -20,16 +20,42 @@ const EVENT_QUEUE: usize = EVENTS_PER_INPUT + 2;
 /// Acknowledgements waiting to be sent.
 const REPLY_QUEUE: usize = 2;
 
+/// A datagram the peer sends when it is due: at most one of each kind waits,
+/// and they go out in this order, after the acknowledgements owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "checkpoints"), allow(dead_code))]
+pub(super) enum Due {
+    /// Our acknowledgement of the active's checkpoint, to it.
+    CheckpointAck,
+    /// Our checkpoint, to the group (active).
+    Checkpoint,
+    /// The goodbye, to the group.
+    Goodbye,
+    /// A claim or heartbeat, to the group.
+    Announce,
+    /// A handover-lib announcement, to its group.
+    Legacy,
+}
+
+impl Due {
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// What [`Peer::poll_transmit`](super::Peer::poll_transmit) sends next.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Outgoing {
+    /// An acknowledgement of a claim or a goodbye.
+    Ack(Reply),
+    /// A kind that was due.
+    Due(Due),
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
-    /// A claim or heartbeat is due on the group.
-    pub(super) announce_due: bool,
-    /// A handover-lib announcement is due on its group.
-    pub(super) legacy_due: bool,
-    /// A goodbye is due on the group.
-    pub(super) goodbye_due: bool,
-    /// Our checkpoint is due on the group (active).
-    pub(super) checkpoint_due: bool,
+    /// The [`Due`] kinds waiting, one bit each.
+    due: u8,
     /// Where the leader waits for an acknowledgement of its checkpoint (one leader,
     /// one slot).
     pub(super) checkpoint_ack: Option<SocketAddrV4>,
@@ -63,9 +89,30 @@ impl Outbox {
         self.replies.push(Reply { to, id, generation }).is_ok()
     }
 
+    /// Makes `kind` due, or no longer due.
     #[inline]
-    pub(super) fn next_reply(&mut self) -> Option<Reply> {
-        self.replies.pop()
+    pub(super) fn set_due(&mut self, kind: Due, due: bool) {
+        // Without a branch: as small as setting a flag.
+        self.due = (self.due & !kind.bit()) | (u8::from(due) << kind as u8);
+    }
+
+    /// The next datagram to send: the acknowledgements owed first, then the
+    /// kinds due, in [`Due`]'s order.
+    #[inline]
+    pub(super) fn next(&mut self) -> Option<Outgoing> {
+        if let Some(reply) = self.replies.pop() {
+            return Some(Outgoing::Ack(reply));
+        }
+        let kind = match self.due.trailing_zeros() {
+            0 => Due::CheckpointAck,
+            1 => Due::Checkpoint,
+            2 => Due::Goodbye,
+            3 => Due::Announce,
+            4 => Due::Legacy,
+            _ => return None,
+        };
+        self.set_due(kind, false);
+        Some(Outgoing::Due(kind))
     }
 
     #[inline]
@@ -124,13 +171,7 @@ impl Outbox {
     /// Whether anything waits to be polled.
     #[inline]
     pub(super) fn has_output(&self) -> bool {
-        !self.replies.is_empty()
-            || !self.events.is_empty()
-            || self.announce_due
-            || self.goodbye_due
-            || self.checkpoint_due
-            || self.checkpoint_ack.is_some()
-            || self.legacy_due
+        !self.replies.is_empty() || !self.events.is_empty() || self.due != 0
     }
 
     #[inline]
