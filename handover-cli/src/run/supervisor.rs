@@ -15,165 +15,17 @@
 //! - after a completed hand-over `handover` exits 0 ([`Exit::HandedOver`]).
 
 use std::collections::VecDeque;
-use std::io::ErrorKind;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use handover_std::{State, Successor, Term};
+use handover_std::{Successor, Term};
 use rustix::process::Signal;
 
 use super::exit::Exit;
 
-/// The signals that ask a process to stop; the others are passed on, nothing more.
-pub const STOPPING: [Signal; 4] = [Signal::TERM, Signal::INT, Signal::HUP, Signal::QUIT];
+mod vocabulary;
 
-/// What the service does in this instance's life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Hand-over: the service starts at once, its readiness is the claim, and a
-    /// newer instance's takeover stops it. With `sockets`, the listening sockets
-    /// are taken from the instance in charge first (`--listen`).
-    HandOver { sockets: bool },
-    /// Failover, cold standby: the service runs only while this instance is active.
-    ColdStandby,
-    /// Failover, hot standby: the service runs on every instance and is told its
-    /// role.
-    HotStandby,
-}
-
-/// The settings the policy reads.
-#[derive(Debug, Clone, Copy)]
-pub struct Policy {
-    pub mode: Mode,
-    /// The signal that asks the service to stop.
-    pub stop_signal: Signal,
-    /// How long a stopping service has before SIGKILL.
-    pub stop_limit: Duration,
-    /// How long the service may take to become ready (hand-over and cold standby).
-    pub ready_timeout: Option<Duration>,
-}
-
-/// What the supervisor reads of the protocol: the handle's status, reduced.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct View {
-    pub active: bool,
-    /// Standing by (failover).
-    pub standby: bool,
-    pub leader: Option<u64>,
-    /// A newer instance took over (hand-over).
-    pub successor: Option<Successor>,
-    /// The goodbye was sent: the protocol is over.
-    pub finished: bool,
-    /// The protocol stopped on an error.
-    pub failed: Option<String>,
-    /// The term while active, on a backend that numbers them (etcd).
-    pub term: Option<Term>,
-}
-
-impl From<&handover_std::Status> for View {
-    fn from(s: &handover_std::Status) -> Self {
-        View {
-            active: s.state == State::Active,
-            standby: s.state == State::Standby,
-            leader: s.leader,
-            successor: s.successor,
-            finished: s.finished,
-            failed: s.failed.clone(),
-            term: s.term.clone(),
-        }
-    }
-}
-
-/// What happened.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Input {
-    /// The protocol's status changed.
-    Protocol(View),
-    /// The active's state arrived (hot standby).
-    Synced(Vec<u8>),
-    /// The service published its state (hot standby).
-    Published(Vec<u8>),
-    /// The listening sockets are this instance's ([`Action::AcquireSockets`]).
-    SocketsTaken,
-    /// The service was started ([`Action::Spawn`]).
-    Spawned,
-    /// The service could not be started.
-    NotStarted { kind: ErrorKind, error: String },
-    /// The service is ready, and how that was seen.
-    Ready(&'static str),
-    /// The service exited.
-    Exited(ExitStatus),
-    /// `handover` received a signal.
-    Signal(Signal),
-    /// A command to the protocol failed: it no longer runs.
-    CommandFailed(String),
-    /// [`Action::Leave`] is done (delivered, or given up on).
-    Left,
-    /// [`Action::CompleteHandOver`] is done.
-    Completed,
-    /// [`Action::Forward`] ended: nothing (more) to forward.
-    Forwarded,
-}
-
-/// What the driver is asked to do, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Take the listening sockets (`--listen`); answer [`Input::SocketsTaken`].
-    AcquireSockets,
-    /// Start the service, with the term's fencing token if any; answer
-    /// [`Input::Spawned`] or [`Input::NotStarted`].
-    Spawn { term: Option<Term> },
-    /// Watch the service's readiness; answer [`Input::Ready`].
-    WatchReadiness,
-    /// Pass a signal on to the service.
-    Signal(Signal),
-    /// SIGKILL the service: it overran the stop limit.
-    Kill,
-    /// Tell the protocol this instance is ready: claim (hand-over) or stand by.
-    Claim,
-    /// `READY=1` to the service manager.
-    NotifyReady,
-    /// Own the listening sockets, to pass them on.
-    OwnSockets,
-    /// Write the complete file and say goodbye; answer [`Input::Completed`].
-    CompleteHandOver,
-    /// Forward the clients that still reach this instance to the successor, until
-    /// a stop signal; answer [`Input::Forwarded`] when there is nothing to forward.
-    Forward(Successor),
-    /// Leave the group; answer [`Input::Left`].
-    Leave,
-    /// Tell the service its role (hot standby).
-    PublishRole { active: bool, leader: Option<u64> },
-    /// Tell the service the active's state (hot standby).
-    PublishState(Vec<u8>),
-    /// Carry the service's state on the heartbeats (hot standby).
-    SetState(Vec<u8>),
-    /// Something to log.
-    Note(Note),
-    /// The end.
-    Exit(Exit),
-}
-
-/// What the policy decided that the log should say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Note {
-    /// Ready: claiming (hand-over) or standing by.
-    Ready {
-        via: &'static str,
-    },
-    ClaimSent,
-    /// The service of an active cold standby is ready.
-    ServiceReady {
-        via: &'static str,
-    },
-    ReadyTimeout {
-        after: Duration,
-    },
-    /// A stop signal ended the wait for the sockets.
-    StoppedWaiting,
-    NotStarted(String),
-    DriverFailed(String),
-}
+pub use vocabulary::{Action, Input, Mode, Note, Policy, View, STOPPING};
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

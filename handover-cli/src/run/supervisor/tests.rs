@@ -1,6 +1,7 @@
 //! The supervisor's policy, scenario by scenario: each step is an input at a time
 //! (or only the passing of time) and the actions it must produce, in order.
 
+use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
 
 use super::*;
