@@ -90,9 +90,17 @@ impl<'a> Driver<'a> {
                             view = View::from(&status);
                             Input::Protocol(view.clone())
                         }
+                        // The engine ended: after its goodbye (its last status says
+                        // finished), or on a failure (its last status says which).
                         Err(e) => {
                             w.protocol_gone = true;
-                            Input::CommandFailed(e.to_string())
+                            let last = View::from(&self.handover.status());
+                            if last.finished || last.failed.is_some() {
+                                view = last;
+                                Input::Protocol(view.clone())
+                            } else {
+                                Input::CommandFailed(e.to_string())
+                            }
                         }
                     }
                 }
@@ -306,7 +314,10 @@ impl<'a> World<'a> {
     /// served by the successor until this one is stopped.
     async fn forward(&mut self, successor: Successor, signals: &mut Forwarded) -> Option<Input> {
         let d = self.d;
-        let sockets = self.sockets.as_ref().filter(|s| !s.handed_off())?;
+        // Handed off: the successor serves on these very sockets.
+        let Some(sockets) = self.sockets.as_ref().filter(|s| !s.handed_off()) else {
+            return Some(Input::Forwarded);
+        };
         let to = match successor {
             Successor::Peer(id) => d.peers.of(id),
             Successor::Legacy => None,

@@ -447,7 +447,8 @@ impl Supervisor {
     fn failed(&mut self, now: Duration, error: String) {
         let heading_out = match self.phase {
             Phase::Stopping(then) => then.weight() >= Then::Exit(Exit::DriverFailed).weight(),
-            Phase::Done => true,
+            // The hand-over is complete: forwarding needs no protocol.
+            Phase::Forwarding | Phase::Done => true,
             _ => false,
         };
         if heading_out {

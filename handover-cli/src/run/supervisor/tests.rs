@@ -289,6 +289,8 @@ fn listen_takes_the_sockets_owns_them_when_active_and_forwards_after() {
                 Some(Input::Completed),
                 vec![Forward(Successor::Peer(2))],
             ),
+            // The engine ends after its goodbye: forwarding goes on.
+            (970, Some(Input::CommandFailed("stopped".into())), vec![]),
             (
                 5_000,
                 Some(Input::Signal(Signal::TERM)),
