@@ -158,6 +158,17 @@ impl Handover {
         self.request(Command::Checkpoint(seq)).await
     }
 
+    /// [`checkpoint`](Self::checkpoint) without waiting for the answer, which for a
+    /// checkpoint is never a refusal: the work queue records one per task, and
+    /// waiting for the engine after each would cost a task switch per task.
+    pub(crate) fn checkpoint_now(&self, seq: u64) -> Result<(), Error> {
+        let (answer, _) = oneshot::channel();
+        let command = Command::Checkpoint(seq);
+        self.commands
+            .send(Request { command, answer })
+            .map_err(|_| self.stopped())
+    }
+
     /// Waits until a newer instance has taken over and this one must shut down;
     /// returns who took over.
     ///

@@ -329,7 +329,7 @@ impl<T: Clone> WorkQueue<T> {
             match handler(id, task).await {
                 Outcome::Done => {
                     self.ledger().complete(id);
-                    handover.checkpoint(id).await?;
+                    handover.checkpoint_now(id)?;
                     retry = RETRY_MIN;
                 }
                 Outcome::Retry => {
