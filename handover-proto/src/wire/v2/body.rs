@@ -92,15 +92,15 @@ pub struct Announce<'a> {
     /// claim was heard even if every acknowledgement was lost.
     #[serde(with = "varint::option")]
     pub claim_heard: Option<u64>,
-    /// Service name, at most [`MAX_NAME`] bytes: UTF-8 from this crate's peers, but
+    /// Service name, at most [`MAX_NAME`](super::MAX_NAME) bytes: UTF-8 from this crate's peers, but
     /// opaque to the protocol, which never interprets it (on the wire a postcard
     /// string and a byte string are the same bytes).
     #[serde(borrow, with = "bytes")]
     pub name: &'a [u8],
-    /// IPv4 addresses, 4 bytes each, at most [`MAX_ADDRESSES`].
+    /// IPv4 addresses, 4 bytes each, at most [`MAX_ADDRESSES`](super::MAX_ADDRESSES).
     #[serde(borrow, with = "bytes")]
     pub addresses: &'a [u8],
-    /// Application state of an active peer, at most [`MAX_STATE`] bytes.
+    /// Application state of an active peer, at most [`MAX_STATE`](super::MAX_STATE) bytes.
     #[serde(borrow, with = "bytes")]
     pub state: &'a [u8],
 }

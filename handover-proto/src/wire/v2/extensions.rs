@@ -49,7 +49,7 @@ impl Capabilities {
 pub struct Extension<'a> {
     /// What it is; [`EXTENSION_CRITICAL`] set if it must be understood.
     pub kind: u8,
-    /// Its data, at most [`MAX_EXTENSION_DATA`] bytes.
+    /// Its data, at most [`MAX_EXTENSION_DATA`](super::MAX_EXTENSION_DATA) bytes.
     pub data: &'a [u8],
 }
 
