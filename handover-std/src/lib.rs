@@ -126,12 +126,18 @@ impl Handover {
         Ok(handover)
     }
 
-    /// Sends `command` and waits for the engine's answer.
-    async fn request(&self, command: Command) -> Result<(), Error> {
+    /// Sends `command`; the engine's answer comes on the receiver returned.
+    fn send(&self, command: Command) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
         let (answer, answered) = oneshot::channel();
         self.commands
             .send(Request { command, answer })
             .map_err(|_| self.stopped())?;
+        Ok(answered)
+    }
+
+    /// Sends `command` and waits for the engine's answer.
+    async fn request(&self, command: Command) -> Result<(), Error> {
+        let answered = self.send(command)?;
         answered.await.map_err(|_| self.stopped())?
     }
 
@@ -162,11 +168,7 @@ impl Handover {
     /// checkpoint is never a refusal: the work queue records one per task, and
     /// waiting for the engine after each would cost a task switch per task.
     pub(crate) fn checkpoint_now(&self, seq: u64) -> Result<(), Error> {
-        let (answer, _) = oneshot::channel();
-        let command = Command::Checkpoint(seq);
-        self.commands
-            .send(Request { command, answer })
-            .map_err(|_| self.stopped())
+        self.send(Command::Checkpoint(seq)).map(drop)
     }
 
     /// Waits until a newer instance has taken over and this one must shut down;

@@ -102,6 +102,18 @@ fn claimed(via: &'static str) -> Vec<Action> {
     ]
 }
 
+/// The actions at the start, and the steps that start the service: at once in
+/// hand-over, once elected in cold standby.
+fn service_started(mode: Mode) -> (Vec<Action>, Vec<Step>) {
+    match mode {
+        HAND_OVER => (vec![spawn()], vec![]),
+        _ => (
+            vec![Claim, note(Note::Ready { via: "standby" })],
+            vec![(0, Some(active()), vec![spawn()])],
+        ),
+    }
+}
+
 #[test]
 fn hand_over_exits_0_whatever_the_service_says() {
     for (status, how) in [
@@ -156,14 +168,7 @@ fn a_service_that_overruns_the_stop_limit_is_killed_and_the_hand_over_completes(
 #[test]
 fn a_service_not_ready_in_time_is_stopped_before_its_instance_leaves() {
     for mode in [HAND_OVER, Mode::ColdStandby] {
-        let (first, start) = match mode {
-            HAND_OVER => (vec![spawn()], vec![]),
-            _ => (
-                vec![Claim, note(Note::Ready { via: "standby" })],
-                vec![(0, Some(active()), vec![spawn()])],
-            ),
-        };
-        let mut steps = start;
+        let (first, mut steps) = service_started(mode);
         steps.extend([
             (0, Some(Input::Spawned), vec![WatchReadiness]),
             (4_999, None, vec![]),
@@ -413,14 +418,7 @@ fn a_failed_protocol_stops_the_service_and_exits_70_without_a_goodbye() {
         v.failed = Some("socket closed".into());
     });
     for mode in [HAND_OVER, Mode::ColdStandby] {
-        let (first, start) = match mode {
-            HAND_OVER => (vec![spawn()], vec![]),
-            _ => (
-                vec![Claim, note(Note::Ready { via: "standby" })],
-                vec![(0, Some(active()), vec![spawn()])],
-            ),
-        };
-        let mut steps = start;
+        let (first, mut steps) = service_started(mode);
         steps.extend([
             (0, Some(Input::Spawned), vec![WatchReadiness]),
             (
