@@ -4,9 +4,9 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use handover_std::Event;
@@ -109,13 +109,24 @@ pub fn dropped_lines() -> u64 {
 }
 
 /// Waits until the lines queued so far are written, for at most `limit` (a stalled
-/// stderr must not keep `handover` from exiting).
+/// stderr must not keep `handover` from exiting). A full queue is waited on too: a
+/// slow reader is still reading, and the last lines are the ones it wants.
 pub fn flush(limit: Duration) {
     let Some(lines) = LINES.get() else { return };
+    let deadline = Instant::now() + limit;
     let (done, written) = sync_channel(1);
-    if lines.queue.try_send(Line::Flush(done)).is_ok() {
-        let _ = written.recv_timeout(limit);
+    let mut marker = Line::Flush(done);
+    loop {
+        match lines.queue.try_send(marker) {
+            Ok(()) => break,
+            Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                marker = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => return,
+        }
     }
+    let _ = written.recv_timeout(deadline.saturating_duration_since(Instant::now()));
 }
 
 /// Writes `text` (whole lines) on stderr: through the queue once logging is set

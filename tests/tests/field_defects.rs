@@ -7,7 +7,7 @@
 //! otherwise, and fails under `CI=true`.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use handover_tests::netns::Netns;
 use handover_tests::process::{eventually, fake_service, handover_bin, marks, scratch, Run};
@@ -58,11 +58,12 @@ fn a_stalled_log_pipe_never_stops_the_heartbeats() {
     let dir = scratch("stalled-stderr");
     let complete = dir.join("handover-complete");
     let failover = ["--mode", "failover", "--heartbeat", "50ms"];
-    // The service writes 100 KB to the shared stderr: the 64 KiB pipe fills, and
-    // the writer blocks there (its own affair; the service's work goes on).
+    // The service writes 100 KB of lines to the shared stderr: the 64 KiB pipe
+    // fills, and the writer blocks there (its own affair; the service's work goes
+    // on). Each line is one short write, so no line of `handover` lands inside one.
     let mark = dir.join("active");
     let script = format!(
-        "head -c 100000 /dev/zero >&2 & exec {} {}",
+        "(i=0; pad=$(printf %040d 0); while [ $i -lt 2000 ]; do echo \"service log line $i $pad\"; i=$((i+1)); done >&2) & exec {} {}",
         fake_service().display(),
         mark.display()
     );
@@ -80,12 +81,36 @@ fn a_stalled_log_pipe_never_stops_the_heartbeats() {
     let mut standby = start(&b.ns, &complete, &failover, &strs(&fake(&standby_mark)));
     assert!(standby.saw("peer_up", WAIT), "{:?}", standby.seen);
     let pid = Pid::from_raw(active.pid() as i32).unwrap();
-    for _ in 0..1500 {
-        kill_process(pid, Signal::USR1).unwrap();
-        std::thread::sleep(Duration::from_micros(500));
-    }
+    // Signals pending together are delivered once, so a count of signals sent is
+    // not a count of lines. The service records each signal it is passed, and each
+    // one passed was a line: signals go on, for the whole watch at least, until
+    // more lines were due than the log queue holds (1,024).
+    let watch = Duration::from_secs(5);
+    let forwarded = {
+        let mark = mark.clone();
+        move || marks(&mark).iter().filter(|m| *m == "usr1").count()
+    };
+    let signals = std::thread::spawn(move || {
+        let (start, mut sent) = (Instant::now(), 0u64);
+        while start.elapsed() < watch || (forwarded() < 1_100 && start.elapsed() < WAIT * 4) {
+            kill_process(pid, Signal::USR1).unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        (sent, forwarded())
+    });
     assert!(
-        !standby.saw("elected", Duration::from_secs(5)),
+        !standby.saw("elected", watch),
+        "the standby took over from a live active: split brain ({:?})",
+        standby.seen
+    );
+    let (sent, forwarded) = signals.join().unwrap();
+    assert!(
+        forwarded >= 1_100,
+        "{forwarded} of {sent} signals passed on"
+    );
+    assert!(
+        !standby.saw("elected", Duration::from_millis(200)),
         "the standby took over from a live active: split brain ({:?})",
         standby.seen
     );

@@ -29,6 +29,9 @@ use crate::listen::PeerAddresses;
 use crate::log::{hex, Log};
 use crate::reaper::Reaper;
 
+/// How long the exit waits for a reader of stderr that is behind.
+const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub async fn run(
     args: Args,
     log: Log,
@@ -73,6 +76,9 @@ pub async fn run(
     // Let the event task print what is still queued.
     tokio::task::yield_now().await;
     let stats = serde_json::to_value(handover.status().stats)?;
+    // The last line must find room: a reader that is behind gets a moment to
+    // catch up (a stalled one does not hold the exit for long).
+    let _ = tokio::task::spawn_blocking(|| crate::log::flush(EXIT_FLUSH)).await;
     let dropped = crate::log::dropped_lines();
     log.event(
         "exit",
