@@ -10,8 +10,8 @@
 //! etcd's client, and an etcd one keeps its pid (PID 1 in a container).
 
 mod backends;
+mod channel;
 mod demo;
-mod hot;
 mod listen;
 mod log;
 mod options;

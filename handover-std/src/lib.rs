@@ -165,9 +165,9 @@ impl Handover {
     }
 
     /// [`checkpoint`](Self::checkpoint) without waiting for the answer, which for a
-    /// checkpoint is never a refusal: the work queue records one per task, and
+    /// checkpoint is never a refusal: a work queue records one per task, and
     /// waiting for the engine after each would cost a task switch per task.
-    pub(crate) fn checkpoint_now(&self, seq: u64) -> Result<(), Error> {
+    pub fn checkpoint_now(&self, seq: u64) -> Result<(), Error> {
         self.send(Command::Checkpoint(seq)).map(drop)
     }
 

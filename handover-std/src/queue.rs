@@ -175,6 +175,11 @@ impl<T> Ledger<T> {
         self.done
     }
 
+    /// Whether task `id` is queued.
+    pub fn contains(&self, id: u64) -> bool {
+        self.tasks.contains_key(&id)
+    }
+
     /// Whether every task completed here is held by the standbys (or this instance
     /// is not active, and can do no more about it).
     pub fn settled(&self) -> bool {

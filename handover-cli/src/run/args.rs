@@ -2,6 +2,7 @@
 //! starts.
 
 use std::ffi::OsString;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -59,10 +60,37 @@ pub struct Args {
 
     /// Failover: `cold` starts the service only while this instance is active;
     /// `hot` runs it on every instance and tells it its role, the leader and the
-    /// active's state as they change (JSON lines on the descriptor in
-    /// $HANDOVER_EVENTS_FD; it may write {"state":"<hex>"} lines back)
+    /// active's state as they change (JSON lines on the service channel, the
+    /// descriptor in $HANDOVER_EVENTS_FD)
     #[arg(long, env = "HANDOVER_STANDBY", value_enum, default_value_t = Standby::Cold)]
     pub(crate) standby: Standby,
+
+    /// A managed work queue: every instance's service submits tasks on the
+    /// channel, and the active one's is handed them one at a time; at most one
+    /// repeat per unclean failover (or per --queue-window), none on a clean stop.
+    /// Needs --mode failover --standby hot
+    #[arg(long, env = "HANDOVER_QUEUE")]
+    pub(crate) queue: bool,
+
+    /// Completions that may await the standbys' acknowledgement before the next
+    /// task is handed out (and may run again after an unclean failover)
+    #[arg(
+        long,
+        env = "HANDOVER_QUEUE_WINDOW",
+        default_value = "1",
+        value_name = "N"
+    )]
+    pub(crate) queue_window: NonZeroUsize,
+
+    /// The most tasks the queue holds; a submit beyond is refused with an
+    /// error line
+    #[arg(
+        long,
+        env = "HANDOVER_QUEUE_CAPACITY",
+        default_value = "100000",
+        value_name = "N"
+    )]
+    pub(crate) queue_capacity: usize,
 
     /// The service and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -96,12 +124,21 @@ impl Args {
                     .into(),
             );
         }
-        if self.standby == Standby::Hot && self.election.election == Backend::Etcd {
+        let hot = self.protocol.mode == Mode::Failover && self.standby == Standby::Hot;
+        if self.queue && !hot {
+            return Err(
+                "--queue: needs --mode failover --standby hot (every instance's service \
+                 submits the tasks, and the active one's runs them)"
+                    .into(),
+            );
+        }
+        if hot && !self.queue && self.election.election == Backend::Etcd {
             return Err(
                 "--standby hot: not with --election etcd: a hot service runs on every \
                  candidate, and an etcd term could neither give it a fencing token nor \
                  stop it when the lease is lost; use --standby cold (the default), which \
-                 runs the service only during a term, with its token"
+                 runs the service only during a term, with its token, or --queue, whose \
+                 tasks are handed out only during a term and recorded fenced"
                     .into(),
             );
         }

@@ -17,7 +17,7 @@ use super::args::Args;
 use super::exit::Exit;
 use super::service::{Forwarded, Launch, Service};
 use super::supervisor::{Action, Input, Note, Phase, Supervisor, View};
-use crate::hot::{Channel, Published};
+use crate::channel::{Channel, Desk, Heard, Incoming, Said};
 use crate::listen::PeerAddresses;
 use crate::log::Log;
 use crate::ready::Relay;
@@ -49,6 +49,8 @@ struct World<'a> {
     relay: Option<Relay>,
     sockets: Option<Sockets>,
     channel: Option<Channel>,
+    /// The managed work queue (`--queue`).
+    desk: Option<Desk>,
     readiness: Option<Boxed<'a, &'static str>>,
     /// The protocol's handle is gone: its status is not watched any more.
     protocol_gone: bool,
@@ -68,16 +70,18 @@ impl<'a> Driver<'a> {
             relay: None,
             sockets: None,
             channel: None,
+            desk: self
+                .args
+                .queue
+                .then(|| Desk::new(self.args.queue_window, self.args.queue_capacity)),
             readiness: None,
             protocol_gone: false,
             exit: None,
         };
-        let mut published: Option<Published> = None;
-        if policy.mode == super::supervisor::Mode::HotStandby {
-            let (channel, p) = Channel::new()?;
-            w.channel = Some(channel);
-            published = Some(p);
-        }
+        let (channel, incoming) = Channel::new(self.hello())?;
+        w.channel = Some(channel);
+        let mut incoming = Some(incoming);
+        let mut progress = Progress::default();
         let mut events = Some(self.handover.subscribe());
         let mut view = View::default();
         w.drain(signals).await?;
@@ -107,6 +111,9 @@ impl<'a> Driver<'a> {
                 status = wait(w.service.as_mut()) => {
                     w.service = None;
                     w.readiness = None;
+                    if let Some(desk) = w.desk.as_mut() {
+                        desk.stop();
+                    }
                     let status = status?;
                     self.log.event("child_exited", json!({ "code": status.code(), "signal": status.signal() }));
                     Input::Exited(status)
@@ -128,12 +135,50 @@ impl<'a> Driver<'a> {
                         continue;
                     }
                 },
-                state = next_state(published.as_mut()) => Input::Published(state),
+                heard = next_line(&mut incoming) => match w.heard(heard) {
+                    Some(input) => input,
+                    None => {
+                        w.dispatch();
+                        continue;
+                    }
+                },
+                status = self.handover.wait_for(|s| Progress::from(s) != progress), if w.desk.is_some() && !w.protocol_gone => {
+                    if let Ok(status) = status {
+                        progress = Progress::from(&status);
+                        w.progress(&progress);
+                    }
+                    continue;
+                }
+                () = at(w.desk.as_ref().and_then(Desk::poll_timeout).map(|t| w.origin + t)) => {
+                    w.dispatch();
+                    continue;
+                }
                 () = writable(w.channel.as_mut()) => continue,
             };
+            if let Input::Exited(_) = input {
+                // What it said before it exited comes first: a task done just
+                // before a stop is recorded before this instance leaves.
+                w.read_last_lines(&mut incoming).await;
+            }
             w.feed(input, signals).await?;
+            w.dispatch();
         }
         Ok(w.exit.expect("exited"))
+    }
+}
+
+impl Driver<'_> {
+    /// The channel's first line: who this instance is, and the queue's limits.
+    fn hello(&self) -> serde_json::Value {
+        let args = self.args;
+        let queue = args.queue.then(|| {
+            json!({
+                "window": args.queue_window.get(),
+                "capacity": args.queue_capacity,
+                "max_payload": crate::channel::MAX_PAYLOAD,
+            })
+        });
+        json!({ "id": crate::log::hex(self.handover.status().id), "queue": queue })
     }
 }
 
@@ -231,6 +276,7 @@ impl<'a> World<'a> {
             },
             Action::Forward(successor) => self.forward(successor, signals).await,
             Action::Leave => {
+                self.settle_queue().await;
                 if let Err(e) = d.handover.leave().await {
                     tracing::warn!("leaving the group: {e}");
                 }
@@ -261,6 +307,129 @@ impl<'a> World<'a> {
                 None
             }
         })
+    }
+
+    /// What a line of the service asks for: the supervisor's business (a state
+    /// to carry, readiness, a stop), or the queue's and the protocol's, done here.
+    fn heard(&mut self, heard: Heard) -> Option<Input> {
+        let d = self.d;
+        let said = match heard {
+            Ok(said) => said,
+            Err((why, line)) => {
+                self.tell_error(&why, &line);
+                return None;
+            }
+        };
+        let error = match said {
+            Said::State(state) => return Some(Input::Published(state)),
+            Said::Ready => return Some(Input::Ready("channel")),
+            Said::Leave => {
+                d.log.event("leave_asked", json!({}));
+                return Some(Input::Signal(rustix::process::Signal::TERM));
+            }
+            Said::Checkpoint(_) if self.desk.is_some() => {
+                Some("checkpoint: the queue records the checkpoints (--queue)".to_string())
+            }
+            Said::Checkpoint(id) => d
+                .handover
+                .checkpoint_now(id)
+                .err()
+                .map(|e| format!("checkpoint: {e}")),
+            Said::Submit { id, payload } => match self.desk.as_mut() {
+                Some(desk) => desk.submit(id, payload).err(),
+                None => Some("submit: no queue (start handover with --queue)".into()),
+            },
+            Said::Done(id) | Said::Retry(id) => {
+                let done = matches!(said, Said::Done(_));
+                let now = self.now();
+                match self.desk.as_mut().map(|desk| desk.answer(id, done, now)) {
+                    None => Some("done, retry: no queue (start handover with --queue)".into()),
+                    Some(Err(e)) => Some(e),
+                    Some(Ok(None)) => None,
+                    Some(Ok(Some(checkpoint))) => d
+                        .handover
+                        .checkpoint_now(checkpoint)
+                        .err()
+                        .map(|e| format!("done: the checkpoint was not recorded: {e}")),
+                }
+            }
+        };
+        if let Some(error) = error {
+            self.tell_error(&error, "");
+        }
+        None
+    }
+
+    fn tell_error(&mut self, error: &str, line: &str) {
+        tracing::warn!("the service's channel: {error}");
+        if let Some(channel) = self.channel.as_mut() {
+            channel.error(error, line);
+        }
+    }
+
+    /// The protocol's checkpoints moved: the queue drops what they cover, and the
+    /// service is told.
+    fn progress(&mut self, progress: &Progress) {
+        if let Some(desk) = self.desk.as_mut() {
+            desk.sync(progress.checkpoint, progress.held);
+        }
+        if let Some(channel) = self.channel.as_mut() {
+            channel.checkpoints(progress.checkpoint, progress.held);
+        }
+        self.dispatch();
+    }
+
+    /// Hands the service its next task, if one is due.
+    fn dispatch(&mut self) {
+        let serving = self.sup.serving();
+        let (Some(desk), Some(channel)) = (self.desk.as_mut(), self.channel.as_mut()) else {
+            return;
+        };
+        if !serving {
+            desk.stop();
+            return;
+        }
+        if let Some((id, payload)) = desk.next(self.origin.elapsed()) {
+            channel.run(id, &payload);
+        }
+    }
+
+    /// Reads what the service wrote before it exited (for a moment: a child of
+    /// its own may hold the channel open).
+    async fn read_last_lines(&mut self, incoming: &mut Option<Incoming>) {
+        let until = Instant::now() + LAST_LINES;
+        while let Ok(heard) = tokio::time::timeout_at(until, next_line(incoming)).await {
+            if let Some(input) = self.heard(heard) {
+                // A state or a leave from a service that has exited: nothing to do.
+                tracing::debug!("after the service exited: {input:?}");
+            }
+        }
+    }
+
+    /// Before leaving: waits until the standbys hold every task done here (so that
+    /// a clean stop repeats none), for at most the stop limit.
+    async fn settle_queue(&mut self) {
+        let Some(desk) = self.desk.as_mut() else {
+            return;
+        };
+        let limit = self.stop_limit;
+        let handover = self.d.handover;
+        let settled = async {
+            let mut p = Progress::from(&handover.status());
+            loop {
+                desk.sync(p.checkpoint, p.held);
+                if desk.settled() {
+                    return;
+                }
+                match handover.wait_for(|s| Progress::from(s) != p).await {
+                    Ok(status) => p = Progress::from(&status),
+                    Err(_) => return,
+                }
+            }
+        };
+        if tokio::time::timeout(limit, settled).await.is_err() {
+            tracing::warn!("leaving before the standbys held every task done here");
+        }
     }
 
     fn note(&self, note: Note) {
@@ -393,10 +562,33 @@ async fn recv<T: Clone>(events: Option<&mut broadcast::Receiver<T>>) -> Result<T
     }
 }
 
-async fn next_state(published: Option<&mut Published>) -> Vec<u8> {
-    match published {
-        Some(p) => p.next().await,
-        None => std::future::pending().await,
+/// The next line of the service; pending forever once it closed its end.
+async fn next_line(incoming: &mut Option<Incoming>) -> Heard {
+    if let Some(i) = incoming.as_mut() {
+        if let Some(heard) = i.next().await {
+            return heard;
+        }
+    }
+    *incoming = None;
+    std::future::pending().await
+}
+
+/// How long the lines a service wrote before it exited are waited for.
+const LAST_LINES: Duration = Duration::from_millis(100);
+
+/// What the queue reads of the protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Progress {
+    checkpoint: u64,
+    held: Option<u64>,
+}
+
+impl From<&handover_std::Status> for Progress {
+    fn from(s: &handover_std::Status) -> Self {
+        Progress {
+            checkpoint: s.checkpoint,
+            held: s.checkpoint_held,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::SignalStream;
 use tokio_stream::{StreamExt, StreamMap};
 
 use super::supervisor::STOPPING;
-use crate::hot::Channel;
+use crate::channel::Channel;
 use crate::log::Log;
 use crate::reaper::{dies_with_parent, Child, Reaper};
 
@@ -27,7 +27,7 @@ pub struct Launch<'a> {
     pub term: Option<&'a Term>,
     /// Listening sockets, by systemd's convention (`--listen`).
     pub sockets: Option<&'a Sockets>,
-    /// The hot standby's channel, on descriptor 3.
+    /// The service channel, on descriptor 3 (`$HANDOVER_EVENTS_FD`).
     pub channel: Option<&'a mut Channel>,
 }
 

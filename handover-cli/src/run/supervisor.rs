@@ -148,6 +148,13 @@ impl Supervisor {
         self.phase
     }
 
+    /// Whether the service serves, with no stop asked: it may be handed work.
+    pub fn serving(&self) -> bool {
+        self.phase == Phase::Serving
+            && !self.stop_asked
+            && matches!(self.service, Service::Running { .. })
+    }
+
     pub fn handle_timeout(&mut self, now: Duration) {
         if self.kill_at.is_some_and(|at| at <= now) {
             self.kill_at = None;

@@ -1,0 +1,374 @@
+//! The service channel: a Unix stream socket whose other end the service gets as
+//! the descriptor in `$HANDOVER_EVENTS_FD`, with JSON lines both ways (version 1,
+//! the README's table).
+//!
+//! `handover` writes `hello` first (the channel's version and the instance id),
+//! then `role`, `state`, `checkpoint`, `checkpoint_held`, `run` (a task of
+//! `--queue`) and `error` lines as they come. The service writes [`Said`] lines:
+//! `state`, `checkpoint`, `submit`, `done`, `retry`, `ready`, `leave`. A line
+//! `handover` does not understand is answered with an `error` line and never ends
+//! the channel.
+//!
+//! Bounded both ways: lines from the service longer than [`MAX_LINE`] are skipped
+//! without being kept, and a service that stops reading never blocks `handover`:
+//! once its backlog is full, what it has not read is replaced by what is true now
+//! (its role, the active's state, the checkpoints, the task it is to run).
+
+mod desk;
+mod said;
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+pub use desk::Desk;
+pub use said::{Said, MAX_PAYLOAD};
+
+use crate::log::hex;
+use said::to_hex;
+
+/// The channel's version, in the `hello` line.
+pub const VERSION: u32 = 1;
+
+/// The most bytes kept for a service that does not read.
+const BACKLOG: usize = 64 * 1024;
+
+/// The longest line the service may write: a submit with the largest payload
+/// fits. Longer lines are skipped without being kept.
+const MAX_LINE: usize = MAX_PAYLOAD + 1024;
+
+/// What the service writes.
+pub struct Incoming {
+    reader: BufReader<OwnedReadHalf>,
+    lines: Lines,
+}
+
+/// Lines of at most [`MAX_LINE`] bytes, from a stream that may send longer ones.
+#[derive(Default)]
+struct Lines {
+    line: Vec<u8>,
+    /// In a line too long to keep: skipped up to its newline.
+    skipping: bool,
+}
+
+impl Lines {
+    /// The next line that fits (`Err` with its length so far for one that does
+    /// not), or `None` at the end of the stream.
+    async fn next(
+        &mut self,
+        reader: &mut (impl AsyncBufRead + Unpin),
+    ) -> Option<Result<Vec<u8>, usize>> {
+        let mut skipped = 0;
+        loop {
+            let buf = reader.fill_buf().await.ok()?;
+            if buf.is_empty() {
+                return None;
+            }
+            let (chunk, end) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], Some(i + 1)),
+                None => (buf, None),
+            };
+            if self.line.len() + chunk.len() > MAX_LINE {
+                skipped += self.line.len() + chunk.len();
+                self.line.clear();
+                self.skipping = true;
+            } else if self.skipping {
+                skipped += chunk.len();
+            } else {
+                self.line.extend_from_slice(chunk);
+            }
+            let used = end.unwrap_or(chunk.len());
+            reader.consume(used);
+            if end.is_some() {
+                let line = std::mem::take(&mut self.line);
+                return match std::mem::take(&mut self.skipping) {
+                    true => Some(Err(skipped)),
+                    false => Some(Ok(line)),
+                };
+            }
+        }
+    }
+}
+
+/// A line of the service, read; `Err` says why it was not understood (and an
+/// excerpt of it).
+pub type Heard = Result<Said, (String, String)>;
+
+impl Incoming {
+    /// The next line the service wrote, or `None` once it closed its end.
+    pub async fn next(&mut self) -> Option<Heard> {
+        Some(match self.lines.next(&mut self.reader).await? {
+            Ok(line) => Said::parse(&line).map_err(|why| (why, excerpt(&line))),
+            Err(length) => Err((
+                format!("a line of {length} bytes or more (at most {MAX_LINE})"),
+                String::new(),
+            )),
+        })
+    }
+}
+
+/// The start of a line, for an error that quotes it.
+fn excerpt(line: &[u8]) -> String {
+    String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned()
+}
+
+/// `handover`'s end of the channel, for writing.
+pub struct Channel {
+    writer: OwnedWriteHalf,
+    /// The service's end, until the service has it.
+    theirs: Option<OwnedFd>,
+    /// Bytes not written yet; the first `partial` of them finish a line already
+    /// begun on the socket.
+    out: Vec<u8>,
+    partial: usize,
+    /// The first bytes of `out` that are never dropped: the hello, until written.
+    hello: usize,
+    /// What is true now, written again in place of a backlog the service did not
+    /// read: role, the active's state, the checkpoints.
+    now: [Option<String>; 4],
+    /// The task handed out, with where its line ends in `out` until written.
+    run: Option<(usize, String)>,
+    /// Whether the service closed its end: nothing more is written.
+    closed: bool,
+}
+
+/// The slots of [`Channel::now`].
+const ROLE: usize = 0;
+const STATE: usize = 1;
+const CHECKPOINT: usize = 2;
+const HELD: usize = 3;
+
+impl Channel {
+    /// A channel that says hello with `hello`, and what the service will write on
+    /// it.
+    pub fn new(hello: Value) -> std::io::Result<(Self, Incoming)> {
+        let (ours, theirs) = UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        let (reader, writer) = tokio::net::UnixStream::from_std(ours)?.into_split();
+        let incoming = Incoming {
+            reader: BufReader::new(reader),
+            lines: Lines::default(),
+        };
+        let mut channel = Channel {
+            writer,
+            theirs: Some(theirs.into()),
+            out: Vec::new(),
+            partial: 0,
+            hello: 0,
+            now: Default::default(),
+            run: None,
+            closed: false,
+        };
+        let mut hello = hello;
+        hello["event"] = "hello".into();
+        hello["channel"] = VERSION.into();
+        channel.push(&hello);
+        channel.hello = channel.out.len();
+        Ok((channel, incoming))
+    }
+
+    /// The service's end, to pass to it.
+    pub fn service_end(&self) -> Option<BorrowedFd<'_>> {
+        self.theirs.as_ref().map(AsFd::as_fd)
+    }
+
+    /// The service has started with its end: ours closes its copy.
+    pub fn handed(&mut self) {
+        self.theirs = None;
+    }
+
+    /// This instance's role and the leader, now.
+    pub fn role(&mut self, active: bool, leader: Option<u64>, t_us: u64) {
+        let role = if active { "active" } else { "standby" };
+        let line =
+            json!({ "event": "role", "role": role, "leader": leader.map(hex), "t_us": t_us });
+        self.keep(ROLE, &line);
+    }
+
+    /// The active's state, as its peers last received it.
+    pub fn state(&mut self, state: &[u8], t_us: u64) {
+        let line = json!({ "event": "state", "state": to_hex(state), "t_us": t_us });
+        self.keep(STATE, &line);
+    }
+
+    /// The highest checkpoint known, and while active the one every standby
+    /// holds.
+    pub fn checkpoints(&mut self, checkpoint: u64, held: Option<u64>) {
+        self.keep(
+            CHECKPOINT,
+            &json!({ "event": "checkpoint", "id": checkpoint }),
+        );
+        if let Some(held) = held {
+            self.keep(HELD, &json!({ "event": "checkpoint_held", "id": held }));
+        }
+    }
+
+    /// A task for the service to run, answered with `done` or `retry`.
+    pub fn run(&mut self, id: u64, payload: &Value) {
+        let line = format!(
+            "{}\n",
+            json!({ "event": "run", "id": id, "payload": payload })
+        );
+        self.append(line.as_bytes());
+        self.run = Some((self.out.len(), line));
+        self.flush();
+    }
+
+    /// A line of the service that was not understood or not accepted.
+    pub fn error(&mut self, error: &str, line: &str) {
+        self.push(&json!({ "event": "error", "error": error, "line": line }));
+    }
+
+    fn keep(&mut self, slot: usize, line: &Value) {
+        self.now[slot] = Some(format!("{line}\n"));
+        self.push(line);
+    }
+
+    fn push(&mut self, line: &Value) {
+        self.append(format!("{line}\n").as_bytes());
+        self.flush();
+    }
+
+    fn append(&mut self, line: &[u8]) {
+        if self.closed {
+            return;
+        }
+        if self.out.len() + line.len() <= BACKLOG {
+            self.out.extend_from_slice(line);
+            return;
+        }
+        // The service is not reading: keep the line it is in the middle of, then
+        // only what is true now (the task to run too, unless it was written).
+        let cut = self.partial.max(self.hello);
+        self.out.truncate(cut);
+        for kept in self.now.iter().flatten() {
+            self.out.extend_from_slice(kept.as_bytes());
+        }
+        if let Some((end, run)) = &mut self.run {
+            if *end > cut {
+                self.out.extend_from_slice(run.as_bytes());
+                *end = self.out.len();
+            }
+        }
+    }
+
+    /// Writes what the socket takes without waiting.
+    fn flush(&mut self) {
+        while !self.out.is_empty() && !self.closed {
+            match self.writer.try_write(&self.out) {
+                Ok(n) => {
+                    let ended_line = self.out[n - 1] == b'\n';
+                    self.out.drain(..n);
+                    self.hello = self.hello.saturating_sub(n);
+                    if let Some((end, _)) = &mut self.run {
+                        *end = end.saturating_sub(n);
+                        if *end == 0 {
+                            self.run = None;
+                        }
+                    }
+                    self.partial = match ended_line {
+                        true => 0,
+                        false => self
+                            .out
+                            .iter()
+                            .position(|&b| b == b'\n')
+                            .map_or(0, |i| i + 1),
+                    };
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => self.closed = true,
+            }
+        }
+    }
+
+    /// Waits until the socket takes more of a backlog (forever without one).
+    pub async fn writable(&mut self) {
+        if self.out.is_empty() || self.closed {
+            return std::future::pending().await;
+        }
+        if self.writer.writable().await.is_err() {
+            self.closed = true;
+        }
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_longer_than_the_limit_are_skipped_without_being_kept() {
+        let long = vec![b'x'; 10 * MAX_LINE];
+        let mut input = b"{\"state\":\"01\"}\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\n{\"state\":\"02\"}\n");
+        let mut reader = BufReader::with_capacity(512, &input[..]);
+        let mut lines = Lines::default();
+        assert_eq!(
+            lines.next(&mut reader).await,
+            Some(Ok(b"{\"state\":\"01\"}".to_vec()))
+        );
+        assert!(matches!(lines.next(&mut reader).await, Some(Err(n)) if n >= MAX_LINE));
+        assert!(lines.line.capacity() <= MAX_LINE + 512);
+        assert_eq!(
+            lines.next(&mut reader).await,
+            Some(Ok(b"{\"state\":\"02\"}".to_vec()))
+        );
+        assert_eq!(lines.next(&mut reader).await, None);
+    }
+
+    /// Everything the service's end can read until `channel` has nothing left.
+    async fn read_all(channel: &mut Channel, theirs: UnixStream) -> Vec<Value> {
+        theirs.set_nonblocking(true).unwrap();
+        let theirs = tokio::net::UnixStream::from_std(theirs).unwrap();
+        let mut read = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let wait = std::time::Duration::from_millis(50);
+        loop {
+            let _ = tokio::time::timeout(wait, channel.writable()).await;
+            let _ = tokio::time::timeout(wait, theirs.readable()).await;
+            match theirs.try_read(&mut buf) {
+                Ok(n) if n > 0 => read.extend_from_slice(&buf[..n]),
+                _ if channel.out.is_empty() => break,
+                _ => {}
+            }
+        }
+        String::from_utf8(read)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_service_that_does_not_read_gets_what_is_true_now() {
+        let (mut channel, _incoming) = Channel::new(json!({ "id": "01" })).unwrap();
+        let theirs = UnixStream::from(channel.theirs.take().unwrap());
+        channel.run(9, &json!("task nine"));
+        // Far more than the socket and the backlog hold, unread.
+        for i in 0..20_000u64 {
+            channel.role(i % 2 == 0, Some(i), i);
+            channel.state(&i.to_be_bytes(), i);
+            channel.error("unknown cmd", "{}");
+        }
+        assert!(channel.out.len() <= BACKLOG + 4096);
+        channel.role(true, Some(7), 1);
+        channel.checkpoints(8, Some(8));
+        // Now the service reads: every line is whole JSON, the first is the
+        // hello, the last say what is true now, and the task to run is there once.
+        let lines = read_all(&mut channel, theirs).await;
+        assert_eq!(lines[0]["event"], "hello", "{}", lines[0]);
+        assert_eq!(lines[0]["channel"], VERSION);
+        let last = |event: &str| lines.iter().rev().find(|l| l["event"] == event).unwrap();
+        assert_eq!(last("role")["role"], "active");
+        assert_eq!(last("role")["leader"], hex(7));
+        assert_eq!(last("checkpoint_held")["id"], 8);
+        let runs: Vec<_> = lines.iter().filter(|l| l["event"] == "run").collect();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(runs[0]["payload"], "task nine");
+    }
+}
