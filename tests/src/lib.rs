@@ -12,6 +12,7 @@ pub fn seeds() -> u32 {
 
 pub mod balena;
 pub mod chaos;
+pub mod clients;
 pub mod crowd;
 pub mod embassy;
 pub mod etcd;

@@ -1,0 +1,279 @@
+//! The Node and Python client packages under `handover run --queue`, installed as
+//! users install them (`npm install <tarball>`, `pip install ./clients/python`),
+//! each instance in a container of its own on one bridge.
+//!
+//! Two workers share 2,000 tasks while the active one is killed again and again
+//! (each time just after the standby stalled and lost what was sent to it, the
+//! active's checkpoints too), and restarted each time as a new standby that submits every task again:
+//! nothing is lost, a task repeats at most once per kill, none runs three times;
+//! SIGTERM in place of the kills repeats nothing.
+//!
+//! Needs root (namespaces), Node.js, npm and Python; skips with the reason
+//! otherwise, and fails under `CI=true`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use handover_tests::clients::{missing, node_app, python_env};
+use handover_tests::netns::Netns;
+use handover_tests::process::{eventually, handover_bin, scratch, Run};
+use handover_tests::topology::Containers;
+use handover_tests::{require, require_netns};
+
+const TASKS: u64 = 2_000;
+/// Tasks the active one runs between stops, at least.
+const PROGRESS: usize = 20;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The packages, installed once for every test of this file.
+struct Installed {
+    node_app: PathBuf,
+    python: PathBuf,
+}
+
+fn installed() -> &'static Installed {
+    static INSTALLED: OnceLock<Installed> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let dir = scratch("client-packages");
+        Installed {
+            node_app: node_app(&dir),
+            python: python_env(&dir),
+        }
+    })
+}
+
+/// A worker's service.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Worker {
+    Node,
+    /// Python, threads.
+    Python,
+    /// Python, asyncio.
+    PythonAio,
+}
+
+impl Worker {
+    fn command(self, runlog: &Path, rolefile: &Path) -> Vec<String> {
+        let i = installed();
+        let mut cmd = match self {
+            Worker::Node => vec![
+                "node".into(),
+                i.node_app.join("queue-worker.js").display().to_string(),
+            ],
+            Worker::Python | Worker::PythonAio => vec![
+                i.python.display().to_string(),
+                handover_tests::clients::script("queue_worker.py")
+                    .display()
+                    .to_string(),
+            ],
+        };
+        cmd.push(runlog.display().to_string());
+        cmd.push(rolefile.display().to_string());
+        if self == Worker::PythonAio {
+            cmd.push("--aio".into());
+        }
+        cmd
+    }
+}
+
+/// `handover run --queue` around `worker`, in `ns`. A 100 ms heartbeat: the
+/// test stops the active one twenty times.
+fn start(ns: &Netns, worker: Worker, runlog: &Path, rolefile: &Path, extra: &[&str]) -> Run {
+    let _ = std::fs::remove_file(rolefile);
+    let mut cmd = ns.command(handover_bin());
+    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+        .args(["--standby", "hot", "--queue", "--heartbeat", "100ms"])
+        .args(extra)
+        .arg("--")
+        .args(worker.command(runlog, rolefile))
+        .env("TASKS", TASKS.to_string());
+    Run::spawn(cmd)
+}
+
+fn role(rolefile: &Path) -> Option<String> {
+    std::fs::read_to_string(rolefile).ok()
+}
+
+/// How often each task ran.
+fn runs(runlog: &Path) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for line in std::fs::read_to_string(runlog).unwrap_or_default().lines() {
+        let id: u64 = line
+            .split_whitespace()
+            .next()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("run log line {line:?}"));
+        *counts.entry(id).or_default() += 1;
+    }
+    counts
+}
+
+fn lines(runlog: &Path) -> usize {
+    std::fs::read_to_string(runlog)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+fn pid_of(run: &Run) -> rustix::process::Pid {
+    rustix::process::Pid::from_raw(run.pid() as i32).expect("a pid")
+}
+
+/// How long the standby stalls before each kill.
+const STANDBY_PAUSE: Duration = Duration::from_millis(300);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    /// SIGKILL of `handover` (its service dies with it): an unclean failover.
+    Kill,
+    /// SIGTERM: the queue settles, then the instance leaves.
+    Term,
+}
+
+/// What became of the tasks.
+#[derive(Debug)]
+struct Outcome {
+    lost: Vec<u64>,
+    repeated: usize,
+    most: usize,
+}
+
+/// Two workers share the tasks; the active one is stopped `times` times and
+/// restarted each time.
+fn fail_over(name: &str, workers: [Worker; 2], times: usize, how: Stop, extra: &[&str]) -> Outcome {
+    let net = Containers::new();
+    let containers = [net.container(), net.container()];
+    let dir = scratch(name);
+    let runlog = dir.join("runs");
+    let rolefiles = [dir.join("role-0"), dir.join("role-1")];
+    let begin = |slot: usize| {
+        start(
+            &containers[slot].ns,
+            workers[slot],
+            &runlog,
+            &rolefiles[slot],
+            extra,
+        )
+    };
+    let mut running = [begin(0), begin(1)];
+    let began = Instant::now();
+    let mut at_last_stop = 0;
+    for stop in 0..times {
+        let ready = eventually(WAIT, || {
+            let roles = [role(&rolefiles[0]), role(&rolefiles[1])];
+            let active = roles.iter().any(|r| r.as_deref() == Some("active"));
+            let standby = roles.iter().any(|r| r.as_deref() == Some("standby"));
+            active && standby && lines(&runlog) >= at_last_stop + PROGRESS
+        });
+        assert!(
+            ready,
+            "{name}, stop {stop}: no progress or no standby: {:?} {:?}, {} runs\n{:?}\n{:?}",
+            role(&rolefiles[0]),
+            role(&rolefiles[1]),
+            lines(&runlog),
+            running[0].seen,
+            running[1].seen,
+        );
+        let active = (0..2)
+            .find(|&w| role(&rolefiles[w]).as_deref() == Some("active"))
+            .expect("an active worker");
+        assert!(
+            lines(&runlog) < TASKS as usize,
+            "{name}: the tasks ran out after {stop} stops"
+        );
+        match how {
+            Stop::Kill => {
+                // The standby stalls first, and what reaches it meanwhile is
+                // lost, the active's checkpoints with it: the active must not run
+                // ahead of its acknowledgements, or all it ran then runs again.
+                let standby = pid_of(&running[1 - active]);
+                let ns = &containers[1 - active].ns;
+                rustix::process::kill_process(standby, rustix::process::Signal::STOP).unwrap();
+                ns.nft("add table inet stall; add chain inet stall in { type filter hook input priority 0; }; add rule inet stall in meta l4proto udp drop");
+                std::thread::sleep(STANDBY_PAUSE);
+                running[active].kill();
+                ns.nft("delete table inet stall");
+                rustix::process::kill_process(standby, rustix::process::Signal::CONT).unwrap();
+            }
+            Stop::Term => {
+                let pid = pid_of(&running[active]);
+                rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+                assert_eq!(
+                    running[active].wait(WAIT).and_then(|s| s.code()),
+                    Some(0),
+                    "{name}, stop {stop}: {:?}",
+                    running[active].seen
+                );
+            }
+        }
+        at_last_stop = lines(&runlog);
+        running[active] = begin(active);
+    }
+    let stopping = began.elapsed();
+    let finished = eventually(Duration::from_secs(60), || {
+        runs(&runlog).len() as u64 == TASKS
+    });
+    let counts = runs(&runlog);
+    let outcome = Outcome {
+        lost: (1..=TASKS).filter(|id| !counts.contains_key(id)).collect(),
+        repeated: counts.values().map(|c| c - 1).sum(),
+        most: counts.values().max().copied().unwrap_or(0),
+    };
+    println!(
+        "{name}: {TASKS} tasks, the active worker stopped {times} times ({how:?}) in \
+         {stopping:.1?}, all run after {:.1?}: {} lost, {} repeated (a task ran at most {} times)",
+        began.elapsed(),
+        outcome.lost.len(),
+        outcome.repeated,
+        outcome.most
+    );
+    assert!(finished, "{name}: not every task ran: {:?}", outcome.lost);
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+fn assert_bounded(out: &Outcome, kills: usize) {
+    assert!(out.lost.is_empty(), "lost: {:?}", out.lost);
+    assert!(
+        out.repeated <= kills,
+        "{} repeats over {kills} kills: more than one per failover",
+        out.repeated
+    );
+    assert!(out.most <= 2, "a task ran {} times", out.most);
+}
+
+#[test]
+fn node_queue_twenty_kills_lose_nothing_and_repeat_at_most_one_each() {
+    require_netns!();
+    require!(missing());
+    let out = fail_over("node-kills", [Worker::Node; 2], 20, Stop::Kill, &[]);
+    assert_bounded(&out, 20);
+}
+
+#[test]
+fn node_queue_ten_clean_stops_repeat_nothing() {
+    require_netns!();
+    require!(missing());
+    let out = fail_over("node-terms", [Worker::Node; 2], 10, Stop::Term, &[]);
+    assert!(out.lost.is_empty(), "lost: {:?}", out.lost);
+    assert_eq!(out.repeated, 0, "repeats across clean stops");
+}
+
+#[test]
+fn python_queue_twenty_kills_threads_and_asyncio() {
+    require_netns!();
+    require!(missing());
+    let workers = [Worker::Python, Worker::PythonAio];
+    let out = fail_over("python-kills", workers, 20, Stop::Kill, &[]);
+    assert_bounded(&out, 20);
+}
+
+#[test]
+fn a_mixed_fleet_resumes_each_others_queue() {
+    require_netns!();
+    require!(missing());
+    let out = fail_over("mixed", [Worker::Node, Worker::Python], 6, Stop::Kill, &[]);
+    assert_bounded(&out, 6);
+}
