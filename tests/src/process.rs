@@ -175,6 +175,11 @@ impl Run {
         self.wait_event(name, timeout).is_some()
     }
 
+    /// Whether the process still runs.
+    pub fn try_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits for the process to exit, killing it after `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;

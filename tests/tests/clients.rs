@@ -277,3 +277,129 @@ fn a_mixed_fleet_resumes_each_others_queue() {
     let out = fail_over("mixed", [Worker::Node, Worker::Python], 6, Stop::Kill, &[]);
     assert_bounded(&out, 6);
 }
+
+/// A service that writes what it should not, then floods `submit` while reading
+/// nothing: every bad line is answered with an error that says why, `handover`
+/// keeps running, and its heartbeats keep a standby from taking over meanwhile.
+#[test]
+fn a_hostile_service_gets_errors_and_never_delays_the_protocol() {
+    require_netns!();
+    require!(missing());
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let dir = scratch("hostile-channel");
+    let out = dir.join("read");
+    let options = ["--queue-capacity", "1000"];
+    let hostile = handover_tests::clients::script("hostile.py");
+    let mut cmd = a.ns.command(handover_bin());
+    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+        .args(["--standby", "hot", "--queue", "--heartbeat", "100ms"])
+        .args(options)
+        .arg("--")
+        .arg("python3")
+        .arg(&hostile)
+        .arg(&out);
+    let mut active = Run::spawn(cmd);
+    assert!(active.saw("elected", WAIT), "{:?}", active.seen);
+    let mut cmd = b.ns.command(handover_bin());
+    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+        .args(["--standby", "hot", "--queue", "--heartbeat", "100ms"])
+        .args(["--", "sleep", "3600"]);
+    let mut standby = Run::spawn(cmd);
+    assert!(standby.saw("peer_up", WAIT), "{:?}", standby.seen);
+
+    let errors_file = dir.join("read.errors");
+    assert!(
+        eventually(WAIT, || errors_file.exists()),
+        "the bad lines were not answered"
+    );
+    let errors: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(&errors_file).unwrap()).unwrap();
+    let expected = [
+        "a line of",
+        "not a JSON object",
+        "unknown cmd \"launch\"",
+        "done: \"id\" must be",
+        "task 5 is not the one running",
+        "at most 16384",
+    ];
+    for (error, why) in errors.iter().zip(expected) {
+        assert!(error.contains(why), "{error:?} should say {why:?}");
+    }
+    assert_eq!(errors.len(), expected.len());
+
+    // The flood, and two seconds of not reading: the standby stays a standby.
+    let flooded = dir.join("read.flooded");
+    assert!(
+        eventually(WAIT, || flooded.exists()),
+        "the flood was not taken"
+    );
+    assert!(
+        !standby.saw("elected", Duration::from_secs(3)),
+        "the standby took over during the flood: {:?}",
+        standby.seen
+    );
+    assert!(eventually(WAIT, || out.exists()));
+    let read = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<serde_json::Value> = read
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["event"] == "error"
+            && l["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("the queue is full")),
+        "no refusal of a submit beyond --queue-capacity in {} lines",
+        lines.len()
+    );
+    assert!(active.try_alive(), "handover ended: {:?}", active.seen);
+    drop(standby);
+    drop(active);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An app written against handover-lib, its import changed to `handover-client`,
+/// under `handover run` with default options: the new instance claims once the
+/// app calls `startBroadcasting()`, and the old one's shutdown callback runs
+/// before its `handover` writes the complete file and exits 0.
+#[test]
+fn a_handover_lib_app_hands_over_with_only_its_import_changed() {
+    require_netns!();
+    require!(missing());
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let dir = scratch("handover-lib-app");
+    let complete = dir.join("handover-complete");
+    let mark = dir.join("marks");
+    let app = installed().node_app.join("handover-lib-app.js");
+    let start = |ns: &Netns, version: &str| {
+        let mut cmd = ns.command(handover_bin());
+        cmd.args(["--log-format", "json", "run", "--complete-file"])
+            .arg(&complete)
+            .args(["--", "node"])
+            .arg(&app)
+            .arg(&mark)
+            .env("VERSION", version);
+        Run::spawn(cmd)
+    };
+    let marks = || std::fs::read_to_string(&mark).unwrap_or_default();
+    let mut old = start(&a.ns, "v1");
+    assert!(old.saw("elected", WAIT), "{:?}", old.seen);
+    let ready = old.wait_event("ready", WAIT).expect("ready");
+    assert_eq!(ready["via"], "channel", "startBroadcasting() is the claim");
+    let mut new = start(&b.ns, "v2");
+    assert!(new.saw("elected", WAIT), "{:?}", new.seen);
+    assert_eq!(
+        old.wait(WAIT).and_then(|s| s.code()),
+        Some(0),
+        "{:?}",
+        old.seen
+    );
+    assert!(complete.exists(), "no complete file");
+    assert!(marks().contains("shutdown v1"), "{}", marks());
+    assert!(!marks().contains("shutdown v2"), "{}", marks());
+    drop(new);
+    let _ = std::fs::remove_dir_all(&dir);
+}
