@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use handover_tests::clients::{missing, node_app, python_env};
+use handover_tests::etcd::{etcd_bin, Cluster};
 use handover_tests::netns::Netns;
 use handover_tests::process::{eventually, handover_bin, scratch, Run};
 use handover_tests::topology::Containers;
@@ -124,6 +125,15 @@ fn pid_of(run: &Run) -> rustix::process::Pid {
 /// How long the standby stalls before each kill.
 const STANDBY_PAUSE: Duration = Duration::from_millis(300);
 
+/// Where the instances elect.
+#[derive(Debug, Clone, Copy)]
+enum Election<'a> {
+    /// On the LAN (multicast).
+    Lan,
+    /// On an etcd cluster, with this server.
+    Etcd(&'a Path),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Stop {
     /// SIGKILL of `handover` (its service dies with it): an unclean failover.
@@ -142,8 +152,26 @@ struct Outcome {
 
 /// Two workers share the tasks; the active one is stopped `times` times and
 /// restarted each time.
-fn fail_over(name: &str, workers: [Worker; 2], times: usize, how: Stop, extra: &[&str]) -> Outcome {
+fn fail_over(
+    name: &str,
+    workers: [Worker; 2],
+    times: usize,
+    how: Stop,
+    election: Election,
+) -> Outcome {
     let net = Containers::new();
+    // etcd in a container of its own, on the same bridge.
+    let cluster = match election {
+        Election::Lan => None,
+        Election::Etcd(bin) => Some(Cluster::start_in(bin.to_owned(), 1, net.container())),
+    };
+    let mut options: Vec<String> = Vec::new();
+    if let Some(cluster) = &cluster {
+        options.extend(["--election", "etcd", "--ttl", "2s"].map(String::from));
+        options.extend(cluster.client_options());
+    }
+    let extra: Vec<&str> = options.iter().map(String::as_str).collect();
+    let extra = &extra[..];
     let containers = [net.container(), net.container()];
     let dir = scratch(name);
     let runlog = dir.join("runs");
@@ -167,6 +195,7 @@ fn fail_over(name: &str, workers: [Worker; 2], times: usize, how: Stop, extra: &
             let standby = roles.iter().any(|r| r.as_deref() == Some("standby"));
             active && standby && lines(&runlog) >= at_last_stop + PROGRESS
         });
+        running.iter_mut().for_each(Run::drain);
         assert!(
             ready,
             "{name}, stop {stop}: no progress or no standby: {:?} {:?}, {} runs\n{:?}\n{:?}",
@@ -248,7 +277,13 @@ fn assert_bounded(out: &Outcome, kills: usize) {
 fn node_queue_twenty_kills_lose_nothing_and_repeat_at_most_one_each() {
     require_netns!();
     require!(missing());
-    let out = fail_over("node-kills", [Worker::Node; 2], 20, Stop::Kill, &[]);
+    let out = fail_over(
+        "node-kills",
+        [Worker::Node; 2],
+        20,
+        Stop::Kill,
+        Election::Lan,
+    );
     assert_bounded(&out, 20);
 }
 
@@ -256,7 +291,13 @@ fn node_queue_twenty_kills_lose_nothing_and_repeat_at_most_one_each() {
 fn node_queue_ten_clean_stops_repeat_nothing() {
     require_netns!();
     require!(missing());
-    let out = fail_over("node-terms", [Worker::Node; 2], 10, Stop::Term, &[]);
+    let out = fail_over(
+        "node-terms",
+        [Worker::Node; 2],
+        10,
+        Stop::Term,
+        Election::Lan,
+    );
     assert!(out.lost.is_empty(), "lost: {:?}", out.lost);
     assert_eq!(out.repeated, 0, "repeats across clean stops");
 }
@@ -266,15 +307,38 @@ fn python_queue_twenty_kills_threads_and_asyncio() {
     require_netns!();
     require!(missing());
     let workers = [Worker::Python, Worker::PythonAio];
-    let out = fail_over("python-kills", workers, 20, Stop::Kill, &[]);
+    let out = fail_over("python-kills", workers, 20, Stop::Kill, Election::Lan);
     assert_bounded(&out, 20);
+}
+
+#[test]
+fn python_queue_five_kills_electing_on_etcd() {
+    require_netns!();
+    require!(missing());
+    let bin = etcd_bin();
+    require!(bin.as_ref().err());
+    let workers = [Worker::PythonAio, Worker::Python];
+    let out = fail_over(
+        "python-etcd",
+        workers,
+        5,
+        Stop::Kill,
+        Election::Etcd(&bin.unwrap()),
+    );
+    assert_bounded(&out, 5);
 }
 
 #[test]
 fn a_mixed_fleet_resumes_each_others_queue() {
     require_netns!();
     require!(missing());
-    let out = fail_over("mixed", [Worker::Node, Worker::Python], 6, Stop::Kill, &[]);
+    let out = fail_over(
+        "mixed",
+        [Worker::Node, Worker::Python],
+        6,
+        Stop::Kill,
+        Election::Lan,
+    );
     assert_bounded(&out, 6);
 }
 
