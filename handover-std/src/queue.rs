@@ -149,6 +149,33 @@ impl<T> Ledger<T> {
             .map(|(&id, t)| (id, t))
     }
 
+    /// The lowest task after `after` (and after every task done), if this instance
+    /// is active: for a caller that hands out several tasks before the first is
+    /// done, and counts them against the window itself (with
+    /// [`awaiting`](Self::awaiting)).
+    pub fn next_after(&self, after: u64) -> Option<(u64, &T)> {
+        self.held?;
+        self.tasks
+            .range(self.done.max(after) + 1..)
+            .next()
+            .map(|(&id, t)| (id, t))
+    }
+
+    /// Task `id`'s payload, while it is queued.
+    pub fn get(&self, id: u64) -> Option<&T> {
+        self.tasks.get(&id)
+    }
+
+    /// Completions not yet acknowledged by every standby.
+    pub fn awaiting(&self) -> usize {
+        self.unheld.len()
+    }
+
+    /// The window: how many completions may await acknowledgement.
+    pub fn window(&self) -> usize {
+        self.window.get()
+    }
+
     /// Task `id` (the one [`next`](Self::next) gave) is done: the caller records
     /// its checkpoint.
     pub fn complete(&mut self, id: u64) {

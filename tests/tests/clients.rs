@@ -384,7 +384,7 @@ fn a_hostile_service_gets_errors_and_never_delays_the_protocol() {
         "not a JSON object",
         "unknown cmd \"launch\"",
         "done: \"id\" must be",
-        "task 5 is not the one running",
+        "task 5 is not running",
         "at most 16384",
     ];
     for (error, why) in errors.iter().zip(expected) {

@@ -1,12 +1,16 @@
 //! The work queue `handover run --queue` keeps for its service: the Rust queue's
 //! [`Ledger`] (what is queued, what is done, what the standbys hold), with the
-//! one task handed to the service and its retries, and no IO.
+//! tasks handed to the service and their retries, and no IO.
 //!
 //! The service of every instance submits the same tasks; only the active one's
-//! service is handed them, one at a time, as `run` lines, and answers `done` or
-//! `retry`. Each `done` is a checkpoint the standbys acknowledge, and the next
-//! task is handed out once no more than the window's worth await acknowledgement.
+//! service is handed them as `run` lines and answers `done` or `retry`. A task
+//! counts as done once it and every task handed out before it are: that is the
+//! checkpoint the standbys acknowledge. Tasks handed out and completions not yet
+//! acknowledged together stay within the window (1 by default: one task at a
+//! time, each once the last is held), so an unclean failover repeats at most a
+//! window's worth.
 
+use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -18,27 +22,34 @@ const RETRY_MIN: Duration = Duration::from_millis(10);
 /// Longest pause before a retried task runs again.
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// Where a task handed to the service is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Handed {
+    Running,
+    /// Done, waiting for the tasks handed out before it.
+    Done,
+    /// To be handed out again from then.
+    Retry(Duration),
+}
+
 pub struct Desk {
     ledger: Ledger<Value>,
     capacity: usize,
-    /// The task handed to the service, not answered yet.
-    running: Option<u64>,
-    /// A retried task runs again from then.
-    retry_at: Option<Duration>,
+    /// The tasks handed out and not yet counted done, oldest first.
+    handed: VecDeque<(u64, Handed)>,
     retry: Duration,
     /// Stopping: no more tasks are handed out.
     stopping: bool,
 }
 
 impl Desk {
-    /// An empty queue holding at most `capacity` tasks, letting `window`
-    /// completions await acknowledgement.
+    /// An empty queue holding at most `capacity` tasks, letting `window` tasks be
+    /// handed out or await acknowledgement.
     pub fn new(window: NonZeroUsize, capacity: usize) -> Self {
         Desk {
             ledger: Ledger::new(window),
             capacity,
-            running: None,
-            retry_at: None,
+            handed: VecDeque::new(),
             retry: RETRY_MIN,
             stopping: false,
         }
@@ -47,10 +58,8 @@ impl Desk {
     /// Queues a task; a full queue refuses it (the service is told, and may
     /// submit it again).
     pub fn submit(&mut self, id: u64, payload: Value) -> Result<Submitted, String> {
-        if self.ledger.len() >= self.capacity
-            && id > self.ledger.done()
-            && !self.ledger.contains(id)
-        {
+        let new = id > self.ledger.done() && !self.ledger.contains(id);
+        if new && self.ledger.len() >= self.capacity {
             return Err(format!(
                 "submit: the queue is full ({} tasks, --queue-capacity)",
                 self.capacity
@@ -63,43 +72,73 @@ impl Desk {
     /// the one every standby holds.
     pub fn sync(&mut self, checkpoint: u64, held: Option<u64>) {
         self.ledger.sync(checkpoint, held);
+        // Another instance did these: an answer for them changes nothing.
+        let done = self.ledger.done();
+        self.handed.retain(|&(id, _)| id > done);
     }
 
-    /// The service's answer for task `id` at `now`: the checkpoint to record if
-    /// it is done.
+    /// The service's answer for task `id` at `now`: the checkpoint to record, if
+    /// the tasks done now reach further.
     pub fn answer(&mut self, id: u64, done: bool, now: Duration) -> Result<Option<u64>, String> {
         let verb = if done { "done" } else { "retry" };
-        if self.running != Some(id) {
-            return Err(format!("{verb}: task {id} is not the one running"));
-        }
-        self.running = None;
-        if done {
-            self.ledger.complete(id);
-            self.retry = RETRY_MIN;
-            Ok(Some(id))
-        } else {
-            self.retry_at = Some(now + self.retry);
+        let Some(slot) = self
+            .handed
+            .iter_mut()
+            .find(|(handed, state)| *handed == id && *state == Handed::Running)
+        else {
+            return Err(format!("{verb}: task {id} is not running"));
+        };
+        if !done {
+            slot.1 = Handed::Retry(now + self.retry);
             self.retry = (self.retry * 2).min(RETRY_MAX);
-            Ok(None)
+            return Ok(None);
         }
+        slot.1 = Handed::Done;
+        self.retry = RETRY_MIN;
+        let mut checkpoint = None;
+        while let Some(&(id, Handed::Done)) = self.handed.front() {
+            self.handed.pop_front();
+            self.ledger.complete(id);
+            checkpoint = Some(id);
+        }
+        Ok(checkpoint)
     }
 
-    /// The task to hand to the service now, if any: none while one runs, while a
-    /// retry waits, after a stop, or while this instance stands by.
+    /// The next task to hand to the service now, if any: a retried one that is
+    /// due, else the next in id order while the window allows. None after a stop,
+    /// or while this instance stands by.
     pub fn next(&mut self, now: Duration) -> Option<(u64, Value)> {
-        if self.stopping || self.running.is_some() || self.retry_at.is_some_and(|at| at > now) {
+        if self.stopping {
             return None;
         }
-        self.retry_at = None;
-        let (id, payload) = self.ledger.next()?;
+        let due = self
+            .handed
+            .iter_mut()
+            .find(|(_, state)| matches!(state, Handed::Retry(at) if *at <= now));
+        if let Some((id, state)) = due {
+            *state = Handed::Running;
+            let id = *id;
+            return self.ledger.get(id).map(|payload| (id, payload.clone()));
+        }
+        if self.handed.len() + self.ledger.awaiting() >= self.ledger.window() {
+            return None;
+        }
+        let after = self.handed.back().map_or(0, |&(id, _)| id);
+        let (id, payload) = self.ledger.next_after(after)?;
         let task = (id, payload.clone());
-        self.running = Some(id);
+        self.handed.push_back((id, Handed::Running));
         Some(task)
     }
 
     /// When a retried task is due.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        self.retry_at
+        self.handed
+            .iter()
+            .filter_map(|(_, state)| match state {
+                Handed::Retry(at) => Some(*at),
+                _ => None,
+            })
+            .min()
     }
 
     /// Hand out no more tasks.
@@ -120,13 +159,17 @@ mod tests {
 
     const T: Duration = Duration::ZERO;
 
-    fn desk() -> Desk {
-        Desk::new(NonZeroUsize::MIN, 3)
+    fn desk(window: usize) -> Desk {
+        Desk::new(NonZeroUsize::new(window).unwrap(), 3)
+    }
+
+    fn ids(d: &mut Desk, now: Duration) -> Vec<u64> {
+        std::iter::from_fn(|| d.next(now).map(|t| t.0)).collect()
     }
 
     #[test]
     fn one_task_at_a_time_and_only_once_the_last_is_held() {
-        let mut d = desk();
+        let mut d = desk(1);
         for id in 1..=3 {
             assert_eq!(d.submit(id, Value::from(id)), Ok(Submitted::Queued));
         }
@@ -143,13 +186,35 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_waits_and_answers_must_name_the_running_task() {
-        let mut d = desk();
+    fn a_window_hands_out_several_and_counts_done_in_order() {
+        let mut d = Desk::new(NonZeroUsize::new(3).unwrap(), 10);
+        for id in 1..=5 {
+            d.submit(id, Value::Null).unwrap();
+        }
+        d.sync(0, Some(0));
+        assert_eq!(ids(&mut d, T), [1, 2, 3]);
+        assert_eq!(d.answer(2, true, T), Ok(None), "1 is not done yet");
+        assert_eq!(d.answer(1, true, T), Ok(Some(2)), "1 and 2 are done");
+        assert_eq!(ids(&mut d, T), [] as [u64; 0], "3 runs, 1 and 2 await");
+        d.sync(2, Some(2));
+        assert_eq!(ids(&mut d, T), [4, 5]);
+        // A retry of 3 holds back the checkpoint of 4 until 3 is done.
+        assert_eq!(d.answer(3, false, T), Ok(None));
+        assert_eq!(d.answer(4, true, T), Ok(None));
+        assert_eq!(d.next(T), None, "3 waits for its retry");
+        assert_eq!(d.next(RETRY_MIN).map(|t| t.0), Some(3));
+        assert_eq!(d.answer(3, true, T), Ok(Some(4)));
+    }
+
+    #[test]
+    fn a_retry_waits_and_answers_must_name_a_running_task() {
+        let mut d = desk(1);
         d.submit(5, Value::Null).unwrap();
         d.sync(0, Some(0));
         assert_eq!(d.next(T).map(|t| t.0), Some(5));
         assert!(d.answer(4, true, T).unwrap_err().contains("task 4 is not"));
         assert_eq!(d.answer(5, false, T), Ok(None));
+        assert!(d.answer(5, true, T).is_err(), "5 is not running: it waits");
         assert_eq!(d.poll_timeout(), Some(RETRY_MIN));
         assert_eq!(d.next(T), None);
         assert_eq!(d.next(RETRY_MIN).map(|t| t.0), Some(5));
@@ -159,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_refuses_and_a_stop_hands_out_nothing() {
-        let mut d = desk();
+        let mut d = desk(1);
         for id in 1..=3 {
             d.submit(id, Value::Null).unwrap();
         }
@@ -168,5 +233,20 @@ mod tests {
         d.sync(0, Some(0));
         d.stop();
         assert_eq!(d.next(T), None);
+    }
+
+    #[test]
+    fn the_new_actives_checkpoints_cover_what_was_handed_out() {
+        let mut d = desk(2);
+        for id in 1..=3 {
+            d.submit(id, Value::Null).unwrap();
+        }
+        d.sync(0, Some(0));
+        assert_eq!(ids(&mut d, T), [1, 2]);
+        // Demoted; another instance did 1 and 2.
+        d.sync(2, None);
+        assert!(d.answer(1, true, T).is_err());
+        d.sync(2, Some(2));
+        assert_eq!(ids(&mut d, T), [3]);
     }
 }

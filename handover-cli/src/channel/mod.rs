@@ -129,8 +129,9 @@ pub struct Channel {
     /// What is true now, written again in place of a backlog the service did not
     /// read: role, the active's state, the checkpoints.
     now: [Option<String>; 4],
-    /// The task handed out, with where its line ends in `out` until written.
-    run: Option<(usize, String)>,
+    /// The tasks handed out whose lines are not written yet, with where each
+    /// ends in `out`.
+    runs: Vec<(usize, String)>,
     /// Whether the service closed its end: nothing more is written.
     closed: bool,
 }
@@ -159,7 +160,7 @@ impl Channel {
             partial: 0,
             hello: 0,
             now: Default::default(),
-            run: None,
+            runs: Vec::new(),
             closed: false,
         };
         let mut hello = hello;
@@ -213,7 +214,7 @@ impl Channel {
             json!({ "event": "run", "id": id, "payload": payload })
         );
         self.append(line.as_bytes());
-        self.run = Some((self.out.len(), line));
+        self.runs.push((self.out.len(), line));
         self.flush();
     }
 
@@ -241,17 +242,15 @@ impl Channel {
             return;
         }
         // The service is not reading: keep the line it is in the middle of, then
-        // only what is true now (the task to run too, unless it was written).
+        // only what is true now (and the tasks to run that were not written).
         let cut = self.partial.max(self.hello);
         self.out.truncate(cut);
         for kept in self.now.iter().flatten() {
             self.out.extend_from_slice(kept.as_bytes());
         }
-        if let Some((end, run)) = &mut self.run {
-            if *end > cut {
-                self.out.extend_from_slice(run.as_bytes());
-                *end = self.out.len();
-            }
+        for (end, run) in self.runs.iter_mut().filter(|(end, _)| *end > cut) {
+            self.out.extend_from_slice(run.as_bytes());
+            *end = self.out.len();
         }
     }
 
@@ -263,12 +262,10 @@ impl Channel {
                     let ended_line = self.out[n - 1] == b'\n';
                     self.out.drain(..n);
                     self.hello = self.hello.saturating_sub(n);
-                    if let Some((end, _)) = &mut self.run {
+                    for (end, _) in &mut self.runs {
                         *end = end.saturating_sub(n);
-                        if *end == 0 {
-                            self.run = None;
-                        }
                     }
+                    self.runs.retain(|(end, _)| *end > 0);
                     self.partial = match ended_line {
                         true => 0,
                         false => self
@@ -354,6 +351,10 @@ mod tests {
             channel.role(i % 2 == 0, Some(i), i);
             channel.state(&i.to_be_bytes(), i);
             channel.error("unknown cmd", "{}");
+            if i % 5_000 == 0 {
+                // Handed out while the socket is full: in the backlog.
+                channel.run(100 + i, &json!(i));
+            }
         }
         assert!(channel.out.len() <= BACKLOG + 4096);
         channel.role(true, Some(7), 1);
@@ -367,8 +368,15 @@ mod tests {
         assert_eq!(last("role")["role"], "active");
         assert_eq!(last("role")["leader"], hex(7));
         assert_eq!(last("checkpoint_held")["id"], 8);
-        let runs: Vec<_> = lines.iter().filter(|l| l["event"] == "run").collect();
-        assert_eq!(runs.len(), 1, "{runs:?}");
-        assert_eq!(runs[0]["payload"], "task nine");
+        let runs: Vec<_> = lines
+            .iter()
+            .filter(|l| l["event"] == "run")
+            .map(|l| l["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            runs,
+            [9, 100, 5_100, 10_100, 15_100],
+            "each task once, in order"
+        );
     }
 }

@@ -389,7 +389,8 @@ impl<'a> World<'a> {
             desk.stop();
             return;
         }
-        if let Some((id, payload)) = desk.next(self.origin.elapsed()) {
+        let now = self.origin.elapsed();
+        while let Some((id, payload)) = desk.next(now) {
             channel.run(id, &payload);
         }
     }
