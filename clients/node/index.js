@@ -43,6 +43,7 @@ class Handover extends EventEmitter {
     this._stopping = false;
     this._hooks = [];
     this._signalsTaken = false;
+    this._corked = false;
     this._sticky = new Map();
     this.on('newListener', (event, listener) => {
       if (this._sticky.has(event)) listener.apply(this, this._sticky.get(event));
@@ -127,7 +128,17 @@ class Handover extends EventEmitter {
   }
 
   _send(line) {
-    if (!this._socket.destroyed) this._socket.write(JSON.stringify(line) + '\n');
+    if (this._socket.destroyed) return;
+    // The lines of one tick leave in one write.
+    if (!this._corked) {
+      this._corked = true;
+      this._socket.cork();
+      process.nextTick(() => {
+        this._corked = false;
+        this._socket.uncork();
+      });
+    }
+    this._socket.write(JSON.stringify(line) + '\n');
   }
 
   _warn(error) {

@@ -1,5 +1,5 @@
 // A service of the client tests: submits TASKS tasks on every instance, runs them
-// while active (each one a line "<id> <pid>" appended to RUNLOG, then TASK_MS of
+// while active (each one a line "<id> <pid> <monotonic ns>" appended to RUNLOG, then TASK_MS of
 // work), and writes its role to ROLEFILE as it changes.
 //
 //     node queue-worker.js RUNLOG ROLEFILE
@@ -18,7 +18,7 @@ h.on('role', (role) => fs.writeFileSync(rolefile, role));
 h.on('error', (e) => console.error(`worker: ${e.message}`));
 h.process(async (payload, id) => {
   if (payload.n !== id) throw new Error(`task ${id} carries ${JSON.stringify(payload)}`);
-  fs.appendFileSync(runlog, `${id} ${process.pid}\n`);
+  fs.appendFileSync(runlog, `${id} ${process.pid} ${process.hrtime.bigint()}\n`);
   await new Promise((resolve) => setTimeout(resolve, taskMs));
   return true;
 });

@@ -1,5 +1,5 @@
 """A service of the client tests: submits TASKS tasks on every instance, runs them
-while active (each one a line "<id> <pid>" appended to RUNLOG, then TASK_MS of
+while active (each one a line "<id> <pid> <monotonic ns>" appended to RUNLOG, then TASK_MS of
 work), and writes its role to ROLEFILE as it changes. With --aio, on asyncio.
 
     python3 queue_worker.py RUNLOG ROLEFILE [--aio]
@@ -19,7 +19,7 @@ def record(payload, id):
     if payload != {"n": id}:
         raise ValueError("task %d carries %r" % (id, payload))
     with open(runlog, "a") as f:
-        f.write("%d %d\n" % (id, os.getpid()))
+        f.write("%d %d %d\n" % (id, os.getpid(), time.monotonic_ns()))
 
 
 def write_role(role, _leader):

@@ -22,8 +22,8 @@ use handover_tests::netns::Netns;
 use handover_tests::process::{eventually, handover_bin, scratch, Run};
 use handover_tests::topology::Containers;
 use handover_tests::{require, require_netns};
+use rustix::process::{kill_process, Signal};
 
-const TASKS: u64 = 2_000;
 /// Tasks the active one runs between stops, at least.
 const PROGRESS: usize = 20;
 const WAIT: Duration = Duration::from_secs(20);
@@ -79,17 +79,23 @@ impl Worker {
     }
 }
 
-/// `handover run --queue` around `worker`, in `ns`. A 100 ms heartbeat: the
-/// test stops the active one twenty times.
-fn start(ns: &Netns, worker: Worker, runlog: &Path, rolefile: &Path, extra: &[&str]) -> Run {
+/// `handover run --queue` around `worker`, in `ns`, for `trial`.
+fn start(ns: &Netns, worker: Worker, trial: &Trial, files: (&Path, &Path), extra: &[&str]) -> Run {
+    let (runlog, rolefile) = files;
     let _ = std::fs::remove_file(rolefile);
     let mut cmd = ns.command(handover_bin());
     cmd.args(["--log-format", "json", "run", "--mode", "failover"])
-        .args(["--standby", "hot", "--queue", "--heartbeat", "100ms"])
+        .args([
+            "--standby",
+            "hot",
+            "--queue",
+            "--heartbeat",
+            trial.heartbeat,
+        ])
         .args(extra)
         .arg("--")
         .args(worker.command(runlog, rolefile))
-        .env("TASKS", TASKS.to_string());
+        .env("TASKS", trial.tasks.to_string());
     Run::spawn(cmd)
 }
 
@@ -109,6 +115,27 @@ fn runs(runlog: &Path) -> BTreeMap<u64, usize> {
         *counts.entry(id).or_default() += 1;
     }
     counts
+}
+
+/// Each run: the task, the service's pid, and when it started (monotonic ns).
+fn run_lines(runlog: &Path) -> Vec<(u64, u32, u64)> {
+    let text = std::fs::read_to_string(runlog).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let mut fields = line.split_whitespace().map(|f| f.parse::<u64>());
+            let mut next = || fields.next().and_then(Result::ok);
+            let parsed = (next(), next(), next());
+            match parsed {
+                (Some(id), Some(pid), Some(t)) => (id, pid as u32, t),
+                _ => panic!("run log line {line:?}"),
+            }
+        })
+        .collect()
+}
+
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 fn lines(runlog: &Path) -> usize {
@@ -138,8 +165,39 @@ enum Election<'a> {
 enum Stop {
     /// SIGKILL of `handover` (its service dies with it): an unclean failover.
     Kill,
+    /// The standby stalls first, and what reaches it meanwhile is lost, the
+    /// active's checkpoints with it; then the kill. The active must not run ahead
+    /// of its acknowledgements, or all it ran meanwhile runs again.
+    KillAfterStall,
     /// SIGTERM: the queue settles, then the instance leaves.
     Term,
+}
+
+/// A run of two workers sharing `tasks` while the active one is stopped `stops`
+/// times, and restarted each time.
+struct Trial<'a> {
+    name: &'a str,
+    workers: [Worker; 2],
+    stops: usize,
+    how: Stop,
+    election: Election<'a>,
+    heartbeat: &'a str,
+    tasks: u64,
+}
+
+impl<'a> Trial<'a> {
+    /// On the LAN, with a 100 ms heartbeat (the stops are many), 2,000 tasks.
+    fn new(name: &'a str, workers: [Worker; 2], stops: usize, how: Stop) -> Self {
+        Trial {
+            name,
+            workers,
+            stops,
+            how,
+            election: Election::Lan,
+            heartbeat: "100ms",
+            tasks: 2_000,
+        }
+    }
 }
 
 /// What became of the tasks.
@@ -148,17 +206,20 @@ struct Outcome {
     lost: Vec<u64>,
     repeated: usize,
     most: usize,
+    /// After each plain kill: until the new active's service started a task.
+    takeovers: Vec<Duration>,
 }
 
-/// Two workers share the tasks; the active one is stopped `times` times and
-/// restarted each time.
-fn fail_over(
-    name: &str,
-    workers: [Worker; 2],
-    times: usize,
-    how: Stop,
-    election: Election,
-) -> Outcome {
+fn fail_over(trial: &Trial) -> Outcome {
+    let Trial {
+        name,
+        workers,
+        stops,
+        how,
+        election,
+        tasks,
+        ..
+    } = *trial;
     let net = Containers::new();
     // etcd in a container of its own, on the same bridge.
     let cluster = match election {
@@ -171,24 +232,19 @@ fn fail_over(
         options.extend(cluster.client_options());
     }
     let extra: Vec<&str> = options.iter().map(String::as_str).collect();
-    let extra = &extra[..];
     let containers = [net.container(), net.container()];
     let dir = scratch(name);
     let runlog = dir.join("runs");
     let rolefiles = [dir.join("role-0"), dir.join("role-1")];
     let begin = |slot: usize| {
-        start(
-            &containers[slot].ns,
-            workers[slot],
-            &runlog,
-            &rolefiles[slot],
-            extra,
-        )
+        let files = (runlog.as_path(), rolefiles[slot].as_path());
+        start(&containers[slot].ns, workers[slot], trial, files, &extra)
     };
     let mut running = [begin(0), begin(1)];
     let began = Instant::now();
     let mut at_last_stop = 0;
-    for stop in 0..times {
+    let mut kills = Vec::new();
+    for stop in 0..stops {
         let ready = eventually(WAIT, || {
             let roles = [role(&rolefiles[0]), role(&rolefiles[1])];
             let active = roles.iter().any(|r| r.as_deref() == Some("active"));
@@ -209,26 +265,26 @@ fn fail_over(
             .find(|&w| role(&rolefiles[w]).as_deref() == Some("active"))
             .expect("an active worker");
         assert!(
-            lines(&runlog) < TASKS as usize,
+            lines(&runlog) < tasks as usize,
             "{name}: the tasks ran out after {stop} stops"
         );
         match how {
             Stop::Kill => {
-                // The standby stalls first, and what reaches it meanwhile is
-                // lost, the active's checkpoints with it: the active must not run
-                // ahead of its acknowledgements, or all it ran then runs again.
+                kills.push(monotonic_ns());
+                running[active].kill();
+            }
+            Stop::KillAfterStall => {
                 let standby = pid_of(&running[1 - active]);
                 let ns = &containers[1 - active].ns;
-                rustix::process::kill_process(standby, rustix::process::Signal::STOP).unwrap();
+                kill_process(standby, Signal::STOP).unwrap();
                 ns.nft("add table inet stall; add chain inet stall in { type filter hook input priority 0; }; add rule inet stall in meta l4proto udp drop");
                 std::thread::sleep(STANDBY_PAUSE);
                 running[active].kill();
                 ns.nft("delete table inet stall");
-                rustix::process::kill_process(standby, rustix::process::Signal::CONT).unwrap();
+                kill_process(standby, Signal::CONT).unwrap();
             }
             Stop::Term => {
-                let pid = pid_of(&running[active]);
-                rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+                kill_process(pid_of(&running[active]), Signal::TERM).unwrap();
                 assert_eq!(
                     running[active].wait(WAIT).and_then(|s| s.code()),
                     Some(0),
@@ -242,16 +298,17 @@ fn fail_over(
     }
     let stopping = began.elapsed();
     let finished = eventually(Duration::from_secs(60), || {
-        runs(&runlog).len() as u64 == TASKS
+        runs(&runlog).len() as u64 == tasks
     });
     let counts = runs(&runlog);
     let outcome = Outcome {
-        lost: (1..=TASKS).filter(|id| !counts.contains_key(id)).collect(),
+        lost: (1..=tasks).filter(|id| !counts.contains_key(id)).collect(),
         repeated: counts.values().map(|c| c - 1).sum(),
         most: counts.values().max().copied().unwrap_or(0),
+        takeovers: takeovers(&run_lines(&runlog), &kills),
     };
     println!(
-        "{name}: {TASKS} tasks, the active worker stopped {times} times ({how:?}) in \
+        "{name}: {tasks} tasks, the active worker stopped {stops} times ({how:?}) in \
          {stopping:.1?}, all run after {:.1?}: {} lost, {} repeated (a task ran at most {} times)",
         began.elapsed(),
         outcome.lost.len(),
@@ -261,6 +318,19 @@ fn fail_over(
     assert!(finished, "{name}: not every task ran: {:?}", outcome.lost);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
+}
+
+/// For each kill: until a task started in a service other than the one that ran
+/// the last task before it.
+fn takeovers(runs: &[(u64, u32, u64)], kills: &[u64]) -> Vec<Duration> {
+    kills
+        .iter()
+        .filter_map(|&kill| {
+            let dead = runs.iter().rev().find(|r| r.2 < kill)?.1;
+            let first = runs.iter().find(|r| r.2 > kill && r.1 != dead)?;
+            Some(Duration::from_nanos(first.2 - kill))
+        })
+        .collect()
 }
 
 fn assert_bounded(out: &Outcome, kills: usize) {
@@ -277,27 +347,15 @@ fn assert_bounded(out: &Outcome, kills: usize) {
 fn node_queue_twenty_kills_lose_nothing_and_repeat_at_most_one_each() {
     require_netns!();
     require!(missing());
-    let out = fail_over(
-        "node-kills",
-        [Worker::Node; 2],
-        20,
-        Stop::Kill,
-        Election::Lan,
-    );
-    assert_bounded(&out, 20);
+    let trial = Trial::new("node-kills", [Worker::Node; 2], 20, Stop::KillAfterStall);
+    assert_bounded(&fail_over(&trial), 20);
 }
 
 #[test]
 fn node_queue_ten_clean_stops_repeat_nothing() {
     require_netns!();
     require!(missing());
-    let out = fail_over(
-        "node-terms",
-        [Worker::Node; 2],
-        10,
-        Stop::Term,
-        Election::Lan,
-    );
+    let out = fail_over(&Trial::new("node-terms", [Worker::Node; 2], 10, Stop::Term));
     assert!(out.lost.is_empty(), "lost: {:?}", out.lost);
     assert_eq!(out.repeated, 0, "repeats across clean stops");
 }
@@ -307,8 +365,8 @@ fn python_queue_twenty_kills_threads_and_asyncio() {
     require_netns!();
     require!(missing());
     let workers = [Worker::Python, Worker::PythonAio];
-    let out = fail_over("python-kills", workers, 20, Stop::Kill, Election::Lan);
-    assert_bounded(&out, 20);
+    let trial = Trial::new("python-kills", workers, 20, Stop::KillAfterStall);
+    assert_bounded(&fail_over(&trial), 20);
 }
 
 #[test]
@@ -317,29 +375,54 @@ fn python_queue_five_kills_electing_on_etcd() {
     require!(missing());
     let bin = etcd_bin();
     require!(bin.as_ref().err());
+    let bin = bin.unwrap();
     let workers = [Worker::PythonAio, Worker::Python];
-    let out = fail_over(
-        "python-etcd",
-        workers,
-        5,
-        Stop::Kill,
-        Election::Etcd(&bin.unwrap()),
-    );
-    assert_bounded(&out, 5);
+    let trial = Trial {
+        election: Election::Etcd(&bin),
+        ..Trial::new("python-etcd", workers, 5, Stop::Kill)
+    };
+    assert_bounded(&fail_over(&trial), 5);
 }
 
 #[test]
 fn a_mixed_fleet_resumes_each_others_queue() {
     require_netns!();
     require!(missing());
-    let out = fail_over(
-        "mixed",
-        [Worker::Node, Worker::Python],
-        6,
-        Stop::Kill,
-        Election::Lan,
-    );
-    assert_bounded(&out, 6);
+    let workers = [Worker::Node, Worker::Python];
+    let trial = Trial::new("mixed", workers, 6, Stop::KillAfterStall);
+    assert_bounded(&fail_over(&trial), 6);
+}
+
+/// Benchmark: 50 plain kills at a 20 ms heartbeat, for Node and for Python:
+/// repeats per kill, and kill → the new active's service starts a task.
+/// `cargo test --release -p handover-tests --test clients -- --ignored --nocapture --test-threads 1`
+#[test]
+#[ignore]
+fn bench_fifty_kills_at_a_20ms_heartbeat() {
+    for (name, workers) in [("node", [Worker::Node; 2]), ("python", [Worker::Python; 2])] {
+        let trial = Trial {
+            heartbeat: "20ms",
+            tasks: 10_000,
+            ..Trial::new(name, workers, 50, Stop::Kill)
+        };
+        let out = fail_over(&trial);
+        let mut t = out.takeovers.clone();
+        t.sort();
+        let at = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "{name}: {} repeats over 50 kills ({:.2} per kill, a task ran at most {} times); \
+             kill -> first task on the new active ({} kills): p50 {:.1?}, p90 {:.1?}, p99 {:.1?}, max {:.1?}",
+            out.repeated,
+            out.repeated as f64 / 50.0,
+            out.most,
+            t.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            t[t.len() - 1]
+        );
+        assert_bounded(&out, 50);
+    }
 }
 
 /// A service that writes what it should not, then floods `submit` while reading
@@ -466,4 +549,75 @@ fn a_handover_lib_app_hands_over_with_only_its_import_changed() {
     assert!(!marks().contains("shutdown v2"), "{}", marks());
     drop(new);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Benchmark: no-op tasks through the channel, timed by the active's service from
+/// the first task to the last: alone, and with a standby (a second instance in
+/// its own container) at windows 1 and 64; Node and Python (asyncio); 20 ms
+/// heartbeat. `cargo test --release -p handover-tests --test clients --
+/// --ignored --nocapture --test-threads 1`
+#[test]
+#[ignore]
+fn bench_queue_throughput_through_the_channel() {
+    let tasks: u64 = std::env::var("HANDOVER_BENCH_TASKS").map_or(50_000, |n| n.parse().unwrap());
+    let i = installed();
+    let services: [(&str, Vec<String>); 2] = [
+        (
+            "node",
+            vec![
+                "node".into(),
+                i.node_app.join("bench-worker.js").display().to_string(),
+            ],
+        ),
+        (
+            "python",
+            vec![
+                i.python.display().to_string(),
+                handover_tests::clients::script("bench_worker.py")
+                    .display()
+                    .to_string(),
+            ],
+        ),
+    ];
+    for (language, service) in &services {
+        for (setup, standby, window) in [
+            ("alone", false, "1"),
+            ("standby", true, "1"),
+            ("standby", true, "64"),
+        ] {
+            let net = Containers::new();
+            let (a, b) = (net.container(), net.container());
+            let dir = scratch("bench-queue");
+            let start = |ns: &Netns, out: &Path| {
+                let mut cmd = ns.command(handover_bin());
+                cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+                    .args(["--standby", "hot", "--queue", "--heartbeat", "20ms"])
+                    .args(["--queue-window", window])
+                    .arg("--")
+                    .args(service)
+                    .arg(out)
+                    .env("TASKS", tasks.to_string())
+                    .env("SUBMIT_AFTER_MS", "1000");
+                Run::spawn(cmd)
+            };
+            let outs = [dir.join("a"), dir.join("b")];
+            let first = start(&a.ns, &outs[0]);
+            let second = standby.then(|| start(&b.ns, &outs[1]));
+            // The active one, whichever it is, writes its figure.
+            let done = eventually(Duration::from_secs(300), || outs.iter().any(|o| o.exists()));
+            assert!(done, "{language} {setup} window {window}: not finished");
+            std::thread::sleep(Duration::from_millis(50));
+            let out = outs.iter().find(|o| o.exists()).unwrap();
+            let result: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+            let seconds = result["seconds"].as_f64().unwrap();
+            println!(
+                "{language}, {setup}, window {window}: {tasks} tasks in {seconds:.2} s = {:.0} tasks/s",
+                tasks as f64 / seconds
+            );
+            drop(second);
+            drop(first);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }

@@ -98,6 +98,12 @@ impl Lines {
 pub type Heard = Result<Said, (String, String)>;
 
 impl Incoming {
+    /// Whether a whole line is already read in (and the next `next` will not
+    /// wait): its answers can go out with the next one's.
+    pub fn line_ready(&self) -> bool {
+        self.reader.buffer().contains(&b'\n')
+    }
+
     /// The next line the service wrote, or `None` once it closed its end.
     pub async fn next(&mut self) -> Option<Heard> {
         Some(match self.lines.next(&mut self.reader).await? {
@@ -207,7 +213,9 @@ impl Channel {
         }
     }
 
-    /// A task for the service to run, answered with `done` or `retry`.
+    /// A task for the service to run, answered with `done` or `retry`. Written
+    /// by the next [`flush`](Self::flush), so that the tasks handed out together
+    /// leave in one write.
     pub fn run(&mut self, id: u64, payload: &Value) {
         let line = format!(
             "{}\n",
@@ -215,7 +223,6 @@ impl Channel {
         );
         self.append(line.as_bytes());
         self.runs.push((self.out.len(), line));
-        self.flush();
     }
 
     /// A line of the service that was not understood or not accepted.
@@ -255,7 +262,7 @@ impl Channel {
     }
 
     /// Writes what the socket takes without waiting.
-    fn flush(&mut self) {
+    pub fn flush(&mut self) {
         while !self.out.is_empty() && !self.closed {
             match self.writer.try_write(&self.out) {
                 Ok(n) => {

@@ -51,6 +51,8 @@ struct World<'a> {
     channel: Option<Channel>,
     /// The managed work queue (`--queue`).
     desk: Option<Desk>,
+    /// The last task counted done, not yet recorded.
+    checkpoint: Option<u64>,
     readiness: Option<Boxed<'a, &'static str>>,
     /// The protocol's handle is gone: its status is not watched any more.
     protocol_gone: bool,
@@ -74,6 +76,7 @@ impl<'a> Driver<'a> {
                 .args
                 .queue
                 .then(|| Desk::new(self.args.queue_window, self.args.queue_capacity)),
+            checkpoint: None,
             readiness: None,
             protocol_gone: false,
             exit: None,
@@ -138,7 +141,10 @@ impl<'a> Driver<'a> {
                 heard = next_line(&mut incoming) => match w.heard(heard) {
                     Some(input) => input,
                     None => {
-                        w.dispatch();
+                        // The tasks a batch of answers frees go out together.
+                        if !incoming.as_ref().is_some_and(Incoming::line_ready) {
+                            w.dispatch();
+                        }
                         continue;
                     }
                 },
@@ -346,11 +352,11 @@ impl<'a> World<'a> {
                     None => Some("done, retry: no queue (start handover with --queue)".into()),
                     Some(Err(e)) => Some(e),
                     Some(Ok(None)) => None,
-                    Some(Ok(Some(checkpoint))) => d
-                        .handover
-                        .checkpoint_now(checkpoint)
-                        .err()
-                        .map(|e| format!("done: the checkpoint was not recorded: {e}")),
+                    Some(Ok(Some(checkpoint))) => {
+                        // Recorded once the answers read in together are taken.
+                        self.checkpoint = Some(checkpoint);
+                        None
+                    }
                 }
             }
         };
@@ -379,8 +385,10 @@ impl<'a> World<'a> {
         self.dispatch();
     }
 
-    /// Hands the service its next task, if one is due.
+    /// Records the checkpoint of the tasks done so far, then hands the service
+    /// the tasks now due.
     fn dispatch(&mut self) {
+        self.record_checkpoint();
         let serving = self.sup.serving();
         let (Some(desk), Some(channel)) = (self.desk.as_mut(), self.channel.as_mut()) else {
             return;
@@ -392,6 +400,15 @@ impl<'a> World<'a> {
         let now = self.origin.elapsed();
         while let Some((id, payload)) = desk.next(now) {
             channel.run(id, &payload);
+        }
+        channel.flush();
+    }
+
+    fn record_checkpoint(&mut self) {
+        if let Some(checkpoint) = self.checkpoint.take() {
+            if let Err(e) = self.d.handover.checkpoint_now(checkpoint) {
+                self.tell_error(&format!("done: the checkpoint was not recorded: {e}"), "");
+            }
         }
     }
 
@@ -410,6 +427,7 @@ impl<'a> World<'a> {
     /// Before leaving: waits until the standbys hold every task done here (so that
     /// a clean stop repeats none), for at most the stop limit.
     async fn settle_queue(&mut self) {
+        self.record_checkpoint();
         let Some(desk) = self.desk.as_mut() else {
             return;
         };
