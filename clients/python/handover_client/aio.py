@@ -26,6 +26,7 @@ class Handover:
 
     def __init__(self, reader, writer):
         self._stream, self._writer = reader, writer
+        self._out = []
         self._callbacks = collections.defaultdict(list)
         self._tasks = asyncio.Queue()
         self._hooks = []
@@ -95,12 +96,15 @@ class Handover:
         self._take_signals()
         stopping = asyncio.ensure_future(self._stopping.wait())
         while not self._stopping.is_set():
-            taken = asyncio.ensure_future(self._tasks.get())
-            await asyncio.wait([taken, stopping], return_when=asyncio.FIRST_COMPLETED)
-            if not taken.done():
-                taken.cancel()
-                break
-            id, payload = taken.result()
+            if self._tasks.empty():
+                taken = asyncio.ensure_future(self._tasks.get())
+                await asyncio.wait([taken, stopping], return_when=asyncio.FIRST_COMPLETED)
+                if not taken.done():
+                    taken.cancel()
+                    break
+                id, payload = taken.result()
+            else:
+                id, payload = self._tasks.get_nowait()
             done = False
             try:
                 done = handler(payload, id)
@@ -127,12 +131,26 @@ class Handover:
             except Exception as e:
                 self._warn("shutdown hook: %r" % (e,))
         self._hooks = []
+        if self._out:
+            self._flush()
+        await self._writer.drain()
         self._writer.close()
 
     async def _send(self, data):
+        # The lines of one pass of the loop leave in one write.
+        self._out.append(data)
+        if len(self._out) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+        if self._writer.transport.get_write_buffer_size() > 1 << 20:
+            try:
+                await self._writer.drain()
+            except OSError as e:
+                self._warn("the channel: %s" % e)
+
+    def _flush(self):
+        data, self._out = b"".join(self._out), []
         try:
             self._writer.write(data)
-            await self._writer.drain()
         except OSError as e:
             self._warn("the channel: %s" % e)
 
