@@ -72,8 +72,9 @@ pub struct Args {
     #[arg(long, env = "HANDOVER_QUEUE")]
     pub(crate) queue: bool,
 
-    /// Completions that may await the standbys' acknowledgement before the next
-    /// task is handed out (and may run again after an unclean failover)
+    /// Tasks the service may be handed at once, counting those done and not yet
+    /// acknowledged by the standbys (each may run again after an unclean
+    /// failover)
     #[arg(
         long,
         env = "HANDOVER_QUEUE_WINDOW",
