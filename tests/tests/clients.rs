@@ -621,3 +621,43 @@ fn bench_queue_throughput_through_the_channel() {
         }
     }
 }
+
+/// A service that asks to leave on the channel: its instance stops it as on
+/// SIGTERM, leaves, and exits 0; the standby takes over.
+#[test]
+fn a_service_that_says_leave_hands_over_to_the_standby() {
+    require_netns!();
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let start = |ns: &Netns, service: &[&str]| {
+        let mut cmd = ns.command(handover_bin());
+        cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+            .args(["--standby", "hot", "--heartbeat", "100ms", "--"])
+            .args(service);
+        Run::spawn(cmd)
+    };
+    // The service leaves once told to, by a file the test writes.
+    let dir = scratch("leave-on-the-channel");
+    let go = dir.join("leave");
+    let leaves = "import os, socket, sys, time\n\
+        s = socket.socket(fileno=int(os.environ['HANDOVER_EVENTS_FD']))\n\
+        while not os.path.exists(sys.argv[1]):\n\
+        \x20   time.sleep(0.02)\n\
+        s.sendall(b'{\"cmd\":\"leave\"}\\n')\n\
+        time.sleep(3600)\n";
+    let go_arg = go.display().to_string();
+    let mut first = start(&a.ns, &["python3", "-c", leaves, &go_arg]);
+    assert!(first.saw("elected", WAIT), "{:?}", first.seen);
+    let mut second = start(&b.ns, &["sleep", "3600"]);
+    assert!(second.saw("peer_up", WAIT), "{:?}", second.seen);
+    std::fs::write(&go, "").unwrap();
+    assert!(first.saw("leave_asked", WAIT), "{:?}", first.seen);
+    assert_eq!(
+        first.wait(WAIT).and_then(|s| s.code()),
+        Some(0),
+        "{:?}",
+        first.seen
+    );
+    assert!(second.saw("elected", WAIT), "{:?}", second.seen);
+    let _ = std::fs::remove_dir_all(&dir);
+}
