@@ -19,18 +19,17 @@ import signal
 import sys
 import threading
 
-from ._lines import CHANNEL_VERSION, Reader, channel_socket, line, notify_ready, state_line, task_id
+from ._lines import CHANNEL_VERSION, Events, channel_socket, line, notify_ready, state_line, task_id
 
 __all__ = ["CHANNEL_VERSION", "Handover", "connect"]
 
 
-class Handover:
+class Handover(Events):
     """The channel of the `handover run` this process runs under."""
 
     def __init__(self, fd=None):
         self._sock = channel_socket(fd)
         self._write = threading.Lock()
-        self._callbacks = collections.defaultdict(list)
         self._tasks = collections.deque()
         self._wake = threading.Condition()
         self._handler = None
@@ -39,44 +38,8 @@ class Handover:
         self._hooks = []
         self._signals_taken = False
         self._closed = threading.Event()
-        self._events = threading.RLock()
-        self._reader = Reader(self._emit, self._queue_task, self._warn)
+        super().__init__(self._queue_task, threading.RLock())
         threading.Thread(target=self._read, name="handover-channel", daemon=True).start()
-
-    # What handover says.
-    @property
-    def id(self):
-        return self._reader.id
-
-    @property
-    def role(self):
-        return self._reader.role
-
-    @property
-    def leader(self):
-        return self._reader.leader
-
-    @property
-    def checkpoint_id(self):
-        return self._reader.checkpoint
-
-    def on(self, event, callback=None):
-        """Calls `callback` on `event` (`active`, `standby`, `leader`, `state`,
-        `role`, `checkpoint`, `checkpoint_held`, `hello`, `error`, `close`, and
-        mongoose-failover's `master`, `slave`, `statechange`, `synchronize`).
-        Events that say what is true now (the hello, the role, the state, the
-        checkpoint) are replayed to a callback registered after them. Usable as a
-        decorator."""
-        if callback is None:
-            return lambda f: self.on(event, f)
-        # Under the reader's lock: an event is either replayed here or delivered
-        # later, never both, never neither.
-        with self._events:
-            self._callbacks[event].append(callback)
-            now = self._reader.sticky.get(event)
-            if now is not None:
-                callback(*now)
-        return callback
 
     # What the service says.
     def ready(self):
@@ -131,25 +94,11 @@ class Handover:
             except OSError as e:
                 self._warn("the channel: %s" % e)
 
-    def _emit(self, event, *args):
-        for callback in list(self._callbacks.get(event, ())):
-            try:
-                callback(*args)
-            except Exception as e:  # a callback's failure is the service's own
-                self._warn("%s callback: %r" % (event, e))
-
-    def _warn(self, message):
-        if self._callbacks.get("error"):
-            self._emit("error", message)
-        else:
-            print("handover: %s" % message, file=sys.stderr, flush=True)
-
     def _read(self):
         with self._sock.makefile("r", encoding="utf-8", newline="\n") as lines:
             try:
                 for text in lines:
-                    with self._events:
-                        self._reader.feed(text)
+                    self._feed(text)
             except (OSError, ValueError):
                 pass
         self._closed.set()

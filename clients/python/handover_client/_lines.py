@@ -1,9 +1,12 @@
 """The channel's lines (version 1, the README's table), without IO: what both the
 threaded and the asyncio client read and write."""
 
+import collections
+import contextlib
 import json
 import os
 import socket
+import sys
 
 #: The channel version this client speaks.
 CHANNEL_VERSION = 1
@@ -123,3 +126,65 @@ class Reader:
         self.emit(role, leader)
         self.emit(MONGOOSE[role], leader)
         self.emit("statechange", MONGOOSE.get(before), MONGOOSE[role])
+
+
+class Events:
+    """What both clients share: the events and their callbacks, and what
+    `handover` has said. `run(id, payload)` takes each task; `lock` is held while
+    an event is delivered or a callback registered."""
+
+    def __init__(self, run, lock=None):
+        self._callbacks = collections.defaultdict(list)
+        self._events = lock if lock is not None else contextlib.nullcontext()
+        self._reader = Reader(self._emit, run, self._warn)
+
+    @property
+    def id(self):
+        return self._reader.id
+
+    @property
+    def role(self):
+        return self._reader.role
+
+    @property
+    def leader(self):
+        return self._reader.leader
+
+    @property
+    def checkpoint_id(self):
+        return self._reader.checkpoint
+
+    def on(self, event, callback=None):
+        """Calls `callback` on `event` (`active`, `standby`, `leader`, `state`,
+        `role`, `checkpoint`, `checkpoint_held`, `hello`, `error`, `close`, and
+        mongoose-failover's `master`, `slave`, `statechange`, `synchronize`).
+        Events that say what is true now (the hello, the role, the state, the
+        checkpoint) are replayed to a callback registered after them. Usable as a
+        decorator."""
+        if callback is None:
+            return lambda f: self.on(event, f)
+        # Under the lock: an event is either replayed here or delivered later,
+        # never both, never neither.
+        with self._events:
+            self._callbacks[event].append(callback)
+            now = self._reader.sticky.get(event)
+            if now is not None:
+                callback(*now)
+        return callback
+
+    def _feed(self, text):
+        with self._events:
+            self._reader.feed(text)
+
+    def _emit(self, event, *args):
+        for callback in list(self._callbacks.get(event, ())):
+            try:
+                callback(*args)
+            except Exception as e:  # a callback's failure is the service's own
+                self._warn("%s callback: %r" % (event, e))
+
+    def _warn(self, message):
+        if self._callbacks.get("error"):
+            self._emit("error", message)
+        else:
+            print("handover: %s" % message, file=sys.stderr, flush=True)

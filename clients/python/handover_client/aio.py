@@ -12,54 +12,25 @@ signal, after the task running is done.
 """
 
 import asyncio
-import collections
 import signal
-import sys
 
-from ._lines import CHANNEL_VERSION, Reader, channel_socket, line, notify_ready, state_line, task_id
+from ._lines import CHANNEL_VERSION, Events, channel_socket, line, notify_ready, state_line, task_id
 
 __all__ = ["CHANNEL_VERSION", "Handover", "connect"]
 
 
-class Handover:
+class Handover(Events):
     """The channel of the `handover run` this process runs under (use `connect`)."""
 
     def __init__(self, reader, writer):
         self._stream, self._writer = reader, writer
         self._out = []
-        self._callbacks = collections.defaultdict(list)
         self._tasks = asyncio.Queue()
         self._hooks = []
         self._stopping = asyncio.Event()
         self._signals_taken = False
-        self._reader = Reader(self._emit, lambda id, p: self._tasks.put_nowait((id, p)), self._warn)
+        super().__init__(lambda id, p: self._tasks.put_nowait((id, p)))
         self.closed = asyncio.ensure_future(self._read())
-
-    @property
-    def id(self):
-        return self._reader.id
-
-    @property
-    def role(self):
-        return self._reader.role
-
-    @property
-    def leader(self):
-        return self._reader.leader
-
-    @property
-    def checkpoint_id(self):
-        return self._reader.checkpoint
-
-    def on(self, event, callback=None):
-        """As the threaded client's `on`; usable as a decorator."""
-        if callback is None:
-            return lambda f: self.on(event, f)
-        self._callbacks[event].append(callback)
-        now = self._reader.sticky.get(event)
-        if now is not None:
-            callback(*now)
-        return callback
 
     async def ready(self):
         """READY=1 on $NOTIFY_SOCKET, and on the channel."""
@@ -154,19 +125,6 @@ class Handover:
         except OSError as e:
             self._warn("the channel: %s" % e)
 
-    def _emit(self, event, *args):
-        for callback in list(self._callbacks.get(event, ())):
-            try:
-                callback(*args)
-            except Exception as e:
-                self._warn("%s callback: %r" % (event, e))
-
-    def _warn(self, message):
-        if self._callbacks.get("error"):
-            self._emit("error", message)
-        else:
-            print("handover: %s" % message, file=sys.stderr, flush=True)
-
     async def _read(self):
         while True:
             try:
@@ -175,7 +133,7 @@ class Handover:
                 break
             if not text:
                 break
-            self._reader.feed(text.decode("utf-8", "replace"))
+            self._feed(text.decode("utf-8", "replace"))
         self._emit("close")
 
     def _take_signals(self):
