@@ -21,6 +21,7 @@ pub mod load;
 pub mod measure;
 pub mod netns;
 pub mod process;
+pub mod runlog;
 pub mod skip;
 pub mod topology;
 

@@ -11,7 +11,6 @@
 //! Needs root (namespaces), Node.js, npm and Python; skips with the reason
 //! otherwise, and fails under `CI=true`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use handover_tests::clients::{missing, node_app, python_env};
 use handover_tests::etcd::{etcd_bin, Cluster};
 use handover_tests::netns::Netns;
 use handover_tests::process::{eventually, handover_bin, scratch, Run};
+use handover_tests::runlog::{lines, runs, Tally};
 use handover_tests::topology::Containers;
 use handover_tests::{require, require_netns};
 use rustix::process::{kill_process, Signal};
@@ -79,20 +79,22 @@ impl Worker {
     }
 }
 
+/// `handover --log-format json run --mode failover --standby hot --heartbeat
+/// HEARTBEAT` in `ns`, then `options`: the caller adds `--` and the service.
+fn hot_standby(ns: &Netns, heartbeat: &str, options: &[&str]) -> std::process::Command {
+    let mut cmd = ns.command(handover_bin());
+    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+        .args(["--standby", "hot", "--heartbeat", heartbeat])
+        .args(options);
+    cmd
+}
+
 /// `handover run --queue` around `worker`, in `ns`, for `trial`.
 fn start(ns: &Netns, worker: Worker, trial: &Trial, files: (&Path, &Path), extra: &[&str]) -> Run {
     let (runlog, rolefile) = files;
     let _ = std::fs::remove_file(rolefile);
-    let mut cmd = ns.command(handover_bin());
-    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
-        .args([
-            "--standby",
-            "hot",
-            "--queue",
-            "--heartbeat",
-            trial.heartbeat,
-        ])
-        .args(extra)
+    let mut cmd = hot_standby(ns, trial.heartbeat, &["--queue"]);
+    cmd.args(extra)
         .arg("--")
         .args(worker.command(runlog, rolefile))
         .env("TASKS", trial.tasks.to_string());
@@ -101,20 +103,6 @@ fn start(ns: &Netns, worker: Worker, trial: &Trial, files: (&Path, &Path), extra
 
 fn role(rolefile: &Path) -> Option<String> {
     std::fs::read_to_string(rolefile).ok()
-}
-
-/// How often each task ran.
-fn runs(runlog: &Path) -> BTreeMap<u64, usize> {
-    let mut counts = BTreeMap::new();
-    for line in std::fs::read_to_string(runlog).unwrap_or_default().lines() {
-        let id: u64 = line
-            .split_whitespace()
-            .next()
-            .and_then(|id| id.parse().ok())
-            .unwrap_or_else(|| panic!("run log line {line:?}"));
-        *counts.entry(id).or_default() += 1;
-    }
-    counts
 }
 
 /// Each run: the task, the service's pid, and when it started (monotonic ns).
@@ -136,13 +124,6 @@ fn run_lines(runlog: &Path) -> Vec<(u64, u32, u64)> {
 fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
-fn lines(runlog: &Path) -> usize {
-    std::fs::read_to_string(runlog)
-        .unwrap_or_default()
-        .lines()
-        .count()
 }
 
 fn pid_of(run: &Run) -> rustix::process::Pid {
@@ -203,9 +184,7 @@ impl<'a> Trial<'a> {
 /// What became of the tasks.
 #[derive(Debug)]
 struct Outcome {
-    lost: Vec<u64>,
-    repeated: usize,
-    most: usize,
+    tally: Tally,
     /// After each plain kill: until the new active's service started a task.
     takeovers: Vec<Duration>,
 }
@@ -300,22 +279,23 @@ fn fail_over(trial: &Trial) -> Outcome {
     let finished = eventually(Duration::from_secs(60), || {
         runs(&runlog).len() as u64 == tasks
     });
-    let counts = runs(&runlog);
     let outcome = Outcome {
-        lost: (1..=tasks).filter(|id| !counts.contains_key(id)).collect(),
-        repeated: counts.values().map(|c| c - 1).sum(),
-        most: counts.values().max().copied().unwrap_or(0),
+        tally: Tally::of(&runlog, tasks),
         takeovers: takeovers(&run_lines(&runlog), &kills),
     };
     println!(
         "{name}: {tasks} tasks, the active worker stopped {stops} times ({how:?}) in \
          {stopping:.1?}, all run after {:.1?}: {} lost, {} repeated (a task ran at most {} times)",
         began.elapsed(),
-        outcome.lost.len(),
-        outcome.repeated,
-        outcome.most
+        outcome.tally.lost.len(),
+        outcome.tally.repeated,
+        outcome.tally.most
     );
-    assert!(finished, "{name}: not every task ran: {:?}", outcome.lost);
+    assert!(
+        finished,
+        "{name}: not every task ran: {:?}",
+        outcome.tally.lost
+    );
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }
@@ -334,13 +314,13 @@ fn takeovers(runs: &[(u64, u32, u64)], kills: &[u64]) -> Vec<Duration> {
 }
 
 fn assert_bounded(out: &Outcome, kills: usize) {
-    assert!(out.lost.is_empty(), "lost: {:?}", out.lost);
+    assert!(out.tally.lost.is_empty(), "lost: {:?}", out.tally.lost);
     assert!(
-        out.repeated <= kills,
+        out.tally.repeated <= kills,
         "{} repeats over {kills} kills: more than one per failover",
-        out.repeated
+        out.tally.repeated
     );
-    assert!(out.most <= 2, "a task ran {} times", out.most);
+    assert!(out.tally.most <= 2, "a task ran {} times", out.tally.most);
 }
 
 #[test]
@@ -356,8 +336,8 @@ fn node_queue_ten_clean_stops_repeat_nothing() {
     require_netns!();
     require!(missing());
     let out = fail_over(&Trial::new("node-terms", [Worker::Node; 2], 10, Stop::Term));
-    assert!(out.lost.is_empty(), "lost: {:?}", out.lost);
-    assert_eq!(out.repeated, 0, "repeats across clean stops");
+    assert!(out.tally.lost.is_empty(), "lost: {:?}", out.tally.lost);
+    assert_eq!(out.tally.repeated, 0, "repeats across clean stops");
 }
 
 #[test]
@@ -412,9 +392,9 @@ fn bench_fifty_kills_at_a_20ms_heartbeat() {
         println!(
             "{name}: {} repeats over 50 kills ({:.2} per kill, a task ran at most {} times); \
              kill -> first task on the new active ({} kills): p50 {:.1?}, p90 {:.1?}, p99 {:.1?}, max {:.1?}",
-            out.repeated,
-            out.repeated as f64 / 50.0,
-            out.most,
+            out.tally.repeated,
+            out.tally.repeated as f64 / 50.0,
+            out.tally.most,
             t.len(),
             at(0.5),
             at(0.9),
@@ -436,22 +416,13 @@ fn a_hostile_service_gets_errors_and_never_delays_the_protocol() {
     let (a, b) = (net.container(), net.container());
     let dir = scratch("hostile-channel");
     let out = dir.join("read");
-    let options = ["--queue-capacity", "1000"];
     let hostile = handover_tests::clients::script("hostile.py");
-    let mut cmd = a.ns.command(handover_bin());
-    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
-        .args(["--standby", "hot", "--queue", "--heartbeat", "100ms"])
-        .args(options)
-        .arg("--")
-        .arg("python3")
-        .arg(&hostile)
-        .arg(&out);
+    let mut cmd = hot_standby(&a.ns, "100ms", &["--queue", "--queue-capacity", "1000"]);
+    cmd.arg("--").arg("python3").arg(&hostile).arg(&out);
     let mut active = Run::spawn(cmd);
     assert!(active.saw("elected", WAIT), "{:?}", active.seen);
-    let mut cmd = b.ns.command(handover_bin());
-    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
-        .args(["--standby", "hot", "--queue", "--heartbeat", "100ms"])
-        .args(["--", "sleep", "3600"]);
+    let mut cmd = hot_standby(&b.ns, "100ms", &["--queue"]);
+    cmd.args(["--", "sleep", "3600"]);
     let mut standby = Run::spawn(cmd);
     assert!(standby.saw("peer_up", WAIT), "{:?}", standby.seen);
 
@@ -589,11 +560,8 @@ fn bench_queue_throughput_through_the_channel() {
             let (a, b) = (net.container(), net.container());
             let dir = scratch("bench-queue");
             let start = |ns: &Netns, out: &Path| {
-                let mut cmd = ns.command(handover_bin());
-                cmd.args(["--log-format", "json", "run", "--mode", "failover"])
-                    .args(["--standby", "hot", "--queue", "--heartbeat", "20ms"])
-                    .args(["--queue-window", window])
-                    .arg("--")
+                let mut cmd = hot_standby(ns, "20ms", &["--queue", "--queue-window", window]);
+                cmd.arg("--")
                     .args(service)
                     .arg(out)
                     .env("TASKS", tasks.to_string())
@@ -630,10 +598,8 @@ fn a_service_that_says_leave_hands_over_to_the_standby() {
     let net = Containers::new();
     let (a, b) = (net.container(), net.container());
     let start = |ns: &Netns, service: &[&str]| {
-        let mut cmd = ns.command(handover_bin());
-        cmd.args(["--log-format", "json", "run", "--mode", "failover"])
-            .args(["--standby", "hot", "--heartbeat", "100ms", "--"])
-            .args(service);
+        let mut cmd = hot_standby(ns, "100ms", &["--"]);
+        cmd.args(service);
         Run::spawn(cmd)
     };
     // The service leaves once told to, by a file the test writes.

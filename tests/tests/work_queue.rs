@@ -7,13 +7,13 @@
 //! Needs root (namespaces); skips with the reason otherwise, and fails under
 //! `CI=true`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use handover_tests::netns::Netns;
 use handover_tests::process::{eventually, queue_worker, scratch, Run};
 use handover_tests::require_netns;
+use handover_tests::runlog::{lines, runs, Tally};
 use handover_tests::topology::Containers;
 
 const TASKS: u64 = 10_000;
@@ -35,27 +35,6 @@ fn worker(ns: &Netns, runlog: &Path, priority: u8, blocking: bool) -> Run {
     Run::spawn(cmd)
 }
 
-/// How often each task ran.
-fn runs(runlog: &Path) -> BTreeMap<u64, usize> {
-    let mut counts = BTreeMap::new();
-    for line in std::fs::read_to_string(runlog).unwrap_or_default().lines() {
-        let id: u64 = line
-            .split_whitespace()
-            .next()
-            .and_then(|id| id.parse().ok())
-            .unwrap_or_else(|| panic!("run log line {line:?}"));
-        *counts.entry(id).or_default() += 1;
-    }
-    counts
-}
-
-fn lines(runlog: &Path) -> usize {
-    std::fs::read_to_string(runlog)
-        .unwrap_or_default()
-        .lines()
-        .count()
-}
-
 fn role(run: &mut Run) -> Option<String> {
     run.latest("role")
         .and_then(|v| v["state"].as_str())
@@ -71,16 +50,9 @@ enum Stop {
     Term,
 }
 
-/// What became of the tasks.
-struct Outcome {
-    lost: Vec<u64>,
-    repeated: usize,
-    most: usize,
-}
-
 /// Takes the active worker down `times` times, restarting it each time, then waits
 /// for every task to run.
-fn fail_over(times: usize, how: Stop) -> Outcome {
+fn fail_over(times: usize, how: Stop) -> Tally {
     let net = Containers::new();
     let containers = [net.container(), net.container()];
     let dir = scratch(&format!("work-queue-{how:?}"));
@@ -137,12 +109,7 @@ fn fail_over(times: usize, how: Stop) -> Outcome {
     let finished = eventually(Duration::from_secs(60), || {
         runs(&runlog).len() as u64 == TASKS
     });
-    let counts = runs(&runlog);
-    let outcome = Outcome {
-        lost: (1..=TASKS).filter(|id| !counts.contains_key(id)).collect(),
-        repeated: counts.values().map(|c| c - 1).sum(),
-        most: counts.values().max().copied().unwrap_or(0),
-    };
+    let outcome = Tally::of(&runlog, TASKS);
     println!(
         "work queue: {TASKS} tasks, the active worker stopped {times} times ({how:?}) in \
          {stopping:.1?}: {} lost, {} repeated (a task ran at most {} times)",
