@@ -381,6 +381,18 @@ impl Cluster {
         count.and_then(|c| c.parse().ok()).unwrap_or(0)
     }
 
+    /// The ids of the leases alive now (asked of member 0).
+    pub fn leases(&self) -> Vec<String> {
+        let reply = self
+            .http(0, "/v3/lease/leases", Some("{}"))
+            .unwrap_or_default();
+        reply
+            .split("\"ID\":\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next().map(str::to_owned))
+            .collect()
+    }
+
     /// Turns authentication on, with a `root` user and user `user` (password
     /// `password`) allowed to read and write keys under `prefix` only: the
     /// least a candidate needs.

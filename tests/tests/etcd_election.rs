@@ -536,3 +536,56 @@ fn a_user_granted_exactly_the_election_name_prefix_is_elected() {
     assert!(!short.saw("elected", Duration::from_secs(2)));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_campaign_whose_connections_break_gives_its_lease_back_at_once() {
+    require_netns!();
+    let bin = etcd();
+    require!(bin.as_ref().err());
+    let mut site = Site::start(bin.unwrap(), 1);
+    let dir = scratch("etcd-revoke");
+    let tokens = dir.join("tokens");
+    // A long TTL: a lease left behind would block the election for 30 s.
+    let mut a = site.candidate("30s", &tokens);
+    term(&mut a);
+    let leader_lease = site.cluster.leases();
+    assert_eq!(leader_lease.len(), 1, "{leader_lease:?}");
+    let mut b = site.candidate("30s", &tokens);
+    assert!(b.saw("ready", WAIT));
+    let campaigning = handover_tests::process::eventually(WAIT, || {
+        site.cluster.leases().len() == 2 && site.cluster.keys("handover/svc/") == 2
+    });
+    assert!(campaigning, "b campaigns: {:?}", site.cluster.leases());
+    let b_lease: Vec<String> = site
+        .cluster
+        .leases()
+        .into_iter()
+        .filter(|l| !leader_lease.contains(l))
+        .collect();
+
+    // Every connection b has to etcd is reset while it waits in its campaign: the
+    // campaign fails, and b must give its lease back before it tries again.
+    let host = site.hosts.last().expect("b's host");
+    let reset = host
+        .ns
+        .command("ss")
+        .args(["-K", "dst", &site.cluster.ip().to_string()])
+        .output()
+        .expect("ss -K");
+    assert!(reset.status.success(), "{reset:?}");
+    let given_back = handover_tests::process::eventually(Duration::from_secs(5), || {
+        !site.cluster.leases().contains(&b_lease[0])
+    });
+    b.collect(Duration::from_millis(100));
+    assert!(
+        given_back,
+        "b's lease {b_lease:?} still held after its campaign failed: {:?}",
+        summary(&b)
+    );
+    // And b campaigns again, with a new lease, while a still leads.
+    assert!(handover_tests::process::eventually(WAIT, || {
+        site.cluster.keys("handover/svc/") == 2
+    }));
+    assert!(!a.saw("demoted", Duration::ZERO), "{:?}", summary(&a));
+    let _ = std::fs::remove_dir_all(&dir);
+}

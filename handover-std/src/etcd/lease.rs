@@ -8,6 +8,9 @@ use tokio::time::Instant;
 use super::rpc::{self, Client};
 use super::{within, EtcdConfig};
 
+/// The pause between attempts to give a lease back.
+const REVOKE_RETRY: Duration = Duration::from_millis(20);
+
 /// A lease kept alive by this engine, and the deadline until which it is proven.
 pub(super) struct Lease {
     pub(super) id: i64,
@@ -115,8 +118,21 @@ impl Lease {
         Self::revoke_id(ops, self.id, self.margin).await;
     }
 
+    /// Gives the lease back, trying again within `limit`: the way out of a term
+    /// is often a connection that just broke, and the first request on it fails
+    /// while the next one reconnects.
     pub(super) async fn revoke_id(ops: &Client, id: i64, limit: Duration) {
-        if let Err(e) = within(limit, "revoke", ops.lease_revoke(id)).await {
+        let revoking = async {
+            loop {
+                match ops.lease_revoke(id).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.is_lease_gone() => return Ok(()),
+                    Err(e) => tracing::debug!("revoking the lease: {e}; trying again"),
+                }
+                tokio::time::sleep(REVOKE_RETRY).await;
+            }
+        };
+        if let Err(e) = within(limit, "revoke", revoking).await {
             tracing::warn!("revoking the lease failed (it expires by itself): {e}");
         }
     }

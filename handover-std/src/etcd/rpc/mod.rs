@@ -39,6 +39,12 @@ impl Error {
     pub(crate) fn is_permission_denied(&self) -> bool {
         self.0.contains("permission denied")
     }
+
+    /// etcd no longer knows the lease: it expired, or was revoked by a request
+    /// whose answer was lost.
+    pub(crate) fn is_lease_gone(&self) -> bool {
+        self.0.contains("requested lease not found")
+    }
 }
 
 impl std::fmt::Display for Error {
