@@ -156,9 +156,11 @@ pub fn dies_with_parent(cmd: &mut Command, signal: Signal) -> &mut Command {
         cmd.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(signal))?;
             // `handover` may have died between the fork and the line above: then
-            // no signal will come, and the service must not start.
+            // no signal will come, and the service must not start. It ends here
+            // rather than by an error, which the child would report through a pipe
+            // nobody reads any more (and the standard library aborts, loudly).
             if rustix::process::getppid() != Some(parent) {
-                return Err(io::Error::other("handover is gone"));
+                libc::_exit(1);
             }
             Ok(())
         })
