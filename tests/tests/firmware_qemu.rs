@@ -1,6 +1,7 @@
-//! The protocol core on the real instruction set: builds the scenario firmware in
-//! `firmware/qemu-scenarios` for thumbv7em-none-eabihf and runs it on the emulated
-//! Cortex-M4 (qemu-system-arm, mps2-an386); the firmware exits with its verdict.
+//! The protocol core on the real instruction sets: builds the scenario firmware in
+//! `firmware/qemu-scenarios` for thumbv7em-none-eabihf and thumbv6m-none-eabi and
+//! runs it on the emulated Cortex-M4 (qemu-system-arm, mps2-an386) and Cortex-M0
+//! (`microbit`); the firmware exits with its verdict.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,8 +13,9 @@ fn available(program: &str, arg: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-#[test]
-fn scenarios_pass_on_the_emulated_cortex_m4() {
+/// Builds the scenario firmware for `target`, runs it on QEMU's board for it, and
+/// checks the verdict of every scenario.
+fn scenarios_pass_on(target: &str) {
     handover_tests::require!((!available("qemu-system-arm", "--version"))
         .then_some("qemu-system-arm is not installed (Debian: qemu-system-arm)"));
     let targets = Command::new("rustup")
@@ -21,12 +23,12 @@ fn scenarios_pass_on_the_emulated_cortex_m4() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    handover_tests::require!((!targets.contains("thumbv7em-none-eabihf"))
-        .then_some("rustup target thumbv7em-none-eabihf is not installed"));
+    let missing = format!("rustup target {target} is not installed");
+    handover_tests::require!((!targets.contains(target)).then_some(missing));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/qemu-scenarios");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["run", "--release", "--quiet"])
+        .args(["run", "--release", "--quiet", "--target", target])
         .current_dir(&dir)
         // The firmware has its own workspace and target: not this build's settings.
         .env_remove("CARGO_TARGET_DIR")
@@ -35,7 +37,7 @@ fn scenarios_pass_on_the_emulated_cortex_m4() {
         .expect("cargo run in firmware/qemu-scenarios");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
+    println!("{target}:\n{stdout}");
     assert!(out.status.success(), "firmware failed:\n{stdout}\n{stderr}");
     for scenario in [
         "ok: hand-over",
@@ -48,4 +50,15 @@ fn scenarios_pass_on_the_emulated_cortex_m4() {
         );
     }
     assert!(stdout.contains("cost: receive heartbeat ~"), "{stdout}");
+}
+
+#[test]
+fn scenarios_pass_on_the_emulated_cortex_m4() {
+    scenarios_pass_on("thumbv7em-none-eabihf");
+}
+
+/// Armv6-M, as the RP2040's Cortex-M0+: no compare-and-swap, no hardware divide.
+#[test]
+fn scenarios_pass_on_the_emulated_cortex_m0() {
+    scenarios_pass_on("thumbv6m-none-eabi");
 }

@@ -1,12 +1,17 @@
 //! Protocol scenarios on the real instruction set: `cargo run --release` runs them in
-//! `qemu-system-arm -machine mps2-an386` (Cortex-M4) and exits with their verdict.
+//! `qemu-system-arm -machine mps2-an386` (Cortex-M4), and
+//! `cargo run --release --target thumbv6m-none-eabi` in `-machine microbit` (the
+//! Cortex-M0 of an nRF51822: Armv6-M, as the RP2040's Cortex-M0+); each exits with its
+//! verdict.
 //!
 //! Two `Peer`s exchange datagrams through memory on a virtual clock: a hand-over, a
 //! failover after the active peer dies, and the hand-over again with a group key.
 //! Then it measures the cost of handling a heartbeat, with and without a key, in
 //! emulated instructions: QEMU runs with `-icount shift=0` (one instruction = 1 ns of
-//! virtual time) and SysTick counts the 25 MHz core clock, so a tick is 40
-//! instructions; averages over many datagrams resolve well below one tick.
+//! virtual time) and SysTick counts the board's core clock (25 MHz on mps2-an386, 16
+//! MHz on the micro:bit), so a tick is a fixed number of instructions, measured first
+//! on a loop of known length; averages over many datagrams resolve well below a tick.
+//! (QEMU counts instructions, not cycles: it models no pipeline or wait states.)
 #![no_std]
 #![no_main]
 
@@ -207,11 +212,6 @@ fn cost_per_heartbeat(keyed: bool, foreign: bool) -> u32 {
         }
         while pair.peers[0].poll_event().is_some() {}
     }
-    // SAFETY: nothing else uses SysTick.
-    let mut syst = unsafe { cortex_m::Peripherals::steal() }.SYST;
-    syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload(0x00ff_ffff);
-    syst.enable_counter();
     let mut ticks: u64 = 0;
     let mut handled = 0u32;
     for _ in 0..ROUNDS {
@@ -228,12 +228,7 @@ fn cost_per_heartbeat(keyed: bool, foreign: bool) -> u32 {
         {}
         while standby.poll_event().is_some() {}
         for (d, len) in &datagrams {
-            syst.clear_current();
-            let before = cortex_m::peripheral::SYST::get_current();
-            standby.handle_datagram(now, addr(1), &d[..*len]);
-            let after = cortex_m::peripheral::SYST::get_current();
-            // SysTick counts down.
-            ticks += u64::from(before.wrapping_sub(after) & 0x00ff_ffff);
+            ticks += ticks_of(|| standby.handle_datagram(now, addr(1), &d[..*len]));
             while standby.poll_event().is_some() {}
             handled += 1;
         }
@@ -244,8 +239,40 @@ fn cost_per_heartbeat(keyed: bool, foreign: bool) -> u32 {
             check(stats.accepted == 16, "every heartbeat accepted");
         }
     }
-    // 25 MHz SysTick at one instruction per ns: 40 instructions per tick.
-    (ticks * 40 / u64::from(handled)) as u32
+    let (instructions, per) = instructions_per_tick();
+    (ticks * instructions / (per * u64::from(handled))) as u32
+}
+
+/// Starts SysTick counting down from its largest value on the core clock.
+fn start_systick() {
+    // SAFETY: nothing else uses SysTick.
+    let mut syst = unsafe { cortex_m::Peripherals::steal() }.SYST;
+    syst.set_clock_source(SystClkSource::Core);
+    syst.set_reload(0x00ff_ffff);
+    syst.enable_counter();
+}
+
+/// SysTick ticks taken by `f` (less than one wrap of its 24 bits).
+fn ticks_of(f: impl FnOnce()) -> u64 {
+    // SAFETY: nothing else uses SysTick.
+    let mut syst = unsafe { cortex_m::Peripherals::steal() }.SYST;
+    syst.clear_current();
+    let before = cortex_m::peripheral::SYST::get_current();
+    f();
+    let after = cortex_m::peripheral::SYST::get_current();
+    // SysTick counts down.
+    u64::from(before.wrapping_sub(after) & 0x00ff_ffff)
+}
+
+/// Instructions per SysTick tick on this board, as a ratio (instructions, ticks): a
+/// loop of two instructions run `LOOPS` times, timed.
+fn instructions_per_tick() -> (u64, u64) {
+    const LOOPS: u32 = 100_000;
+    let ticks = ticks_of(|| unsafe {
+        // SAFETY: counts r0 down to zero and touches nothing else.
+        core::arch::asm!("2:", "subs r0, #1", "bne 2b", inout("r0") LOOPS => _, options(nomem, nostack));
+    });
+    (2 * u64::from(LOOPS), ticks.max(1))
 }
 
 #[panic_handler]
@@ -263,17 +290,29 @@ fn main() -> ! {
     hprintln!("ok: failover after the active peer died");
     hand_over(true);
     hprintln!("ok: hand-over with a group key");
+    start_systick();
     let plain = cost_per_heartbeat(false, false);
     let keyed = cost_per_heartbeat(true, false);
     let foreign = cost_per_heartbeat(false, true);
-    hprintln!("size: Peer<8> is {} bytes on this target", core::mem::size_of::<Peer<8>>());
+    hprintln!(
+        "size: Peer<8> is {} bytes on this target",
+        core::mem::size_of::<Peer<8>>()
+    );
+    let (instructions, ticks) = instructions_per_tick();
+    hprintln!(
+        "clock: {} instructions per 100 SysTick ticks",
+        instructions * 100 / ticks
+    );
     hprintln!("cost: receive heartbeat ~{} instructions", plain);
     hprintln!(
         "cost: receive heartbeat with a key ~{} instructions (authentication ~{})",
         keyed,
         keyed.saturating_sub(plain)
     );
-    hprintln!("cost: drop another scope's heartbeat ~{} instructions", foreign);
+    hprintln!(
+        "cost: drop another scope's heartbeat ~{} instructions",
+        foreign
+    );
     debug::exit(debug::EXIT_SUCCESS);
     loop {}
 }
