@@ -1,6 +1,7 @@
 //! handover-embassy on an embassy-net stack (smoltcp) over a TAP device, against
 //! `handover run` (handover-std) on the Linux side of the same network namespace:
-//! hand-over and failover in both directions.
+//! hand-over and failover in both directions, and a firmware peer with a group key
+//! that hands over only to an instance with the same key.
 
 use std::time::Duration;
 
@@ -145,6 +146,56 @@ fn failover_from_linux_to_embassy() {
         standby.saw("elected", WAIT),
         "embassy takes over: {:?}",
         standby.seen
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A group key, as `--key-file` holds it: 64 hex digits.
+fn key(dir: &std::path::Path, name: &str, byte: u8) -> (std::path::PathBuf, String) {
+    let hex: String = (0..32).map(|i| format!("{:02x}", byte ^ i)).collect();
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{hex}\n")).unwrap();
+    (path, hex)
+}
+
+#[test]
+fn an_authenticated_firmware_peer_hands_over_only_to_its_group() {
+    require_netns!();
+    let ns = tap_namespace();
+    let dir = scratch("auth-e2l");
+    let (group, hex) = key(&dir, "group.key", 0x5a);
+    let (other, _) = key(&dir, "other.key", 0xa5);
+    let mut old = embassy(&ns, &["--key", &hex]);
+    assert!(old.saw("elected", WAIT), "{:?}", old.seen);
+
+    // An instance with another key is not of the group: the firmware drops what it
+    // sends and does not yield.
+    let mut stranger = linux(
+        &ns,
+        &dir,
+        "stranger",
+        &["--key-file", other.to_str().unwrap()],
+    );
+    assert!(stranger.saw("ready", WAIT));
+    assert!(
+        !old.saw("shutdown_requested", Duration::from_secs(1)),
+        "the firmware yielded to a peer without the group's key: {:?}",
+        old.seen
+    );
+    stranger.kill();
+
+    let mut new = linux(&ns, &dir, "new", &["--key-file", group.to_str().unwrap()]);
+    assert!(new.saw("ready", WAIT));
+    assert!(
+        old.saw("shutdown_requested", WAIT),
+        "the firmware yields to its group: {:?}",
+        old.seen
+    );
+    assert_eq!(old.wait(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(
+        new.saw("predecessor_done", WAIT),
+        "Linux hears the authenticated goodbye: {:?}",
+        new.seen
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,7 +2,8 @@
 //! the interop tests, on the host. Prints one JSON object per event on stderr, with
 //! the same names and `t_us` clock as `handover run --log-format json`.
 //!
-//! `embassy-peer TAP ADDRESS [--failover PRIORITY] [--heartbeat-ms N]`
+//! `embassy-peer TAP ADDRESS [--failover PRIORITY] [--heartbeat-ms N] [--key HEX]`
+//! (`--key`: the group key as the 64 hex digits of a `--key-file`)
 //! (ADDRESS of the stack, e.g. 10.9.0.2; its /24 is the TAP's link)
 
 use std::time::Duration;
@@ -25,18 +26,28 @@ fn say(event: &str, fields: &str) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: embassy-peer TAP ADDRESS [--failover PRIORITY] [--heartbeat-ms N]";
+    let usage =
+        "usage: embassy-peer TAP ADDRESS [--failover PRIORITY] [--heartbeat-ms N] [--key HEX]";
     let tap = args.get(1).expect(usage);
     let address: std::net::Ipv4Addr = args.get(2).expect(usage).parse().expect(usage);
-    let option = |name: &str| {
+    let text = |name: &str| {
         args.iter()
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1))
-            .map(|v| v.parse::<u64>().expect(usage))
     };
+    let option = |name: &str| text(name).map(|v| v.parse::<u64>().expect(usage));
     let id = u64::from(u32::from(address)) << 16 | u64::from(std::process::id() as u16);
     let mut config = Config::new(wire::scope_id(b"interop"), id, 1_700_000_000_000, id);
     config.heartbeat = Duration::from_millis(option("--heartbeat-ms").unwrap_or(100));
+    if let Some(hex) = text("--key") {
+        let mut key = [0u8; wire::KEY_LEN];
+        assert_eq!(hex.len(), 2 * key.len(), "{usage}");
+        for (byte, digits) in key.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            let digits = std::str::from_utf8(digits).expect(usage);
+            *byte = u8::from_str_radix(digits, 16).expect(usage);
+        }
+        config.auth = Some(handover_proto::Auth::new(key));
+    }
     if let Some(priority) = option("--failover") {
         config.policy = Policy::Failover { preempt: false };
         config.priority = priority as u8;
