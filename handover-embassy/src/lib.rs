@@ -30,14 +30,36 @@
 //! (`01:00:5e` + the low 23 bits of the group), or accept all multicast. With
 //! embassy-stm32's Ethernet driver, enable multicast reception in the MAC
 //! configuration; otherwise the peer hears nothing but unicast acknowledgements.
+//! The RP2040's network chips have filters of their own:
+//!
+//! - **WIZnet W5500** (W5500-EVB-Pico, or a module on SPI) with embassy-net-wiznet: the
+//!   driver opens the chip's raw socket with its MAC filter on (`MFEN`, bit 7 of
+//!   `Sn_MR`), which passes only frames to the chip's own address and broadcasts, so
+//!   no multicast frame reaches the stack. The RP2040 example
+//!   (`examples/rp2040-w5500`) wraps the SPI device and writes that mode without the
+//!   bit; the chip then passes every frame of the segment and smoltcp keeps the
+//!   group's, at the cost of SPI transfers on a busy LAN. The W5100S has the same
+//!   filter (bit 6); the driver opens the W6100 and W6300 without one.
+//! - **Infineon CYW43439** (Raspberry Pi Pico W, Wi-Fi) with the `cyw43` crate: the
+//!   chip's firmware drops multicast frames whose address is not in its list; add the
+//!   group's (`control.add_multicast_address([0x01, 0x00, 0x5e, 0x40, 0x10, 0x10])`
+//!   for the default 239.192.16.16; up to 10 addresses) after joining the network.
+//!   Wi-Fi delivers multicast at the access point's DTIM interval to stations in
+//!   power save: turn power save off (`PowerManagementMode::None`) or keep the
+//!   heartbeat's dead interval (3 heartbeats) well above the DTIM period, or a
+//!   standby takes over from an active peer whose heartbeats are merely late.
+//!
+//! What is known from the chips' datasheets and the drivers' sources is above; the
+//! W5500 example is built and measured in CI, but no W5500 or CYW43439 is run here.
 //!
 //! **Crowded LANs**: every device and service of a fleet shares the one group, so the
 //! MAC's filter (exact or hash) cannot tell this service's datagrams from the others'
 //! (on Linux a socket filter drops them in the kernel; a microcontroller has no
 //! kernel). What the MAC cannot drop, the protocol core does from a datagram's first
-//! bytes, before decoding: about 120 instructions per datagram of another scope on a
-//! Cortex-M4 (0.7 µs at 168 MHz; against about 1,650 to receive one of its own
-//! scope), so 1,000 foreign datagrams per second cost under 0.1 % of the CPU. A
+//! bytes, before decoding: about 160 instructions per datagram of another scope on a
+//! Cortex-M4 (1 µs at 168 MHz; against about 1,770 to receive one of its own scope),
+//! 250 on a Cortex-M0 (against 2,790), so 1,000 foreign datagrams per second cost
+//! about 0.2 % of an RP2040 at 125 MHz. A
 //! MAC filter set to the group's address alone (not "all multicast") keeps other
 //! groups' traffic out.
 //!
@@ -46,11 +68,13 @@
 //! a backoff of 10 ms upwards, so the datagram smoltcp drops while it resolves a
 //! neighbour costs only a retransmission.
 //!
-//! **Size**: the adapter and the protocol core add about 16 KB of flash and 1.9 KB of
-//! static RAM (beyond the socket buffers) to a firmware built with opt-level "z";
-//! authentication about 2.6 KB more if the firmware also depends on `sha2` with its
-//! `force-soft-compact` feature (a compact SHA-256; the default one is faster and 1.6 KB
-//! larger). See `BENCHMARKS.md` for the measurement.
+//! **Size**: the adapter and the protocol core add about 16 KB of flash on a
+//! Cortex-M7 (18 KB on the RP2040's Cortex-M0+, whose Thumb-1 code is larger) and
+//! 2.2 KB of static RAM (beyond the socket buffers) to a firmware built with
+//! opt-level "z"; authentication about 2.6 KB more (2.9 KB on the M0+) if the
+//! firmware also depends on `sha2` with its `force-soft-compact` feature (a compact
+//! SHA-256; the default one is faster and 1.6 KB larger), checkpoints about 2 KB more.
+//! See `BENCHMARKS.md` for the measurement of every build on both boards.
 //!
 //! [embassy-net]: https://docs.rs/embassy-net
 #![no_std]
