@@ -94,8 +94,7 @@ use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpAddress, IpEndpoint, Stack};
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::blocking_mutex::Mutex;
-use embassy_sync::channel::Channel;
-use embassy_sync::pubsub::{PubSubChannel, Subscriber, WaitResult};
+use embassy_sync::channel::{Channel, TrySendError};
 use embassy_sync::signal::Signal;
 use embassy_time::Timer;
 /// The protocol core, whose types this crate's API hands out: one dependency is enough.
@@ -108,14 +107,10 @@ use heapless::Vec;
 
 /// Datagrams the socket buffers in each direction.
 pub const QUEUE: usize = 4;
-/// Events buffered for each subscriber; one that falls further behind loses the
+/// Events buffered for the subscriber; one that falls further behind loses the
 /// oldest (counted in [`Events::missed`]). A shutdown request is never lost: see
 /// [`Handover::shutdown_requested`].
 pub const EVENT_QUEUE: usize = 4;
-/// Event subscribers a [`Shared`] block allows at once.
-pub const EVENT_SUBSCRIBERS: usize = 2;
-
-type EventChannel<M> = PubSubChannel<M, Event, EVENT_QUEUE, EVENT_SUBSCRIBERS, 0>;
 
 /// The UDP socket's buffers ([`QUEUE`] datagrams of up to [`MAX_DATAGRAM`] bytes each
 /// way) and the runner's scratch space for one datagram each way.
@@ -208,7 +203,11 @@ pub struct Status {
 /// whole block in `.data`, whose initial image costs its size in flash again.
 pub struct Shared<M: RawMutex> {
     commands: Channel<M, Command, 2>,
-    events: EventChannel<M>,
+    /// One subscriber's queue: a channel costs a firmware about 1 KB less flash than
+    /// a publish-subscribe channel, and one consumer is what a firmware has.
+    events: Channel<M, Event, EVENT_QUEUE>,
+    /// Whether the subscription is taken, and the events it lost.
+    subscription: Mutex<M, Cell<(bool, u64)>>,
     shutdown: Signal<M, Successor>,
     /// Set when the goodbye is out (`Ok`) or `shutdown_complete`/`leave` was refused.
     finished: Signal<M, Result<(), StateError>>,
@@ -220,10 +219,26 @@ impl<M: RawMutex> Shared<M> {
     pub const fn new() -> Self {
         Shared {
             commands: Channel::new(),
-            events: PubSubChannel::new(),
+            events: Channel::new(),
+            subscription: Mutex::new(Cell::new((false, 0))),
             shutdown: Signal::new(),
             finished: Signal::new(),
             status: Mutex::new(Cell::new(None)),
+        }
+    }
+}
+
+impl<M: RawMutex> Shared<M> {
+    /// Queues `event` for the subscriber: a slow one loses its oldest event, never
+    /// the newest.
+    fn publish(&self, event: Event) {
+        if let Err(TrySendError::Full(event)) = self.events.try_send(event) {
+            let _ = self.events.try_receive();
+            let _ = self.events.try_send(event);
+            self.subscription.lock(|s| {
+                let (taken, missed) = s.get();
+                s.set((taken, missed + 1));
+            });
         }
     }
 }
@@ -283,14 +298,17 @@ impl<'a, M: RawMutex> Handover<'a, M> {
         Ok(())
     }
 
-    /// A subscription to the events from now on (failover and election events
-    /// included); `None` if [`EVENT_SUBSCRIBERS`] are already taken. Subscribe before
-    /// [`ready`](Self::ready) to see every event.
+    /// The subscription to the events (failover and election events included): the
+    /// first call has it, later ones get `None`. Events wait for it from the start, the
+    /// oldest lost past [`EVENT_QUEUE`].
     pub fn events(&self) -> Option<Events<'a, M>> {
-        let subscriber = self.shared.events.subscriber().ok()?;
-        Some(Events {
-            subscriber,
-            missed: 0,
+        let taken = self.shared.subscription.lock(|s| {
+            let (taken, missed) = s.get();
+            s.set((true, missed));
+            taken
+        });
+        (!taken).then_some(Events {
+            shared: self.shared,
         })
     }
 
@@ -300,36 +318,25 @@ impl<'a, M: RawMutex> Handover<'a, M> {
     }
 }
 
-/// A subscription to a peer's events, from [`Handover::events`].
+/// The subscription to a peer's events, from [`Handover::events`].
 pub struct Events<'a, M: RawMutex> {
-    subscriber: Subscriber<'a, M, Event, EVENT_QUEUE, EVENT_SUBSCRIBERS, 0>,
-    missed: u64,
+    shared: &'a Shared<M>,
 }
 
 impl<M: RawMutex> Events<'_, M> {
     /// The next event.
     pub async fn next(&mut self) -> Event {
-        loop {
-            match self.subscriber.next_message().await {
-                WaitResult::Message(event) => return event,
-                WaitResult::Lagged(n) => self.missed += n,
-            }
-        }
+        self.shared.events.receive().await
     }
 
     /// The next event if one is waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        loop {
-            match self.subscriber.try_next_message()? {
-                WaitResult::Message(event) => return Some(event),
-                WaitResult::Lagged(n) => self.missed += n,
-            }
-        }
+        self.shared.events.try_receive().ok()
     }
 
-    /// Events this subscriber lost by falling more than [`EVENT_QUEUE`] behind.
+    /// Events lost by falling more than [`EVENT_QUEUE`] behind.
     pub fn missed(&self) -> u64 {
-        self.missed
+        self.shared.subscription.lock(|s| s.get().1)
     }
 }
 
@@ -518,11 +525,7 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
             if let Event::Shutdown { successor } = event {
                 self.shared.shutdown.signal(successor);
             }
-            // A slow subscriber loses its oldest event, never the newest.
-            self.shared
-                .events
-                .immediate_publisher()
-                .publish_immediate(event);
+            self.shared.publish(event);
         }
         let status = Status {
             state: self.peer.state(),
@@ -538,5 +541,28 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
 fn socket_addr(endpoint: IpEndpoint) -> SocketAddr {
     match endpoint.addr {
         IpAddress::Ipv4(a) => SocketAddr::V4(SocketAddrV4::new(a, endpoint.port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+
+    #[test]
+    fn one_subscription_that_loses_the_oldest_events_never_the_newest() {
+        let shared = Shared::<NoopRawMutex>::new();
+        let handover = Handover { shared: &shared };
+        for id in 1..=6 {
+            shared.publish(Event::PeerDown { id });
+        }
+        let mut events = handover.events().expect("the subscription");
+        assert!(handover.events().is_none(), "a second subscription");
+        let kept: std::vec::Vec<Event> = core::iter::from_fn(|| events.try_next()).collect();
+        let newest: std::vec::Vec<Event> = (3..=6).map(|id| Event::PeerDown { id }).collect();
+        assert_eq!(kept, newest);
+        assert_eq!(events.missed(), 2);
     }
 }
