@@ -8,8 +8,8 @@ use defmt::{info, unwrap, warn};
 use embassy_executor::Spawner;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_time::Timer;
-use handover_embassy::{Buffers, Events, Network, Runner, Shared};
-use handover_proto::{wire, Config, Event};
+use handover_embassy::{Buffers, Network, Runner, Shared};
+use handover_proto::{wire, Config};
 use static_cell::StaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
@@ -25,8 +25,13 @@ fn handover_task(
     async move { runner.run().await }
 }
 
+/// Logs the protocol's events: with the protocol's logs only, as a firmware that
+/// only hands over needs no events (subscribing and logging them costs about 600 B
+/// of flash).
+#[cfg(feature = "protocol-logs")]
 #[embassy_executor::task]
-async fn log_events(mut events: Events<'static, CriticalSectionRawMutex>) {
+async fn log_events(mut events: handover_embassy::Events<'static, CriticalSectionRawMutex>) {
+    use handover_proto::Event;
     loop {
         match events.next().await {
             Event::PeerUp { id, .. } => info!("peer {=u64:x} up", id),
@@ -65,6 +70,7 @@ async fn main(spawner: Spawner) {
         defmt::panic!("handover: the configuration or the stack refused");
     };
     spawner.spawn(unwrap!(handover_task(runner)));
+    #[cfg(feature = "protocol-logs")]
     spawner.spawn(unwrap!(log_events(unwrap!(handover.events()))));
 
     // The service is ready: claim.
