@@ -71,7 +71,7 @@
 //! **Size**: the adapter and the protocol core add about 16 KB of flash on a
 //! Cortex-M7 (18 KB on the RP2040's Cortex-M0+, whose Thumb-1 code is larger) and
 //! 2.2 KB of static RAM (beyond the socket buffers) to a firmware built with
-//! opt-level "z"; authentication about 2.6 KB more (2.9 KB on the M0+) if the
+//! opt-level "z"; authentication about 1.8 KB more (2 KB on the M0+) if the
 //! firmware also depends on `sha2` with its `force-soft-compact` feature (a compact
 //! SHA-256; the default one is faster and 1.6 KB larger), checkpoints about 2 KB more.
 //! See `BENCHMARKS.md` for the measurement of every build on both boards.
