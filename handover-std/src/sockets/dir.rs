@@ -433,3 +433,48 @@ pub fn default_dir() -> PathBuf {
     }
     std::env::temp_dir().join(format!("handover-{}", uid.as_raw()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory of this user's, mode 0700.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "handover-{name}-{}-{:x}",
+            std::process::id(),
+            crate::link::random_u64()
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn an_owner_unlinks_its_socket_only_while_no_successor_holds_the_lock() {
+        let dir = scratch("owner-drop");
+        let sockets = SocketDir::open(&dir, "svc").unwrap();
+        let old = sockets.serve(Vec::new()).unwrap();
+        let inode = std::fs::metadata(&sockets.sock).unwrap().ino();
+
+        // A successor holds the lock and is about to rename its own socket into
+        // place: the old owner's socket is still the one there, yet it stays.
+        let successor = sockets.lock().await.unwrap();
+        drop(old);
+        let kept = std::fs::metadata(&sockets.sock).map(|m| m.ino());
+        assert_eq!(
+            kept.ok(),
+            Some(inode),
+            "unlinked while a successor held the lock"
+        );
+        let new = sockets.serve(Vec::new()).unwrap();
+        drop(successor);
+
+        // With the lock free, an owner whose socket is in place removes it.
+        drop(new);
+        assert!(
+            !sockets.sock.exists(),
+            "the last owner's socket was left behind"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
