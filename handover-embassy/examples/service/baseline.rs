@@ -12,7 +12,7 @@ use {defmt_rtt as _, panic_probe as _};
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
-    let (stack, _) = handover_example_nucleo_f767zi::network(spawner).await;
+    let (stack, _) = board::network(spawner).await;
     let group = Ipv4Address::new(239, 192, 16, 16);
     unwrap!(stack.join_multicast_group(group));
     static BUFFERS: StaticCell<(

@@ -1,6 +1,7 @@
 //! A firmware service that hands over to its next version: flash the new version onto
 //! a second board on the same LAN (or run `handover run` on a Linux host with the same
-//! scope) and this one stops its work and says goodbye.
+//! scope) and this one stops its work and says goodbye. The same on every board: each
+//! board example's library brings up its network as `board::network`.
 #![no_std]
 #![no_main]
 
@@ -45,7 +46,7 @@ async fn log_events(mut events: handover_embassy::Events<'static, CriticalSectio
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
-    let (stack, seed) = handover_example_nucleo_f767zi::network(spawner).await;
+    let (stack, seed) = board::network(spawner).await;
 
     // In a `StaticCell`, not a plain `static`: its few non-zero initial bytes would
     // otherwise put all of it in `.data`, whose initial image takes as much flash.
