@@ -63,7 +63,7 @@ impl<const N: usize> Peer<N> {
         let seq = extensions
             .iter()
             .filter(|e| e.kind == wire::EXTENSION_CHECKPOINT)
-            .find_map(|e| postcard::from_bytes::<u64>(e.data).ok());
+            .find_map(|e| wire::read_varint(e.data));
         if let Some(seq) = seq {
             // A peer that holds checkpoints acknowledges them (a version from
             // before capabilities were said shows it this way).
@@ -106,11 +106,12 @@ impl<const N: usize> Peer<N> {
         buf: &mut [u8],
     ) -> Result<usize, wire::EmitError> {
         let mut capabilities = [0u8; 5];
-        let capabilities = postcard::to_slice(&wire::Capabilities::own().0, &mut capabilities)
-            .map_err(|_| wire::EmitError::BufferTooSmall)?;
+        let capabilities =
+            wire::write_varint(wire::Capabilities::own().0.into(), &mut capabilities)
+                .ok_or(wire::EmitError::BufferTooSmall)?;
         let mut checkpoint = [0u8; 10];
-        let checkpoint = postcard::to_slice(&self.checkpoint, &mut checkpoint)
-            .map_err(|_| wire::EmitError::BufferTooSmall)?;
+        let checkpoint = wire::write_varint(self.checkpoint, &mut checkpoint)
+            .ok_or(wire::EmitError::BufferTooSmall)?;
         let records = [
             wire::Extension {
                 kind: wire::EXTENSION_CAPABILITIES,

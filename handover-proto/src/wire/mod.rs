@@ -62,6 +62,8 @@ pub use v2::{
 };
 
 #[cfg(feature = "checkpoints")]
+pub(crate) use v2::codec::{read_varint, write_varint};
+#[cfg(feature = "checkpoints")]
 pub use v2::{Checkpoint, CheckpointAck, EXTENSION_CHECKPOINT};
 
 use core::fmt;

@@ -1,22 +1,20 @@
 //! The bodies of v2 datagrams, one per message kind, and what they carry.
 
-use serde::{Deserialize, Serialize};
+use postcard::ser_flavors::Flavor;
 
-use super::varint;
+use super::codec::{Reader, Result, Writer};
 
 /// Where a sender stands in the ordering; with the sender id it makes a
 /// [`crate::Rank`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Rank {
     /// Configured priority (failover); equal for all peers in hand-over.
     pub priority: u8,
     /// Lamport-style generation: one more than the highest generation the sender had
     /// heard when it claimed.
-    #[serde(with = "varint")]
     pub generation: u32,
     /// The sender's wall-clock start time in ms since the Unix epoch (a tie-breaker only).
-    #[serde(with = "varint::signed")]
     pub start_ms: i64,
 }
 
@@ -39,41 +37,8 @@ pub enum Role {
     Yielding,
 }
 
-impl From<Role> for u64 {
-    fn from(role: Role) -> u64 {
-        role as u64
-    }
-}
-
-impl TryFrom<u64> for Role {
-    type Error = ();
-    fn try_from(index: u64) -> Result<Self, ()> {
-        Ok(match index {
-            0 => Role::Claiming,
-            1 => Role::Active,
-            2 => Role::Standby,
-            3 => Role::Yielding,
-            _ => return Err(()),
-        })
-    }
-}
-
-// Postcard writes a unit variant as the varint of its index: the same bytes go through
-// the shared varint coder instead of serde's enum machinery.
-impl Serialize for Role {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        varint::serialize(self, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Role {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        varint::deserialize(d)
-    }
-}
-
 /// A claim (role [`Role::Claiming`]) or a heartbeat (any other role).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Announce<'a> {
     /// Role of the sender.
     pub role: Role,
@@ -82,54 +47,44 @@ pub struct Announce<'a> {
     /// Milliseconds since the sender became ready, on its own clock: lets a claimer
     /// tell an earlier peer from a concurrent one without comparing clocks. Stops
     /// growing at [`MAX_READY_MS`].
-    #[serde(with = "varint")]
     pub ready_ms: u32,
     /// The sender's heartbeat interval in ms, from which receivers derive when to
     /// consider it dead.
-    #[serde(with = "varint")]
     pub heartbeat_ms: u32,
     /// The last claimer whose claim the sender acknowledged: tells that claimer its
     /// claim was heard even if every acknowledgement was lost.
-    #[serde(with = "varint::option")]
     pub claim_heard: Option<u64>,
     /// Service name, at most [`MAX_NAME`](super::MAX_NAME) bytes: UTF-8 from this crate's peers, but
     /// opaque to the protocol, which never interprets it (on the wire a postcard
     /// string and a byte string are the same bytes).
-    #[serde(borrow, with = "bytes")]
     pub name: &'a [u8],
     /// IPv4 addresses, 4 bytes each, at most [`MAX_ADDRESSES`](super::MAX_ADDRESSES).
-    #[serde(borrow, with = "bytes")]
     pub addresses: &'a [u8],
     /// Application state of an active peer, at most [`MAX_STATE`](super::MAX_STATE) bytes.
-    #[serde(borrow, with = "bytes")]
     pub state: &'a [u8],
 }
 
 /// Acknowledges a claim (or, to a departing peer, its goodbye).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Ack {
     /// The peer whose claim or goodbye is acknowledged.
-    #[serde(with = "varint")]
     pub to: u64,
     /// The claim generation acknowledged.
-    #[serde(with = "varint")]
     pub generation: u32,
     /// Role of the acknowledging peer.
     pub role: Role,
     /// Rank of the acknowledging peer.
     pub rank: Rank,
     /// Milliseconds since the acknowledging peer became ready.
-    #[serde(with = "varint")]
     pub ready_ms: u32,
 }
 
 /// The sender has finished (or is leaving) and will send nothing more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Goodbye {
     /// The peer it handed over to, if any.
-    #[serde(with = "varint::option")]
     pub successor: Option<u64>,
 }
 
@@ -137,11 +92,10 @@ pub struct Goodbye {
 /// Failover: the active peer's progress (for a work queue, the last task it
 /// completed), sent to the group the moment it changes and repeated until every
 /// standby acknowledges it. Checkpoints only grow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Checkpoint {
     /// The progress.
-    #[serde(with = "varint")]
     pub seq: u64,
 }
 
@@ -149,23 +103,20 @@ pub struct Checkpoint {
 /// Acknowledges a [`Checkpoint`], as a unicast reply: the checkpoint the sender
 /// holds, which may be later than the one it answers (a standby that heard more from
 /// an earlier active).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct CheckpointAck {
     /// The active peer acknowledged.
-    #[serde(with = "varint")]
     pub to: u64,
     /// The checkpoint the sender holds.
-    #[serde(with = "varint")]
     pub seq: u64,
 }
 
 /// The message kinds. New kinds go at the end: a decoder that predates one drops
 /// it as malformed, and every other kind keeps its number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body<'a> {
     /// A claim or a heartbeat.
-    #[serde(borrow)]
     Announce(Announce<'a>),
     /// An acknowledgement, sent as a unicast reply.
     Ack(Ack),
@@ -202,14 +153,131 @@ impl Body<'_> {
     }
 }
 
-mod bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
+// Each type's fields in the order they travel, through postcard (see `codec`).
 
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
+impl Role {
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        Ok(match r.varint()? {
+            0 => Role::Claiming,
+            1 => Role::Active,
+            2 => Role::Standby,
+            3 => Role::Yielding,
+            _ => return Err(postcard::Error::DeserializeBadEnum),
+        })
     }
 
-    pub fn deserialize<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<&'a [u8], D::Error> {
-        <&'a [u8]>::deserialize(d)
+    fn write<F: Flavor>(self, w: &mut Writer<F>) -> Result<()> {
+        w.varint(self as u64)
+    }
+}
+
+impl Rank {
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        Ok(Rank {
+            priority: r.byte()?,
+            generation: r.int()?,
+            start_ms: r.signed()?,
+        })
+    }
+
+    fn write<F: Flavor>(&self, w: &mut Writer<F>) -> Result<()> {
+        w.byte(self.priority)?;
+        w.varint(self.generation.into())?;
+        w.signed(self.start_ms)
+    }
+}
+
+impl<'a> Announce<'a> {
+    fn read(r: &mut Reader<'a>) -> Result<Self> {
+        Ok(Announce {
+            role: Role::read(r)?,
+            rank: Rank::read(r)?,
+            ready_ms: r.int()?,
+            heartbeat_ms: r.int()?,
+            claim_heard: r.option()?,
+            name: r.bytes()?,
+            addresses: r.bytes()?,
+            state: r.bytes()?,
+        })
+    }
+
+    fn write<F: Flavor>(&self, w: &mut Writer<F>) -> Result<()> {
+        self.role.write(w)?;
+        self.rank.write(w)?;
+        w.varint(self.ready_ms.into())?;
+        w.varint(self.heartbeat_ms.into())?;
+        w.option(self.claim_heard)?;
+        w.bytes(self.name)?;
+        w.bytes(self.addresses)?;
+        w.bytes(self.state)
+    }
+}
+
+impl Ack {
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        Ok(Ack {
+            to: r.varint()?,
+            generation: r.int()?,
+            role: Role::read(r)?,
+            rank: Rank::read(r)?,
+            ready_ms: r.int()?,
+        })
+    }
+
+    fn write<F: Flavor>(&self, w: &mut Writer<F>) -> Result<()> {
+        w.varint(self.to)?;
+        w.varint(self.generation.into())?;
+        self.role.write(w)?;
+        self.rank.write(w)?;
+        w.varint(self.ready_ms.into())
+    }
+}
+
+impl<'a> Body<'a> {
+    /// The kind (the variant's index), then its fields.
+    pub(super) fn read(r: &mut Reader<'a>) -> Result<Self> {
+        Ok(match r.varint()? {
+            0 => Body::Announce(Announce::read(r)?),
+            1 => Body::Ack(Ack::read(r)?),
+            2 => Body::Goodbye(Goodbye {
+                successor: r.option()?,
+            }),
+            #[cfg(feature = "checkpoints")]
+            3 => Body::Checkpoint(Checkpoint { seq: r.varint()? }),
+            #[cfg(feature = "checkpoints")]
+            4 => Body::CheckpointAck(CheckpointAck {
+                to: r.varint()?,
+                seq: r.varint()?,
+            }),
+            _ => return Err(postcard::Error::DeserializeBadEnum),
+        })
+    }
+
+    pub(super) fn write<F: Flavor>(&self, w: &mut Writer<F>) -> Result<()> {
+        match self {
+            Body::Announce(announce) => {
+                w.varint(0)?;
+                announce.write(w)
+            }
+            Body::Ack(ack) => {
+                w.varint(1)?;
+                ack.write(w)
+            }
+            Body::Goodbye(goodbye) => {
+                w.varint(2)?;
+                w.option(goodbye.successor)
+            }
+            #[cfg(feature = "checkpoints")]
+            Body::Checkpoint(checkpoint) => {
+                w.varint(3)?;
+                w.varint(checkpoint.seq)
+            }
+            #[cfg(feature = "checkpoints")]
+            Body::CheckpointAck(ack) => {
+                w.varint(4)?;
+                w.varint(ack.to)?;
+                w.varint(ack.seq)
+            }
+        }
     }
 }

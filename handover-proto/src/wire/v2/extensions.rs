@@ -31,7 +31,7 @@ impl Capabilities {
         extensions
             .iter()
             .filter(|e| e.kind == EXTENSION_CAPABILITIES)
-            .find_map(|e| postcard::from_bytes::<u32>(e.data).ok())
+            .find_map(|e| u32::try_from(super::codec::read_varint(e.data)?).ok())
             .map(Capabilities)
     }
 }

@@ -2,9 +2,10 @@
 //! optional authentication tag. [`Packet`] is the checked view of one (as smoltcp's
 //! `Packet`), [`Repr`] what it says (as smoltcp's `Repr`).
 
-use serde::{Deserialize, Serialize};
+use postcard::ser_flavors::{self, Flavor};
 
 use super::{DecodeError, EmitError};
+use codec::{Reader, Writer};
 
 /// First byte of every v2 datagram.
 pub const MAGIC: u8 = 0x48;
@@ -53,10 +54,10 @@ const CHECKPOINT_RECORD_MAX: usize = 2 + 10;
 const CAPABILITIES_RECORD_MAX: usize = 2 + 5;
 
 mod body;
+pub(crate) mod codec;
 mod extensions;
 #[cfg(test)]
 mod tests;
-mod varint;
 #[cfg(all(test, feature = "auth"))]
 mod vectors;
 
@@ -77,28 +78,24 @@ const HEADER_MAX: usize = 5 + 10 + 10;
 const ANNOUNCE_BASE_MAX: usize = 1 + 16 + 5 + 5 + 11 + 1 + MAX_NAME + 2;
 
 /// Fields every v2 datagram starts with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Header {
     /// Hash of the scope string ([`scope_id`](super::scope_id)); datagrams of another
     /// scope are ignored.
-    #[serde(with = "varint")]
     pub scope: u32,
     /// The sender's instance id; never 0 (reserved: "nobody").
-    #[serde(with = "varint")]
     pub sender: u64,
     /// A per-sender counter that grows with every datagram it sends.
-    #[serde(with = "varint")]
     pub counter: u64,
 }
 
 /// A decoded v2 message: header and body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repr<'a> {
     /// Scope, sender and counter.
     pub header: Header,
     /// What the sender says.
-    #[serde(borrow)]
     pub body: Body<'a>,
 }
 
@@ -141,11 +138,10 @@ impl<'a> Packet<'a> {
         } else {
             (bytes, None)
         };
-        let (repr, trailing) =
-            postcard::take_from_bytes::<Repr<'a>>(&covered[2..]).map_err(|e| match e {
-                postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
-                _ => DecodeError::Malformed,
-            })?;
+        let (repr, trailing) = Repr::decode(&covered[2..]).map_err(|e| match e {
+            postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+            _ => DecodeError::Malformed,
+        })?;
         let extensions = match flags & FLAG_EXTENDED {
             0 if !trailing.is_empty() => return Err(DecodeError::Trailing),
             0 => Extensions(&[]),
@@ -168,7 +164,7 @@ impl<'a> Packet<'a> {
     }
 }
 
-impl Repr<'_> {
+impl<'a> Repr<'a> {
     /// True when every variable-length field is within its documented limit and the
     /// sender is not the reserved id 0.
     pub fn within_limits(&self) -> bool {
@@ -194,7 +190,10 @@ impl Repr<'_> {
         };
         *magic = MAGIC;
         *flags = 0;
-        let len = postcard::to_slice(self, body)
+        let mut writer = Writer::new(ser_flavors::Slice::new(body));
+        let len = self
+            .write(&mut writer)
+            .and_then(|()| writer.finish())
             .map_err(|_| EmitError::BufferTooSmall)?
             .len();
         Ok(2 + len)
@@ -244,8 +243,32 @@ impl Repr<'_> {
 
     /// The number of bytes [`emit`](Self::emit) writes.
     pub fn buffer_len(&self) -> usize {
-        // Serializing into a size counter cannot fail for these types.
-        2 + postcard::experimental::serialized_size(self).unwrap_or(usize::MAX - 2)
+        // Counting bytes cannot fail.
+        let mut counter = Writer::new(ser_flavors::Size::default());
+        2 + self
+            .write(&mut counter)
+            .and_then(|()| counter.finish())
+            .unwrap_or(usize::MAX - 2)
+    }
+
+    /// Reads a header and a body from the start of `bytes`; what follows them.
+    fn decode(bytes: &'a [u8]) -> codec::Result<(Self, &'a [u8])> {
+        let mut reader = Reader::new(bytes);
+        let header = Header {
+            scope: reader.int()?,
+            sender: reader.varint()?,
+            counter: reader.varint()?,
+        };
+        let body = Body::read(&mut reader)?;
+        Ok((Repr { header, body }, reader.rest()?))
+    }
+
+    /// Writes the header, then the body.
+    fn write<F: Flavor>(&self, w: &mut Writer<F>) -> codec::Result<()> {
+        w.varint(self.header.scope.into())?;
+        w.varint(self.header.sender)?;
+        w.varint(self.header.counter)?;
+        self.body.write(w)
     }
 }
 

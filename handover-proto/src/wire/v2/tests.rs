@@ -138,72 +138,211 @@ fn test_bad_flags_and_fields() {
     );
 }
 
-/// The shared varint coder writes exactly what postcard writes for the plain types.
-#[test]
-fn varint_coder_matches_postcard() {
+/// The message types as plain serde structs, as postcard derives their encoding:
+/// the reference the field-by-field codec must match byte for byte (and the
+/// encoding releases before it wrote).
+mod reference {
+    use serde::{Deserialize, Serialize};
+
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
-    struct Plain {
-        a: u32,
-        b: u64,
-        c: i64,
-        d: Option<u64>,
-        e: Role,
+    pub struct Repr<'a> {
+        pub header: (u32, u64, u64),
+        #[serde(borrow)]
+        pub body: Body<'a>,
     }
+
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
-    struct Shared {
-        #[serde(with = "varint")]
-        a: u32,
-        #[serde(with = "varint")]
-        b: u64,
-        #[serde(with = "varint::signed")]
-        c: i64,
-        #[serde(with = "varint::option")]
-        d: Option<u64>,
-        e: Role,
+    pub enum Body<'a> {
+        Announce(
+            Role,
+            Rank,
+            u32,
+            u32,
+            Option<u64>,
+            &'a [u8],
+            &'a [u8],
+            &'a [u8],
+        ),
+        Ack(u64, u32, Role, Rank, u32),
+        Goodbye(Option<u64>),
+        Checkpoint(u64),
+        CheckpointAck(u64, u64),
     }
-    #[derive(Serialize)]
-    enum PlainRole {
-        _Claiming,
-        _Active,
-        _Standby,
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Copy)]
+    pub enum Role {
+        Claiming,
+        Active,
+        Standby,
         Yielding,
     }
-    let (mut plain, mut shared) = ([0u8; 64], [0u8; 64]);
-    for (a, b, c, d) in [
-        (0, 0, 0, None),
-        (127, 128, -1, Some(0)),
-        (u32::MAX, u64::MAX, i64::MIN, Some(u64::MAX)),
-        (300, 1 << 35, i64::MAX, Some(1)),
-        (1, 2, -64, Some(16_384)),
-    ] {
-        let p = postcard::to_slice(&(a, b, c, d, PlainRole::Yielding), &mut plain).unwrap();
-        let value = Shared {
-            a,
-            b,
-            c,
-            d,
-            e: Role::Yielding,
-        };
-        let s = postcard::to_slice(&value, &mut shared).unwrap();
-        assert_eq!(p, s);
-        let back: Plain = postcard::from_bytes(s).unwrap();
-        assert_eq!(
-            (back.a, back.b, back.c, back.d, back.e),
-            (a, b, c, d, Role::Yielding)
-        );
-        assert_eq!(postcard::from_bytes::<Shared>(s).unwrap(), value);
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug, Clone, Copy)]
+    pub struct Rank(pub u8, pub u32, pub i64);
+}
+
+fn reference<'a>(repr: &Repr<'a>) -> reference::Repr<'a> {
+    let role = |r: Role| {
+        [
+            reference::Role::Claiming,
+            reference::Role::Active,
+            reference::Role::Standby,
+            reference::Role::Yielding,
+        ][r as usize]
+    };
+    let rank = |r: Rank| reference::Rank(r.priority, r.generation, r.start_ms);
+    let h = repr.header;
+    reference::Repr {
+        header: (h.scope, h.sender, h.counter),
+        body: match repr.body {
+            Body::Announce(a) => reference::Body::Announce(
+                role(a.role),
+                rank(a.rank),
+                a.ready_ms,
+                a.heartbeat_ms,
+                a.claim_heard,
+                a.name,
+                a.addresses,
+                a.state,
+            ),
+            Body::Ack(a) => {
+                reference::Body::Ack(a.to, a.generation, role(a.role), rank(a.rank), a.ready_ms)
+            }
+            Body::Goodbye(g) => reference::Body::Goodbye(g.successor),
+            #[cfg(feature = "checkpoints")]
+            Body::Checkpoint(c) => reference::Body::Checkpoint(c.seq),
+            #[cfg(feature = "checkpoints")]
+            Body::CheckpointAck(a) => reference::Body::CheckpointAck(a.to, a.seq),
+        },
     }
-    // Out of range for the field: refused, as postcard refuses it.
-    let too_big = postcard::to_slice(&(u64::from(u32::MAX) + 1,), &mut plain).unwrap();
-    assert!(postcard::from_bytes::<(u32,)>(too_big).is_err());
-    #[derive(Deserialize)]
-    struct OneU32(
-        #[serde(with = "varint")]
-        #[allow(dead_code)]
-        u32,
+}
+
+fn arbitrary_repr() -> impl proptest::strategy::Strategy<Value = (Repr<'static>, u8)> {
+    use proptest::prelude::*;
+    let bytes = |max: usize| proptest::collection::vec(any::<u8>(), 0..=max);
+    (
+        (any::<u32>(), 1..=u64::MAX, any::<u64>()),
+        (any::<u8>(), any::<u32>(), any::<i64>()),
+        (0..4usize, 0..5u8),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<Option<u64>>(),
+            any::<u64>(),
+        ),
+        (bytes(MAX_NAME), bytes(MAX_ADDRESSES), bytes(MAX_STATE)),
+    )
+        .prop_map(
+            |(
+                (scope, sender, counter),
+                (p, g, s),
+                (role, kind),
+                (a, b, option, big),
+                (name, addresses, state),
+            )| {
+                let role = [Role::Claiming, Role::Active, Role::Standby, Role::Yielding][role];
+                let rank = Rank {
+                    priority: p,
+                    generation: g,
+                    start_ms: s,
+                };
+                // Leaked so that the bodies can borrow them, as a decoded datagram does.
+                let leak = |v: std::vec::Vec<u8>| &*std::boxed::Box::leak(v.into_boxed_slice());
+                let addresses = leak(addresses[..addresses.len() / 4 * 4].to_vec());
+                let body = match kind {
+                    0 => Body::Announce(Announce {
+                        role,
+                        rank,
+                        ready_ms: a,
+                        heartbeat_ms: b,
+                        claim_heard: option,
+                        name: leak(name),
+                        addresses,
+                        state: leak(state),
+                    }),
+                    1 => Body::Ack(Ack {
+                        to: big,
+                        generation: a,
+                        role,
+                        rank,
+                        ready_ms: b,
+                    }),
+                    #[cfg(feature = "checkpoints")]
+                    3 => Body::Checkpoint(Checkpoint { seq: big }),
+                    #[cfg(feature = "checkpoints")]
+                    4 => Body::CheckpointAck(CheckpointAck {
+                        to: big,
+                        seq: option.unwrap_or(0),
+                    }),
+                    _ => Body::Goodbye(Goodbye { successor: option }),
+                };
+                (
+                    Repr {
+                        header: Header {
+                            scope,
+                            sender,
+                            counter,
+                        },
+                        body,
+                    },
+                    kind,
+                )
+            },
+        )
+}
+
+extern crate std;
+
+proptest::proptest! {
+    /// Every message is written as postcard writes its plain serde form, and read
+    /// back from those bytes.
+    #[test]
+    fn the_codec_writes_and_reads_what_postcard_derives((repr, _kind) in arbitrary_repr()) {
+        let mut ours = [0u8; MAX_DATAGRAM];
+        let n = repr.emit(&mut ours).unwrap();
+        let mut theirs = [0u8; MAX_DATAGRAM];
+        let expected = postcard::to_slice(&reference(&repr), &mut theirs).unwrap();
+        proptest::prop_assert_eq!(&ours[2..n], &*expected);
+        proptest::prop_assert_eq!(repr.buffer_len(), n);
+        proptest::prop_assert_eq!(Packet::parse(&ours[..n]).unwrap().repr, repr);
+        let back: reference::Repr<'_> = postcard::from_bytes(&ours[2..n]).unwrap();
+        proptest::prop_assert_eq!(back, reference(&repr));
+    }
+}
+
+/// Out of its field's range, or an unknown kind or role: refused, as postcard
+/// refuses it.
+#[test]
+fn out_of_range_fields_are_refused() {
+    let mut bytes = [0u8; 64];
+    // A scope one past u32::MAX (the header's first field).
+    let n = postcard::to_slice(
+        &(u64::from(u32::MAX) + 1, 1u8, 1u8, 2u8, None::<u64>),
+        &mut bytes[2..],
+    )
+    .unwrap()
+    .len();
+    bytes[0] = MAGIC;
+    assert_eq!(Packet::parse(&bytes[..2 + n]), Err(DecodeError::Malformed));
+    let n = postcard::to_slice(&(7u8, 1u8, 1u8, 2u8, None::<u64>), &mut bytes[2..])
+        .unwrap()
+        .len();
+    let goodbye = Packet::parse(&bytes[..2 + n]).unwrap();
+    assert_eq!(
+        goodbye.repr.body,
+        Body::Goodbye(Goodbye { successor: None })
     );
-    assert!(postcard::from_bytes::<OneU32>(too_big).is_err());
-    assert!(postcard::from_bytes::<Role>(&[4]).is_err());
+    // The same with kind 9, and with an option tag of 2.
+    bytes[5] = 9;
+    assert_eq!(Packet::parse(&bytes[..2 + n]), Err(DecodeError::Malformed));
+    bytes[5] = 2;
+    bytes[6] = 2;
+    assert_eq!(Packet::parse(&bytes[..2 + n]), Err(DecodeError::Malformed));
+    // An acknowledgement whose role is 4.
+    let ack = [MAGIC, 0, 1, 2, 3, 1, 9, 4, 4, 0, 1, 4, 5];
+    assert_eq!(Packet::parse(&ack), Err(DecodeError::Malformed));
+    let ack = [MAGIC, 0, 1, 2, 3, 1, 9, 4, 3, 0, 1, 4, 5];
+    assert!(Packet::parse(&ack).is_ok());
 }
 
 #[test]
