@@ -93,7 +93,9 @@ impl<const N: usize> Peer<N> {
                     heartbeat_ms: self.heartbeat_ms(),
                     claim_heard: self.claim_heard.map(NonZeroU64::get),
                     name: self.config.name.as_bytes(),
-                    addresses: &addresses[..4 * self.config.addresses.len()],
+                    addresses: addresses
+                        .get(..4 * self.config.addresses.len())
+                        .unwrap_or_default(),
                     state,
                 })
             }

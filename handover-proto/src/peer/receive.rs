@@ -297,11 +297,14 @@ impl<const N: usize> Peer<N> {
 
     pub(super) fn peer_up(&mut self, id: u64, announce: &wire::Announce<'_>) {
         let name = Vec::from_slice(announce.name).unwrap_or_default();
-        let addresses = announce
-            .addresses
-            .chunks_exact(4)
-            .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
-            .collect();
+        // Pushed, not collected: collecting panics past the capacity, which the
+        // decoder's limits already rule out.
+        let mut addresses = Vec::new();
+        for a in announce.addresses.chunks_exact(4) {
+            if let Ok(a) = <[u8; 4]>::try_from(a) {
+                let _ = addresses.push(Ipv4Addr::from(a));
+            }
+        }
         self.outbox.peer_up(id, name, addresses);
     }
 

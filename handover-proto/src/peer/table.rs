@@ -189,8 +189,16 @@ impl<const N: usize> Table<N> {
         }
     }
 
+    // Slots are reached through `get`, `split_at` and patterns, never by an index
+    // that could panic: `live <= entries.len()` always holds, but the compiler
+    // cannot know it, and each index it cannot prove is a panic site in the firmware.
+
     fn live(&self) -> &[Entry] {
-        &self.entries[..self.live]
+        self.entries.get(..self.live).unwrap_or_default()
+    }
+
+    fn forgotten(&self) -> &[Entry] {
+        self.entries.get(self.live..).unwrap_or_default()
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&Entry> {
@@ -198,22 +206,24 @@ impl<const N: usize> Table<N> {
     }
 
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Entry> {
-        self.entries[..self.live].iter_mut().find(|e| e.id() == id)
+        let live = self.entries.get_mut(..self.live).unwrap_or_default();
+        live.iter_mut().find(|e| e.id() == id)
     }
 
     /// Swaps two slots (a `mem::swap` of disjoint halves, which needs no `memmove`).
     fn swap(&mut self, a: usize, b: usize) {
         let (low, high) = (a.min(b), a.max(b));
-        if low != high {
-            let (left, right) = self.entries.split_at_mut(high);
-            core::mem::swap(&mut left[low], &mut right[0]);
+        if let Some((left, [right, ..])) = self.entries.split_at_mut_checked(high) {
+            if let Some(left) = left.get_mut(low) {
+                core::mem::swap(left, right);
+            }
         }
     }
 
     /// Drops slot `i`, the last one taking its place (heapless's `swap_remove` moves
     /// with `memmove`, a kilobyte and a half of flash on Cortex-M).
     fn swap_remove(&mut self, i: usize) {
-        self.swap(i, self.entries.len() - 1);
+        self.swap(i, self.entries.len().wrapping_sub(1));
         self.entries.pop();
     }
 
@@ -221,9 +231,13 @@ impl<const N: usize> Table<N> {
     /// is full; gives it back if every slot holds a live peer.
     pub(crate) fn insert(&mut self, entry: Entry) -> Result<&mut Entry, Entry> {
         if self.entries.is_full() {
-            let oldest = (self.live..self.entries.len()).min_by_key(|&i| self.entries[i].heard);
+            let oldest = self
+                .forgotten()
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.heard);
             match oldest {
-                Some(i) => self.swap_remove(i),
+                Some((i, _)) => self.swap_remove(self.live + i),
                 None => return Err(entry),
             }
         }
@@ -231,7 +245,7 @@ impl<const N: usize> Table<N> {
         // Move it from the end to the front of the forgotten region.
         self.swap(self.live, self.entries.len() - 1);
         self.live += 1;
-        Ok(&mut self.entries[self.live - 1])
+        self.entries.get_mut(self.live - 1).ok_or(entry)
     }
 
     /// Forgets a peer: it leaves the live entries, its counter is kept while there is
@@ -240,12 +254,12 @@ impl<const N: usize> Table<N> {
         let at = self.live().iter().position(|e| e.id() == id)?;
         self.live -= 1;
         self.swap(at, self.live);
-        Some(self.entries[self.live])
+        self.entries.get(self.live).copied()
     }
 
     /// The last counter of a forgotten sender.
     pub(crate) fn forgotten_counter(&self, id: u64) -> Option<u64> {
-        self.entries[self.live..]
+        self.forgotten()
             .iter()
             .find(|e| e.id() == id)
             .map(|e| e.counter)
@@ -253,8 +267,8 @@ impl<const N: usize> Table<N> {
 
     /// Drops the memory of a forgotten sender that is back with newer datagrams.
     pub(crate) fn unforget(&mut self, id: u64) {
-        if let Some(i) = (self.live..self.entries.len()).find(|&i| self.entries[i].id() == id) {
-            self.swap_remove(i);
+        if let Some(i) = self.forgotten().iter().position(|e| e.id() == id) {
+            self.swap_remove(self.live + i);
         }
     }
 

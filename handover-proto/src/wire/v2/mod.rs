@@ -209,14 +209,14 @@ impl<'a> Repr<'a> {
         let mut len = self.emit(buf)?;
         for e in extensions {
             let size = u8::try_from(e.data.len()).map_err(|_| EmitError::FieldTooLong)?;
-            let record = buf
-                .get_mut(len..len + 2 + e.data.len())
-                .ok_or(EmitError::BufferTooSmall)?;
-            record[0] = e.kind;
-            record[1] = size;
-            record[2..].copy_from_slice(e.data);
-            len += record.len();
-            buf[1] |= FLAG_EXTENDED;
+            let Some([kind, length, data @ ..]) = buf.get_mut(len..len + 2 + e.data.len()) else {
+                return Err(EmitError::BufferTooSmall);
+            };
+            *kind = e.kind;
+            *length = size;
+            data.copy_from_slice(e.data);
+            len += 2 + e.data.len();
+            set_flag(buf, FLAG_EXTENDED);
         }
         Ok(len)
     }
@@ -275,12 +275,20 @@ impl<'a> Repr<'a> {
 /// Tags the `len` bytes of datagram `buf` and appends the tag; the new length.
 #[cfg(feature = "auth")]
 fn tag(key: &super::auth::Key, buf: &mut [u8], len: usize) -> Result<usize, EmitError> {
-    let end = len + TAG_LEN;
-    if buf.len() < end {
+    let Some((covered, rest)) = buf.split_at_mut_checked(len) else {
         return Err(EmitError::BufferTooSmall);
+    };
+    let Some(tag) = rest.first_chunk_mut::<TAG_LEN>() else {
+        return Err(EmitError::BufferTooSmall);
+    };
+    set_flag(covered, FLAG_TAGGED);
+    *tag = super::auth::tag(key, covered);
+    Ok(len + TAG_LEN)
+}
+
+/// Sets a bit of an emitted datagram's flags byte (there is one: `emit` wrote it).
+fn set_flag(datagram: &mut [u8], flag: u8) {
+    if let Some(flags) = datagram.get_mut(1) {
+        *flags |= flag;
     }
-    buf[1] |= FLAG_TAGGED;
-    let tag = super::auth::tag(key, &buf[..len]);
-    buf[len..end].copy_from_slice(&tag);
-    Ok(end)
 }
