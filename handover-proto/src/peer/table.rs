@@ -314,9 +314,15 @@ impl<const N: usize> Table<N> {
 
     /// The highest-ranked peer that announces itself active.
     pub(crate) fn leader(&self) -> Option<&Entry> {
-        self.iter()
-            .filter(|e| e.role == Role::Active && !e.departed)
-            .max_by_key(|e| e.rank())
+        // A loop rather than `max_by_key`, whose keys the compiler keeps copying
+        // (ranks are distinct: their ids are).
+        let mut leader: Option<&Entry> = None;
+        for e in self.iter() {
+            if e.role == Role::Active && !e.departed && leader.is_none_or(|l| e.rank() > l.rank()) {
+                leader = Some(e);
+            }
+        }
+        leader
     }
 }
 
