@@ -166,7 +166,7 @@ impl Role {
         })
     }
 
-    fn write<F: Flavor>(self, w: &mut Writer<F>) -> Result<()> {
+    fn write<F: Flavor>(self, w: &mut Writer<F>) {
         w.varint(self as u64)
     }
 }
@@ -180,9 +180,9 @@ impl Rank {
         })
     }
 
-    fn write<F: Flavor>(&self, w: &mut Writer<F>) -> Result<()> {
-        w.byte(self.priority)?;
-        w.varint(self.generation.into())?;
+    fn write<F: Flavor>(&self, w: &mut Writer<F>) {
+        w.byte(self.priority);
+        w.varint(self.generation.into());
         w.signed(self.start_ms)
     }
 }
@@ -201,14 +201,14 @@ impl<'a> Announce<'a> {
         })
     }
 
-    fn write<F: Flavor>(&self, w: &mut Writer<F>) -> Result<()> {
-        self.role.write(w)?;
-        self.rank.write(w)?;
-        w.varint(self.ready_ms.into())?;
-        w.varint(self.heartbeat_ms.into())?;
-        w.option(self.claim_heard)?;
-        w.bytes(self.name)?;
-        w.bytes(self.addresses)?;
+    fn write<F: Flavor>(&self, w: &mut Writer<F>) {
+        self.role.write(w);
+        self.rank.write(w);
+        w.varint(self.ready_ms.into());
+        w.varint(self.heartbeat_ms.into());
+        w.option(self.claim_heard);
+        w.bytes(self.name);
+        w.bytes(self.addresses);
         w.bytes(self.state)
     }
 }
@@ -224,11 +224,11 @@ impl Ack {
         })
     }
 
-    fn write<F: Flavor>(&self, w: &mut Writer<F>) -> Result<()> {
-        w.varint(self.to)?;
-        w.varint(self.generation.into())?;
-        self.role.write(w)?;
-        self.rank.write(w)?;
+    fn write<F: Flavor>(&self, w: &mut Writer<F>) {
+        w.varint(self.to);
+        w.varint(self.generation.into());
+        self.role.write(w);
+        self.rank.write(w);
         w.varint(self.ready_ms.into())
     }
 }
@@ -253,29 +253,29 @@ impl<'a> Body<'a> {
         })
     }
 
-    pub(super) fn write<F: Flavor>(&self, w: &mut Writer<F>) -> Result<()> {
+    pub(super) fn write<F: Flavor>(&self, w: &mut Writer<F>) {
         match self {
             Body::Announce(announce) => {
-                w.varint(0)?;
+                w.varint(0);
                 announce.write(w)
             }
             Body::Ack(ack) => {
-                w.varint(1)?;
+                w.varint(1);
                 ack.write(w)
             }
             Body::Goodbye(goodbye) => {
-                w.varint(2)?;
+                w.varint(2);
                 w.option(goodbye.successor)
             }
             #[cfg(feature = "checkpoints")]
             Body::Checkpoint(checkpoint) => {
-                w.varint(3)?;
+                w.varint(3);
                 w.varint(checkpoint.seq)
             }
             #[cfg(feature = "checkpoints")]
             Body::CheckpointAck(ack) => {
-                w.varint(4)?;
-                w.varint(ack.to)?;
+                w.varint(4);
+                w.varint(ack.to);
                 w.varint(ack.seq)
             }
         }

@@ -68,41 +68,54 @@ impl<'a> Reader<'a> {
 }
 
 /// Writes fields one after another into a postcard flavor: a slice, or a counter
-/// of the bytes that would be written.
-pub(crate) struct Writer<F: Flavor>(Serializer<F>);
+/// of the bytes that would be written. A write that does not fit is remembered,
+/// not returned: a message is written straight through and
+/// [`finish`](Writer::finish) says whether all of it fit (one check per message,
+/// not one per field).
+pub(crate) struct Writer<F: Flavor> {
+    output: Serializer<F>,
+    fits: bool,
+}
 
 impl<F: Flavor> Writer<F> {
     pub(crate) fn new(output: F) -> Self {
-        Writer(Serializer { output })
-    }
-
-    #[cfg_attr(target_pointer_width = "32", inline(never))]
-    pub(crate) fn varint(&mut self, v: u64) -> Result<()> {
-        (&mut self.0).serialize_u64(v)
-    }
-
-    pub(super) fn signed(&mut self, v: i64) -> Result<()> {
-        self.varint(((v << 1) ^ (v >> 63)) as u64)
-    }
-
-    pub(super) fn byte(&mut self, v: u8) -> Result<()> {
-        (&mut self.0).serialize_u8(v)
-    }
-
-    pub(super) fn option(&mut self, v: Option<u64>) -> Result<()> {
-        (&mut self.0).serialize_bool(v.is_some())?;
-        match v {
-            Some(v) => self.varint(v),
-            None => Ok(()),
+        Writer {
+            output: Serializer { output },
+            fits: true,
         }
     }
 
-    pub(super) fn bytes(&mut self, v: &[u8]) -> Result<()> {
-        (&mut self.0).serialize_bytes(v)
+    #[cfg_attr(target_pointer_width = "32", inline(never))]
+    pub(crate) fn varint(&mut self, v: u64) {
+        self.fits &= (&mut self.output).serialize_u64(v).is_ok();
     }
 
+    pub(super) fn signed(&mut self, v: i64) {
+        self.varint(((v << 1) ^ (v >> 63)) as u64)
+    }
+
+    pub(super) fn byte(&mut self, v: u8) {
+        self.fits &= (&mut self.output).serialize_u8(v).is_ok();
+    }
+
+    pub(super) fn option(&mut self, v: Option<u64>) {
+        self.fits &= (&mut self.output).serialize_bool(v.is_some()).is_ok();
+        if let Some(v) = v {
+            self.varint(v)
+        }
+    }
+
+    #[cfg_attr(target_pointer_width = "32", inline(never))]
+    pub(super) fn bytes(&mut self, v: &[u8]) {
+        self.fits &= (&mut self.output).serialize_bytes(v).is_ok();
+    }
+
+    /// What was written, if all of it fit.
     pub(crate) fn finish(self) -> Result<F::Output> {
-        self.0.output.finalize()
+        match self.fits {
+            true => self.output.output.finalize(),
+            false => Err(Error::SerializeBufferFull),
+        }
     }
 }
 
@@ -115,6 +128,6 @@ pub(crate) fn read_varint(data: &[u8]) -> Option<u64> {
 #[cfg(feature = "checkpoints")]
 pub(crate) fn write_varint(v: u64, buf: &mut [u8]) -> Option<&[u8]> {
     let mut writer = Writer::new(postcard::ser_flavors::Slice::new(buf));
-    writer.varint(v).ok()?;
+    writer.varint(v);
     writer.finish().ok().map(|written| &*written)
 }

@@ -191,9 +191,9 @@ impl<'a> Repr<'a> {
         *magic = MAGIC;
         *flags = 0;
         let mut writer = Writer::new(ser_flavors::Slice::new(body));
-        let len = self
-            .write(&mut writer)
-            .and_then(|()| writer.finish())
+        self.write(&mut writer);
+        let len = writer
+            .finish()
             .map_err(|_| EmitError::BufferTooSmall)?
             .len();
         Ok(2 + len)
@@ -245,10 +245,8 @@ impl<'a> Repr<'a> {
     pub fn buffer_len(&self) -> usize {
         // Counting bytes cannot fail.
         let mut counter = Writer::new(ser_flavors::Size::default());
-        2 + self
-            .write(&mut counter)
-            .and_then(|()| counter.finish())
-            .unwrap_or(usize::MAX - 2)
+        self.write(&mut counter);
+        2 + counter.finish().unwrap_or(usize::MAX - 2)
     }
 
     /// Reads a header and a body from the start of `bytes`; what follows them.
@@ -264,10 +262,10 @@ impl<'a> Repr<'a> {
     }
 
     /// Writes the header, then the body.
-    fn write<F: Flavor>(&self, w: &mut Writer<F>) -> codec::Result<()> {
-        w.varint(self.header.scope.into())?;
-        w.varint(self.header.sender)?;
-        w.varint(self.header.counter)?;
+    fn write<F: Flavor>(&self, w: &mut Writer<F>) {
+        w.varint(self.header.scope.into());
+        w.varint(self.header.sender);
+        w.varint(self.header.counter);
         self.body.write(w)
     }
 }
