@@ -2,7 +2,7 @@
 
 use postcard::ser_flavors::Flavor;
 
-use super::codec::{Reader, Result, Writer};
+use super::codec::{Reader, Writer};
 
 /// Where a sender stands in the ordering; with the sender id it makes a
 /// [`crate::Rank`].
@@ -156,14 +156,13 @@ impl Body<'_> {
 // Each type's fields in the order they travel, through postcard (see `codec`).
 
 impl Role {
-    fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(match r.varint()? {
+    fn read(r: &mut Reader<'_>) -> Self {
+        match r.index(4) {
             0 => Role::Claiming,
             1 => Role::Active,
             2 => Role::Standby,
-            3 => Role::Yielding,
-            _ => return Err(postcard::Error::DeserializeBadEnum),
-        })
+            _ => Role::Yielding,
+        }
     }
 
     fn write<F: Flavor>(self, w: &mut Writer<F>) {
@@ -172,12 +171,12 @@ impl Role {
 }
 
 impl Rank {
-    fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(Rank {
-            priority: r.byte()?,
-            generation: r.int()?,
-            start_ms: r.signed()?,
-        })
+    fn read(r: &mut Reader<'_>) -> Self {
+        Rank {
+            priority: r.byte(),
+            generation: r.int(),
+            start_ms: r.signed(),
+        }
     }
 
     fn write<F: Flavor>(&self, w: &mut Writer<F>) {
@@ -188,17 +187,17 @@ impl Rank {
 }
 
 impl<'a> Announce<'a> {
-    fn read(r: &mut Reader<'a>) -> Result<Self> {
-        Ok(Announce {
-            role: Role::read(r)?,
-            rank: Rank::read(r)?,
-            ready_ms: r.int()?,
-            heartbeat_ms: r.int()?,
-            claim_heard: r.option()?,
-            name: r.bytes()?,
-            addresses: r.bytes()?,
-            state: r.bytes()?,
-        })
+    fn read(r: &mut Reader<'a>) -> Self {
+        Announce {
+            role: Role::read(r),
+            rank: Rank::read(r),
+            ready_ms: r.int(),
+            heartbeat_ms: r.int(),
+            claim_heard: r.option(),
+            name: r.bytes(),
+            addresses: r.bytes(),
+            state: r.bytes(),
+        }
     }
 
     fn write<F: Flavor>(&self, w: &mut Writer<F>) {
@@ -214,14 +213,14 @@ impl<'a> Announce<'a> {
 }
 
 impl Ack {
-    fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(Ack {
-            to: r.varint()?,
-            generation: r.int()?,
-            role: Role::read(r)?,
-            rank: Rank::read(r)?,
-            ready_ms: r.int()?,
-        })
+    fn read(r: &mut Reader<'_>) -> Self {
+        Ack {
+            to: r.varint(),
+            generation: r.int(),
+            role: Role::read(r),
+            rank: Rank::read(r),
+            ready_ms: r.int(),
+        }
     }
 
     fn write<F: Flavor>(&self, w: &mut Writer<F>) {
@@ -233,24 +232,27 @@ impl Ack {
     }
 }
 
+/// How many message kinds this build knows.
+const KINDS: u8 = if cfg!(feature = "checkpoints") { 5 } else { 3 };
+
 impl<'a> Body<'a> {
     /// The kind (the variant's index), then its fields.
-    pub(super) fn read(r: &mut Reader<'a>) -> Result<Self> {
-        Ok(match r.varint()? {
-            0 => Body::Announce(Announce::read(r)?),
-            1 => Body::Ack(Ack::read(r)?),
-            2 => Body::Goodbye(Goodbye {
-                successor: r.option()?,
-            }),
+    pub(super) fn read(r: &mut Reader<'a>) -> Self {
+        match r.index(KINDS) {
+            0 => Body::Announce(Announce::read(r)),
+            1 => Body::Ack(Ack::read(r)),
             #[cfg(feature = "checkpoints")]
-            3 => Body::Checkpoint(Checkpoint { seq: r.varint()? }),
+            3 => Body::Checkpoint(Checkpoint { seq: r.varint() }),
             #[cfg(feature = "checkpoints")]
             4 => Body::CheckpointAck(CheckpointAck {
-                to: r.varint()?,
-                seq: r.varint()?,
+                to: r.varint(),
+                seq: r.varint(),
             }),
-            _ => return Err(postcard::Error::DeserializeBadEnum),
-        })
+            // 2, or a kind refused (the reader holds the error).
+            _ => Body::Goodbye(Goodbye {
+                successor: r.option(),
+            }),
+        }
     }
 
     pub(super) fn write<F: Flavor>(&self, w: &mut Writer<F>) {

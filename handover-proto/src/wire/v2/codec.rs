@@ -19,51 +19,98 @@ use serde::{Deserialize, Serializer as _};
 
 pub(super) type Result<T> = core::result::Result<T, Error>;
 
-/// Reads fields from the start of a byte slice.
-pub(crate) struct Reader<'a>(Deserializer<'a, Input<'a>>);
+/// Reads fields from the start of a byte slice. A field that does not decode
+/// reads as zero (or empty) and the first error is kept: a message is read
+/// straight through, and [`finish`](Reader::finish) says whether all of it
+/// decoded (one check per message, not one per field).
+pub(crate) struct Reader<'a> {
+    input: Deserializer<'a, Input<'a>>,
+    error: Option<Error>,
+}
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Reader(Deserializer::from_bytes(bytes))
+        Reader {
+            input: Deserializer::from_bytes(bytes),
+            error: None,
+        }
+    }
+
+    #[cfg_attr(target_pointer_width = "32", inline(never))]
+    fn fail(&mut self, error: Error) {
+        self.error.get_or_insert(error);
     }
 
     /// An unsigned varint of at most 64 bits.
     #[cfg_attr(target_pointer_width = "32", inline(never))]
-    pub(crate) fn varint(&mut self) -> Result<u64> {
-        u64::deserialize(&mut self.0)
+    pub(crate) fn varint(&mut self) -> u64 {
+        u64::deserialize(&mut self.input).unwrap_or_else(|e| {
+            self.fail(e);
+            0
+        })
     }
 
     /// A varint that must fit `T` (as postcard refuses one out of its type's range).
-    pub(super) fn int<T: TryFrom<u64>>(&mut self) -> Result<T> {
-        T::try_from(self.varint()?).map_err(|_| Error::DeserializeBadVarint)
+    pub(super) fn int<T: TryFrom<u64> + Default>(&mut self) -> T {
+        T::try_from(self.varint()).unwrap_or_else(|_| {
+            self.fail(Error::DeserializeBadVarint);
+            T::default()
+        })
+    }
+
+    /// A varint that must be one of `0..count` (an enum's variant index); 0 in
+    /// its place if not.
+    pub(super) fn index(&mut self, count: u8) -> u8 {
+        match self.varint() {
+            i if i < u64::from(count) => i as u8,
+            _ => {
+                self.fail(Error::DeserializeBadEnum);
+                0
+            }
+        }
     }
 
     /// A zigzagged varint: 0, -1, 1, -2 … as 0, 1, 2, 3 ….
-    pub(super) fn signed(&mut self) -> Result<i64> {
-        let z = self.varint()?;
-        Ok((z >> 1) as i64 ^ -((z & 1) as i64))
+    pub(super) fn signed(&mut self) -> i64 {
+        let z = self.varint();
+        (z >> 1) as i64 ^ -((z & 1) as i64)
     }
 
-    pub(super) fn byte(&mut self) -> Result<u8> {
-        u8::deserialize(&mut self.0)
+    #[cfg_attr(target_pointer_width = "32", inline(never))]
+    pub(super) fn byte(&mut self) -> u8 {
+        u8::deserialize(&mut self.input).unwrap_or_else(|e| {
+            self.fail(e);
+            0
+        })
     }
 
     /// An optional varint: postcard's option tag is a byte 0 or 1, as a bool is.
-    pub(super) fn option(&mut self) -> Result<Option<u64>> {
-        match bool::deserialize(&mut self.0)? {
-            true => self.varint().map(Some),
-            false => Ok(None),
+    pub(super) fn option(&mut self) -> Option<u64> {
+        match self.byte() {
+            0 => None,
+            1 => Some(self.varint()),
+            _ => {
+                self.fail(Error::DeserializeBadOption);
+                None
+            }
         }
     }
 
     /// A byte string, borrowed from the input.
-    pub(super) fn bytes(&mut self) -> Result<&'a [u8]> {
-        <&'a [u8]>::deserialize(&mut self.0)
+    #[cfg_attr(target_pointer_width = "32", inline(never))]
+    pub(super) fn bytes(&mut self) -> &'a [u8] {
+        <&'a [u8]>::deserialize(&mut self.input).unwrap_or_else(|e| {
+            self.fail(e);
+            &[]
+        })
     }
 
-    /// The bytes after the last field read.
-    pub(super) fn rest(self) -> Result<&'a [u8]> {
-        self.0.finalize()
+    /// The bytes after the last field, if every field decoded.
+    pub(super) fn finish(self) -> Result<&'a [u8]> {
+        match self.error {
+            Some(e) => Err(e),
+            None => self.input.finalize(),
+        }
     }
 }
 
@@ -121,7 +168,9 @@ impl<F: Flavor> Writer<F> {
 
 /// The varint an extension record's data starts with.
 pub(crate) fn read_varint(data: &[u8]) -> Option<u64> {
-    Reader::new(data).varint().ok()
+    let mut reader = Reader::new(data);
+    let v = reader.varint();
+    reader.finish().ok().map(|_| v)
 }
 
 /// Writes `v` as a varint into `buf`; the bytes written.

@@ -253,12 +253,12 @@ impl<'a> Repr<'a> {
     fn decode(bytes: &'a [u8]) -> codec::Result<(Self, &'a [u8])> {
         let mut reader = Reader::new(bytes);
         let header = Header {
-            scope: reader.int()?,
-            sender: reader.varint()?,
-            counter: reader.varint()?,
+            scope: reader.int(),
+            sender: reader.varint(),
+            counter: reader.varint(),
         };
-        let body = Body::read(&mut reader)?;
-        Ok((Repr { header, body }, reader.rest()?))
+        let body = Body::read(&mut reader);
+        Ok((Repr { header, body }, reader.finish()?))
     }
 
     /// Writes the header, then the body.
