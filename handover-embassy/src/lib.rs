@@ -94,7 +94,9 @@ use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpAddress, IpEndpoint, Stack};
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::blocking_mutex::Mutex;
-use embassy_sync::channel::{Channel, TrySendError};
+use embassy_sync::channel::Channel;
+#[cfg(feature = "events")]
+use embassy_sync::channel::TrySendError;
 use embassy_sync::signal::Signal;
 use embassy_time::Timer;
 /// The protocol core, whose types this crate's API hands out: one dependency is enough.
@@ -110,6 +112,7 @@ pub const QUEUE: usize = 4;
 /// Events buffered for the subscriber; one that falls further behind loses the
 /// oldest (counted in [`Events::missed`]). A shutdown request is never lost: see
 /// [`Handover::shutdown_requested`].
+#[cfg(feature = "events")]
 pub const EVENT_QUEUE: usize = 4;
 
 /// The UDP socket's buffers ([`QUEUE`] datagrams of up to [`MAX_DATAGRAM`] bytes each
@@ -205,8 +208,10 @@ pub struct Shared<M: RawMutex> {
     commands: Channel<M, Command, 2>,
     /// One subscriber's queue: a channel costs a firmware about 1 KB less flash than
     /// a publish-subscribe channel, and one consumer is what a firmware has.
+    #[cfg(feature = "events")]
     events: Channel<M, Event, EVENT_QUEUE>,
     /// Whether the subscription is taken, and the events it lost.
+    #[cfg(feature = "events")]
     subscription: Mutex<M, Cell<(bool, u64)>>,
     shutdown: Signal<M, Successor>,
     /// Set when the goodbye is out (`Ok`) or `shutdown_complete`/`leave` was refused.
@@ -219,7 +224,9 @@ impl<M: RawMutex> Shared<M> {
     pub const fn new() -> Self {
         Shared {
             commands: Channel::new(),
+            #[cfg(feature = "events")]
             events: Channel::new(),
+            #[cfg(feature = "events")]
             subscription: Mutex::new(Cell::new((false, 0))),
             shutdown: Signal::new(),
             finished: Signal::new(),
@@ -228,6 +235,7 @@ impl<M: RawMutex> Shared<M> {
     }
 }
 
+#[cfg(feature = "events")]
 impl<M: RawMutex> Shared<M> {
     /// Queues `event` for the subscriber: a slow one loses its oldest event, never
     /// the newest.
@@ -301,6 +309,7 @@ impl<'a, M: RawMutex> Handover<'a, M> {
     /// The subscription to the events (failover and election events included): the
     /// first call has it, later ones get `None`. Events wait for it from the start, the
     /// oldest lost past [`EVENT_QUEUE`].
+    #[cfg(feature = "events")]
     pub fn events(&self) -> Option<Events<'a, M>> {
         let taken = self.shared.subscription.lock(|s| {
             let (taken, missed) = s.get();
@@ -319,10 +328,12 @@ impl<'a, M: RawMutex> Handover<'a, M> {
 }
 
 /// The subscription to a peer's events, from [`Handover::events`].
+#[cfg(feature = "events")]
 pub struct Events<'a, M: RawMutex> {
     shared: &'a Shared<M>,
 }
 
+#[cfg(feature = "events")]
 impl<M: RawMutex> Events<'_, M> {
     /// The next event.
     pub async fn next(&mut self) -> Event {
@@ -525,6 +536,7 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
             if let Event::Shutdown { successor } = event {
                 self.shared.shutdown.signal(successor);
             }
+            #[cfg(feature = "events")]
             self.shared.publish(event);
         }
         let status = Status {
@@ -544,7 +556,7 @@ fn socket_addr(endpoint: IpEndpoint) -> SocketAddr {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "events"))]
 mod tests {
     extern crate std;
 
