@@ -152,9 +152,11 @@ impl<F: Flavor> Writer<F> {
         }
     }
 
-    #[cfg_attr(target_pointer_width = "32", inline(never))]
+    /// A byte string: its length as a varint (postcard's `usize`), then the bytes,
+    /// through the one varint coder.
     pub(super) fn bytes(&mut self, v: &[u8]) {
-        self.fits &= (&mut self.output).serialize_bytes(v).is_ok();
+        self.varint(v.len() as u64);
+        self.fits &= self.output.output.try_extend(v).is_ok();
     }
 
     /// What was written, if all of it fit.
