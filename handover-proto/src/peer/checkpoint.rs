@@ -10,8 +10,6 @@
 use super::*;
 #[cfg(feature = "checkpoints")]
 use crate::time::Tick;
-#[cfg(feature = "checkpoints")]
-use crate::wire::Repr;
 
 #[cfg(feature = "checkpoints")]
 impl<const N: usize> Peer<N> {
@@ -98,40 +96,27 @@ impl<const N: usize> Peer<N> {
         }
     }
 
-    /// Encodes `repr` with what this peer supports and, once it has one, its
+    /// Calls `seal` with what this peer supports and, once it has one, its
     /// checkpoint, as extension records.
-    pub(super) fn seal_with_checkpoint(
-        &self,
-        repr: &Repr<'_>,
-        buf: &mut [u8],
-    ) -> Result<usize, wire::EmitError> {
-        let mut capabilities = [0u8; 5];
-        let capabilities =
-            wire::write_varint(wire::Capabilities::own().0.into(), &mut capabilities)
-                .ok_or(wire::EmitError::BufferTooSmall)?;
-        let mut checkpoint = [0u8; 10];
-        let checkpoint = wire::write_varint(self.checkpoint, &mut checkpoint)
-            .ok_or(wire::EmitError::BufferTooSmall)?;
+    pub(super) fn with_progress<R>(&self, seal: impl FnOnce(&[wire::Extension<'_>]) -> R) -> R {
+        // Buffers of a varint's largest size: writing cannot fail.
+        let (mut capabilities, mut checkpoint) = ([0u8; 5], [0u8; 10]);
         let records = [
             wire::Extension {
                 kind: wire::EXTENSION_CAPABILITIES,
-                data: capabilities,
+                data: wire::write_varint(wire::Capabilities::own().0.into(), &mut capabilities)
+                    .unwrap_or_default(),
             },
             wire::Extension {
                 kind: wire::EXTENSION_CHECKPOINT,
-                data: checkpoint,
+                data: wire::write_varint(self.checkpoint, &mut checkpoint).unwrap_or_default(),
             },
         ];
         // The checkpoint only once there is one.
-        let records = match self.checkpoint {
-            0 => &records[..1],
-            _ => &records[..],
-        };
-        #[cfg(feature = "auth")]
-        if let Some(auth) = &self.config.auth {
-            return repr.emit_tagged_extended(&auth.key, records, buf);
+        match self.checkpoint {
+            0 => seal(&records[..1]),
+            _ => seal(&records),
         }
-        repr.emit_extended(records, buf)
     }
 
     /// A standby holds checkpoint `seq`.
@@ -238,9 +223,14 @@ impl<const N: usize> Peer<N> {
     }
 }
 
-/// Without checkpoints nothing is ever owed or due.
+/// Without checkpoints nothing is ever owed or due, and nothing said of them.
 #[cfg(not(feature = "checkpoints"))]
 impl<const N: usize> Peer<N> {
+    #[inline(always)]
+    pub(super) fn with_progress<R>(&self, seal: impl FnOnce(&[wire::Extension<'_>]) -> R) -> R {
+        seal(&[])
+    }
+
     #[inline(always)]
     pub(super) fn owe_checkpoint(&mut self, _id: u64) {}
 

@@ -118,32 +118,25 @@ impl<const N: usize> Peer<N> {
         };
         let repr = Repr { header, body };
         let sealed = match extended {
-            true => self.seal_with_progress(&repr, buf),
-            false => self.seal(&repr, buf),
+            true => self.with_progress(|records| self.seal(&repr, records, buf)),
+            false => self.seal(&repr, &[], buf),
         };
         Some((destination, sealed))
     }
 
-    /// Encodes `repr`, tagged when the group has a key.
-    pub(super) fn seal(&self, repr: &Repr<'_>, buf: &mut [u8]) -> Result<usize, wire::EmitError> {
-        #[cfg(feature = "auth")]
-        if let Some(auth) = &self.config.auth {
-            return repr.emit_tagged(&auth.key, buf);
-        }
-        repr.emit(buf)
-    }
-
-    /// Encodes `repr`, with what this peer supports and the checkpoint it holds
-    /// (if it holds one) as extension records.
-    fn seal_with_progress(
+    /// Encodes `repr` with extension `records` (none: the plain datagram), tagged
+    /// when the group has a key: one encoding path for every message.
+    fn seal(
         &self,
         repr: &Repr<'_>,
+        records: &[wire::Extension<'_>],
         buf: &mut [u8],
     ) -> Result<usize, wire::EmitError> {
-        #[cfg(feature = "checkpoints")]
-        return self.seal_with_checkpoint(repr, buf);
-        #[cfg(not(feature = "checkpoints"))]
-        self.seal(repr, buf)
+        #[cfg(feature = "auth")]
+        if let Some(auth) = &self.config.auth {
+            return repr.emit_tagged_extended(&auth.key, records, buf);
+        }
+        repr.emit_extended(records, buf)
     }
 
     fn next_header(&mut self) -> Header {
