@@ -12,26 +12,27 @@
 //! field and type, and no enum or sequence machinery is generated (about 2 KB of
 //! flash on a Cortex-M0+).
 
-use postcard::de_flavors::Slice as Input;
 use postcard::ser_flavors::Flavor;
-use postcard::{Deserializer, Error, Serializer};
-use serde::{Deserialize, Serializer as _};
+use postcard::{Error, Serializer};
+use serde::Serializer as _;
 
 pub(super) type Result<T> = core::result::Result<T, Error>;
 
-/// Reads fields from the start of a byte slice. A field that does not decode
-/// reads as zero (or empty) and the first error is kept: a message is read
-/// straight through, and [`finish`](Reader::finish) says whether all of it
-/// decoded (one check per message, not one per field).
+/// Reads fields from the start of a byte slice: each integer through postcard's
+/// varint decoder, a byte and a byte string's bytes as they stand (postcard
+/// writes them so). A field that does not decode reads as zero (or empty) and the
+/// first error is kept: a message is read straight through, and
+/// [`finish`](Reader::finish) says whether all of it decoded (one check per
+/// message, not one per field).
 pub(crate) struct Reader<'a> {
-    input: Deserializer<'a, Input<'a>>,
+    rest: &'a [u8],
     error: Option<Error>,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Reader {
-            input: Deserializer::from_bytes(bytes),
+            rest: bytes,
             error: None,
         }
     }
@@ -44,10 +45,16 @@ impl<'a> Reader<'a> {
     /// An unsigned varint of at most 64 bits.
     #[cfg_attr(target_pointer_width = "32", inline(never))]
     pub(crate) fn varint(&mut self) -> u64 {
-        u64::deserialize(&mut self.input).unwrap_or_else(|e| {
-            self.fail(e);
-            0
-        })
+        match postcard::take_from_bytes::<u64>(self.rest) {
+            Ok((v, rest)) => {
+                self.rest = rest;
+                v
+            }
+            Err(e) => {
+                self.fail(e);
+                0
+            }
+        }
     }
 
     /// A varint that must fit `T` (as postcard refuses one out of its type's range).
@@ -78,10 +85,16 @@ impl<'a> Reader<'a> {
 
     #[cfg_attr(target_pointer_width = "32", inline(never))]
     pub(super) fn byte(&mut self) -> u8 {
-        u8::deserialize(&mut self.input).unwrap_or_else(|e| {
-            self.fail(e);
-            0
-        })
+        match self.rest.split_first() {
+            Some((&byte, rest)) => {
+                self.rest = rest;
+                byte
+            }
+            None => {
+                self.fail(Error::DeserializeUnexpectedEnd);
+                0
+            }
+        }
     }
 
     /// An optional varint: postcard's option tag is a byte 0 or 1, as a bool is.
@@ -96,20 +109,28 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A byte string, borrowed from the input.
+    /// A byte string (its length as a varint, then the bytes), borrowed from the
+    /// input.
     #[cfg_attr(target_pointer_width = "32", inline(never))]
     pub(super) fn bytes(&mut self) -> &'a [u8] {
-        <&'a [u8]>::deserialize(&mut self.input).unwrap_or_else(|e| {
-            self.fail(e);
-            &[]
-        })
+        let len = usize::try_from(self.varint()).unwrap_or(usize::MAX);
+        match self.rest.split_at_checked(len) {
+            Some((bytes, rest)) => {
+                self.rest = rest;
+                bytes
+            }
+            None => {
+                self.fail(Error::DeserializeUnexpectedEnd);
+                &[]
+            }
+        }
     }
 
     /// The bytes after the last field, if every field decoded.
     pub(super) fn finish(self) -> Result<&'a [u8]> {
         match self.error {
             Some(e) => Err(e),
-            None => self.input.finalize(),
+            None => Ok(self.rest),
         }
     }
 }
