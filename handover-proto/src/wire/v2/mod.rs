@@ -138,7 +138,9 @@ impl<'a> Packet<'a> {
         } else {
             (bytes, None)
         };
-        let (repr, trailing) = Repr::decode(&covered[2..]).map_err(|e| match e {
+        let mut reader = Reader::new(covered.get(2..).unwrap_or_default());
+        let repr = Repr::read(&mut reader);
+        let trailing = reader.finish().map_err(|e| match e {
             postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
             _ => DecodeError::Malformed,
         })?;
@@ -249,16 +251,16 @@ impl<'a> Repr<'a> {
         2 + counter.finish().unwrap_or(usize::MAX - 2)
     }
 
-    /// Reads a header and a body from the start of `bytes`; what follows them.
-    fn decode(bytes: &'a [u8]) -> codec::Result<(Self, &'a [u8])> {
-        let mut reader = Reader::new(bytes);
-        let header = Header {
-            scope: reader.int(),
-            sender: reader.varint(),
-            counter: reader.varint(),
-        };
-        let body = Body::read(&mut reader);
-        Ok((Repr { header, body }, reader.finish()?))
+    /// Reads a header and a body (the reader says whether they decoded).
+    fn read(r: &mut Reader<'a>) -> Self {
+        Repr {
+            header: Header {
+                scope: r.int(),
+                sender: r.varint(),
+                counter: r.varint(),
+            },
+            body: Body::read(r),
+        }
     }
 
     /// Writes the header, then the body.
