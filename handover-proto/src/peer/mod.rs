@@ -236,7 +236,7 @@ impl<const N: usize> Peer<N> {
                     self.stats.count_decode_error(e);
                 }
                 Ok(Datagram::Legacy(announce)) => self.handle_legacy(announce),
-                Ok(Datagram::V2(packet)) => self.handle_packet(now, source, packet),
+                Ok(Datagram::V2(packet)) => self.handle_packet(now, source, &packet),
             }
         }
         self.after_input();

@@ -41,8 +41,8 @@ impl<const N: usize> Peer<N> {
     }
 
     /// A v2 datagram: admitted, then handled by its kind.
-    pub(super) fn handle_packet(&mut self, now: Instant, source: SocketAddr, packet: Packet<'_>) {
-        if let Some(newest) = self.admit(now, source, &packet) {
+    pub(super) fn handle_packet(&mut self, now: Instant, source: SocketAddr, packet: &Packet<'_>) {
+        if let Some(newest) = self.admit(now, source, packet) {
             self.stats.accepted.bump();
             self.dispatch(now, source, packet, newest);
         }
@@ -54,7 +54,8 @@ impl<const N: usize> Peer<N> {
     /// sender.
     #[inline(always)] // one caller: as compact as one function
     fn admit(&mut self, now: Instant, source: SocketAddr, packet: &Packet<'_>) -> Option<bool> {
-        let Repr { header, body } = packet.repr;
+        // By reference: a message is large to copy on a microcontroller.
+        let Repr { header, body } = &packet.repr;
         if header.scope != self.config.scope {
             self.stats.dropped_foreign_scope.bump();
             return None;
@@ -83,7 +84,7 @@ impl<const N: usize> Peer<N> {
             self.stats.dropped_misdirected.bump();
             return None;
         }
-        let rank = match &body {
+        let rank = match body {
             Body::Announce(a) => Some(a.rank),
             Body::Ack(a) => Some(a.rank),
             _ => None,
@@ -143,15 +144,15 @@ impl<const N: usize> Peer<N> {
 
     /// One arm per message kind.
     #[inline(always)] // one caller: as compact as one function
-    fn dispatch(&mut self, now: Instant, source: SocketAddr, packet: Packet<'_>, newest: bool) {
-        let Repr { header, body } = packet.repr;
+    fn dispatch(&mut self, now: Instant, source: SocketAddr, packet: &Packet<'_>, newest: bool) {
+        let Repr { header, body } = &packet.repr;
         match body {
-            Body::Announce(a) => self.handle_announce(now, source, &header, a, packet.extensions),
-            Body::Ack(ack) => self.handle_ack(now, &header, ack, newest),
+            Body::Announce(a) => self.handle_announce(now, source, header, a, packet.extensions),
+            Body::Ack(ack) => self.handle_ack(now, header, *ack, newest),
             Body::Goodbye(goodbye) => {
                 #[cfg(feature = "checkpoints")]
                 self.handle_checkpoint_record(header.sender, packet.extensions);
-                self.handle_goodbye(source, &header, goodbye)
+                self.handle_goodbye(source, header, *goodbye)
             }
             #[cfg(feature = "checkpoints")]
             Body::Checkpoint(c) => self.handle_checkpoint(source, header.sender, c.seq),
@@ -168,7 +169,7 @@ impl<const N: usize> Peer<N> {
         now: Instant,
         source: SocketAddr,
         header: &Header,
-        a: wire::Announce<'_>,
+        a: &wire::Announce<'_>,
         extensions: wire::Extensions<'_>,
     ) {
         let rank = Rank::from_wire(header.sender, a.rank);
