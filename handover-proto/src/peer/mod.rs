@@ -16,7 +16,7 @@ use crate::config::{Config, ConfigError, Policy, MAX_HEARTBEAT};
 use crate::event::{Event, State, StateError};
 use crate::stats::{Bump, Stats};
 use crate::time::Clock;
-use crate::wire::{self, Datagram, Role, MAX_STATE};
+use crate::wire::{self, legacy, Packet, Role, MAX_STATE};
 use crate::{Instant, Rank};
 
 use outbox::{Due, Outbox, Pending, EVENTS_PER_INPUT};
@@ -230,13 +230,17 @@ impl<const N: usize> Peer<N> {
         if wire::is_other_scope(bytes, self.config.scope) {
             self.stats.dropped_foreign_scope.bump();
         } else {
-            match Datagram::parse(bytes) {
-                Err(e) => {
-                    trace!("dropped datagram: {}", e);
-                    self.stats.count_decode_error(e);
+            // By format, as `Datagram::parse` tells them, without moving the
+            // message into a `Datagram` (large to copy on a microcontroller).
+            let handled = match bytes.first() {
+                Some(&wire::MAGIC) => {
+                    Packet::parse(bytes).map(|packet| self.handle_packet(now, source, &packet))
                 }
-                Ok(Datagram::Legacy(announce)) => self.handle_legacy(announce),
-                Ok(Datagram::V2(packet)) => self.handle_packet(now, source, &packet),
+                _ => legacy::Announce::parse(bytes).map(|announce| self.handle_legacy(announce)),
+            };
+            if let Err(e) = handled {
+                trace!("dropped datagram: {}", e);
+                self.stats.count_decode_error(e);
             }
         }
         self.after_input();
