@@ -74,40 +74,48 @@ pub(crate) type Tick = u32;
 const REBASE_AFTER: u64 = 1 << 31;
 const REBASE_TO: u64 = 1 << 30;
 
-/// The peer's view of time: the latest `now` it was given and the epoch its ticks
-/// count from.
+/// The peer's view of time: the epoch its ticks count from, and the latest `now`
+/// it was given as a tick. The tick is what the peer reads most, so it is kept
+/// rather than the instant (a 64-bit subtraction at every read is long on a
+/// Cortex-M0); the instant is the epoch plus the tick.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
     epoch: Instant,
-    now: Instant,
+    tick: Tick,
 }
 
 impl Clock {
     pub(crate) fn new(now: Instant) -> Self {
-        Clock { epoch: now, now }
+        Clock {
+            epoch: now,
+            tick: 0,
+        }
     }
 
     /// Moves to `now` (never backwards). When the epoch has to move, returns by how
     /// many ticks: every stored tick must be lowered by that much, saturating at 0.
     pub(crate) fn advance(&mut self, now: Instant) -> Option<Tick> {
-        self.now = self.now.max(now);
-        if self.now.micros_since(self.epoch) < REBASE_AFTER {
+        let now = self.now().max(now);
+        let since = now.micros_since(self.epoch);
+        if since < REBASE_AFTER {
+            self.tick = since as Tick;
             return None;
         }
-        let epoch = Instant(self.now.0 - REBASE_TO);
+        let epoch = Instant(now.0 - REBASE_TO);
         let shift = epoch.micros_since(self.epoch);
         self.epoch = epoch;
+        self.tick = REBASE_TO as Tick;
         Some(Tick::try_from(shift).unwrap_or(Tick::MAX))
     }
 
     /// The latest instant seen.
     pub(crate) fn now(&self) -> Instant {
-        self.now
+        self.instant(self.tick)
     }
 
     /// The latest instant seen, as a tick (below 2^31 once `advance` has run).
     pub(crate) fn tick(&self) -> Tick {
-        self.now.micros_since(self.epoch) as Tick
+        self.tick
     }
 
     /// `delay` ticks from now.
