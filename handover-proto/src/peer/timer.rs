@@ -66,7 +66,8 @@ impl Timers {
     }
 
     pub(crate) fn next(&self) -> Option<Tick> {
-        self.0.iter().copied().filter(|&at| at != OFF).min()
+        // OFF is the greatest tick: the earliest is OFF only when none is set.
+        self.0.iter().copied().min().filter(|&at| at != OFF)
     }
 
     /// The clock's epoch moved `by` ticks.
