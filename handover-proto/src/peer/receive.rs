@@ -185,7 +185,7 @@ impl<const N: usize> Peer<N> {
         // The first announcement (the entry may have come from an ack) tells
         // its name and addresses.
         if !announced && self.table.get(header.sender).is_some() {
-            self.peer_up(header.sender, &a);
+            self.peer_up(header.sender, a);
             // A standby new to us gets the checkpoint it would have missed.
             if self.held_report != checkpoint::HeldReport::Reported || self.checkpoint > 0 {
                 self.owe_checkpoint(header.sender);
