@@ -68,13 +68,15 @@
 //! a backoff of 10 ms upwards, so the datagram smoltcp drops while it resolves a
 //! neighbour costs only a retransmission.
 //!
-//! **Size**: the adapter and the protocol core add about 16 KB of flash on a
-//! Cortex-M7 (18 KB on the RP2040's Cortex-M0+, whose Thumb-1 code is larger) and
-//! 2.2 KB of static RAM (beyond the socket buffers) to a firmware built with
-//! opt-level "z"; authentication about 1.8 KB more (2 KB on the M0+) if the
-//! firmware also depends on `sha2` with its `force-soft-compact` feature (a compact
-//! SHA-256; the default one is faster and 1.6 KB larger), checkpoints about 2 KB more.
-//! See `BENCHMARKS.md` for the measurement of every build on both boards.
+//! **Size**: the adapter and the protocol core add about 12 KB of flash on a
+//! Cortex-M7 (13.6 KB on the RP2040's Cortex-M0+, whose Thumb-1 code is larger) and
+//! 1.7 KB of static RAM beyond the socket buffers to a firmware built with opt-level
+//! "z"; authentication about 1.6 KB more (1.7 KB on the M0+) if the firmware also
+//! depends on `sha2` with its `force-soft-compact` feature (a compact SHA-256; the
+//! default one is faster and 1.6 KB larger), checkpoints about 1.7 KB more, and the
+//! event subscription (feature `events`, on by default) about 600 B and 400 B of
+//! RAM. Every build fits in 16 KiB on the M7; on the M0+, every build without
+//! checkpoints. See `BENCHMARKS.md` for the measurement of every build on both boards.
 //!
 //! [embassy-net]: https://docs.rs/embassy-net
 #![no_std]
@@ -308,7 +310,7 @@ impl<'a, M: RawMutex> Handover<'a, M> {
 
     /// The subscription to the events (failover and election events included): the
     /// first call has it, later ones get `None`. Events wait for it from the start, the
-    /// oldest lost past [`EVENT_QUEUE`].
+    /// oldest lost past [`EVENT_QUEUE`]. With the `events` feature (on by default).
     #[cfg(feature = "events")]
     pub fn events(&self) -> Option<Events<'a, M>> {
         let taken = self.shared.subscription.lock(|s| {

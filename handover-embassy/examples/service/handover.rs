@@ -27,8 +27,8 @@ fn handover_task(
 }
 
 /// Logs the protocol's events: with the protocol's logs only, as a firmware that
-/// only hands over needs no events (subscribing and logging them costs about 600 B
-/// of flash).
+/// only hands over needs no events (the adapter's `events` feature costs about
+/// 600 B of flash, and logging them about as much again).
 #[cfg(feature = "protocol-logs")]
 #[embassy_executor::task]
 async fn log_events(mut events: handover_embassy::Events<'static, CriticalSectionRawMutex>) {
