@@ -58,11 +58,7 @@ impl<const N: usize> Peer<N> {
         sender: u64,
         extensions: wire::Extensions<'_>,
     ) {
-        let seq = extensions
-            .iter()
-            .filter(|e| e.kind == wire::EXTENSION_CHECKPOINT)
-            .find_map(|e| wire::read_varint(e.data));
-        if let Some(seq) = seq {
+        if let Some(seq) = extensions.varint(wire::EXTENSION_CHECKPOINT) {
             // A peer that holds checkpoints acknowledges them (a version from
             // before capabilities were said shows it this way).
             self.can_ack_checkpoints(sender);

@@ -140,19 +140,13 @@ impl<const N: usize> Peer<N> {
         // Expire only as many as the event queue can report; the rest wait for the
         // next call, which `poll_timeout` schedules at once.
         while self.outbox.event_room() >= EVENTS_PER_INPUT {
-            let Some(id) = self
-                .table
-                .iter()
-                .find(|e| e.expires_at(priority, heartbeat_us) <= tick)
-                .map(Entry::id)
-            else {
+            let expired = |e: &Entry| e.expires_at(priority, heartbeat_us) <= tick;
+            let Some(entry) = self.table.remove_first(expired) else {
                 break;
             };
-            if let Some(entry) = self.table.remove(id) {
-                if entry.announced() && !entry.departed {
-                    debug!("peer {} fell silent", id);
-                    self.push_event(Pending::PeerDown(id.into()));
-                }
+            if entry.announced() && !entry.departed {
+                debug!("peer {} fell silent", entry.id());
+                self.push_event(Pending::PeerDown(entry.id().into()));
             }
         }
     }

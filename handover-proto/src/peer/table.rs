@@ -250,8 +250,15 @@ impl<const N: usize> Table<N> {
 
     /// Forgets a peer: it leaves the live entries, its counter is kept while there is
     /// room.
+    #[cfg(test)]
     pub(crate) fn remove(&mut self, id: u64) -> Option<Entry> {
-        let at = self.live().iter().position(|e| e.id() == id)?;
+        self.remove_first(|e| e.id() == id)
+    }
+
+    /// Forgets the first live peer that `which` picks, as [`remove`](Self::remove)
+    /// does, and gives back what was known of it: one search, for the expiry.
+    pub(crate) fn remove_first(&mut self, which: impl Fn(&Entry) -> bool) -> Option<Entry> {
+        let at = self.live().iter().position(which)?;
         self.live -= 1;
         self.swap(at, self.live);
         self.entries.get(self.live).copied()

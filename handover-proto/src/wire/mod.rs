@@ -62,7 +62,7 @@ pub use v2::{
 };
 
 #[cfg(feature = "checkpoints")]
-pub(crate) use v2::codec::{read_varint, write_varint};
+pub(crate) use v2::codec::write_varint;
 #[cfg(feature = "checkpoints")]
 pub use v2::{Checkpoint, CheckpointAck, EXTENSION_CHECKPOINT};
 

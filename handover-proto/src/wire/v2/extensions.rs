@@ -28,11 +28,8 @@ impl Capabilities {
 
     /// The capabilities announced in `extensions`, if a record says.
     pub fn announced(extensions: &Extensions<'_>) -> Option<Self> {
-        extensions
-            .iter()
-            .filter(|e| e.kind == EXTENSION_CAPABILITIES)
-            .find_map(|e| u32::try_from(super::codec::read_varint(e.data)?).ok())
-            .map(Capabilities)
+        let said = extensions.varint(EXTENSION_CAPABILITIES)?;
+        u32::try_from(said).ok().map(Capabilities)
     }
 }
 
@@ -85,6 +82,14 @@ impl<'a> Extensions<'a> {
             rest = next;
             Some(Extension { kind: *kind, data })
         })
+    }
+
+    /// The varint that the first record of `kind` whose data decodes as one
+    /// carries (the capabilities, the checkpoint).
+    pub fn varint(&self, kind: u8) -> Option<u64> {
+        self.iter()
+            .filter(|e| e.kind == kind)
+            .find_map(|e| super::codec::read_varint(e.data))
     }
 
     /// Whether there are none.
