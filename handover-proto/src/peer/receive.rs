@@ -177,14 +177,13 @@ impl<const N: usize> Peer<N> {
             MIN_HEARTBEAT.as_millis() as u32,
             MAX_HEARTBEAT.as_millis() as u32,
         ) as u16;
-        let announced = self.table.get(header.sender).is_some_and(Entry::announced);
-        self.upsert(header, a.role, rank, Some(heartbeat));
+        let first = self.upsert(header, a.role, rank, Some(heartbeat));
         // What it can give, before anything is owed by it.
         #[cfg(feature = "checkpoints")]
         self.learn_capabilities(header.sender, &extensions);
         // The first announcement (the entry may have come from an ack) tells
         // its name and addresses.
-        if !announced && self.table.get(header.sender).is_some() {
+        if first {
             self.peer_up(header.sender, a);
             // A standby new to us gets the checkpoint it would have missed.
             if self.held_report != checkpoint::HeldReport::Reported || self.checkpoint > 0 {
@@ -212,7 +211,7 @@ impl<const N: usize> Peer<N> {
     #[inline(always)] // one caller: as compact as one function
     fn handle_ack(&mut self, now: Instant, header: &Header, ack: wire::Ack, newest: bool) {
         let rank = Rank::from_wire(header.sender, ack.rank);
-        self.upsert(header, ack.role, rank, None);
+        let _ = self.upsert(header, ack.role, rank, None);
         // Only a claimer counts them: a late one must not pass for an
         // acknowledgement of the active's checkpoint.
         if ack.generation >= self.generation && self.state == State::Claiming {
@@ -265,8 +264,14 @@ impl<const N: usize> Peer<N> {
     }
 
     /// Records what a datagram says of its sender (announcements also tell its
-    /// heartbeat interval).
-    pub(super) fn upsert(&mut self, header: &Header, role: Role, rank: Rank, hb: Option<u16>) {
+    /// heartbeat interval); whether this is the first announcement it is known by.
+    pub(super) fn upsert(
+        &mut self,
+        header: &Header,
+        role: Role,
+        rank: Rank,
+        hb: Option<u16>,
+    ) -> bool {
         self.max_heard = self.max_heard.max(rank.generation);
         let tick = self.clock.tick();
         let entry = match self.table.get_mut(header.sender) {
@@ -274,7 +279,7 @@ impl<const N: usize> Peer<N> {
                 entry.heard = tick;
                 // A reordered ack must not roll back what a newer datagram said.
                 if header.counter != entry.counter {
-                    return;
+                    return false;
                 }
                 entry
             }
@@ -285,15 +290,17 @@ impl<const N: usize> Peer<N> {
                 Ok(entry) => entry,
                 Err(_) => {
                     self.stats.table_full.bump();
-                    return;
+                    return false;
                 }
             },
         };
         entry.set_rank(rank);
         entry.role = role;
+        let first = hb.is_some() && !entry.announced();
         if let Some(hb) = hb {
             entry.set_heartbeat_ms(hb);
         }
+        first
     }
 
     pub(super) fn peer_up(&mut self, id: u64, announce: &wire::Announce<'_>) {
