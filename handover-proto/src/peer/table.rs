@@ -52,6 +52,15 @@ impl Entry {
         self.acks & ACKS_CHECKPOINTS != 0
     }
 
+    /// Whether an acknowledgement of our checkpoint is to be waited for from it: it
+    /// acknowledges checkpoints, or has not announced itself yet (an entry made
+    /// from its acknowledgement of our claim), so that what it holds is not
+    /// passed over before it says what it supports.
+    #[cfg(feature = "checkpoints")]
+    pub(crate) fn may_ack_checkpoints(&self) -> bool {
+        self.acks_checkpoints() || !self.announced()
+    }
+
     #[cfg(feature = "checkpoints")]
     pub(crate) fn set_acks_checkpoints(&mut self) {
         self.acks |= ACKS_CHECKPOINTS;
@@ -293,12 +302,13 @@ impl<const N: usize> Table<N> {
         }
     }
 
-    /// Every live peer that can acknowledge checkpoints owes one (`except` holds
-    /// ours already); the others owe nothing.
+    /// Every live peer that can acknowledge checkpoints, or has not yet said
+    /// whether it can, owes one (`except` holds ours already); the others owe
+    /// nothing.
     #[cfg(feature = "checkpoints")]
     pub(crate) fn owe_checkpoint_acks(&mut self, except: Option<u64>) {
         for e in self.entries.iter_mut() {
-            let owes = !e.departed && e.acks_checkpoints() && Some(e.id) != except;
+            let owes = !e.departed && e.may_ack_checkpoints() && Some(e.id) != except;
             e.set_owes_ack(owes);
         }
     }
@@ -306,10 +316,10 @@ impl<const N: usize> Table<N> {
     #[cfg(feature = "checkpoints")]
     /// Whether a live peer still owes an acknowledgement of our checkpoint.
     pub(crate) fn checkpoint_owed(&self) -> bool {
-        // Only those that can: an entry made while we were active owes its
-        // claim's acknowledgement by default, not a checkpoint's.
+        // Only those that can, or have not said yet: an entry made while we were
+        // active owes its claim's acknowledgement by default, not a checkpoint's.
         self.iter()
-            .any(|e| e.owes_ack() && e.acks_checkpoints() && !e.departed)
+            .any(|e| e.owes_ack() && e.may_ack_checkpoints() && !e.departed)
     }
 
     /// The entry that expires first.
