@@ -210,6 +210,7 @@ impl<const N: usize> Table<N> {
         self.entries.get(self.live..).unwrap_or_default()
     }
 
+    #[cfg(any(test, feature = "checkpoints"))]
     pub(crate) fn get(&self, id: u64) -> Option<&Entry> {
         self.live().iter().find(|e| e.id() == id)
     }
