@@ -154,19 +154,24 @@ impl<F: Flavor> Writer<F> {
         }
     }
 
+    // One copy on microcontrollers, for flash; inlined on hosts, for speed.
     #[cfg_attr(target_pointer_width = "32", inline(never))]
+    #[cfg_attr(not(target_pointer_width = "32"), inline(always))]
     pub(crate) fn varint(&mut self, v: u64) {
         self.fits &= (&mut self.output).serialize_u64(v).is_ok();
     }
 
+    #[cfg_attr(not(target_pointer_width = "32"), inline(always))]
     pub(super) fn signed(&mut self, v: i64) {
         self.varint(((v << 1) ^ (v >> 63)) as u64)
     }
 
+    #[cfg_attr(not(target_pointer_width = "32"), inline(always))]
     pub(super) fn byte(&mut self, v: u8) {
         self.fits &= (&mut self.output).serialize_u8(v).is_ok();
     }
 
+    #[cfg_attr(not(target_pointer_width = "32"), inline(always))]
     pub(super) fn option(&mut self, v: Option<u64>) {
         self.fits &= (&mut self.output).serialize_bool(v.is_some()).is_ok();
         if let Some(v) = v {
@@ -176,6 +181,7 @@ impl<F: Flavor> Writer<F> {
 
     /// A byte string: its length as a varint (postcard's `usize`), then the bytes,
     /// through the one varint coder.
+    #[cfg_attr(not(target_pointer_width = "32"), inline(always))]
     pub(super) fn bytes(&mut self, v: &[u8]) {
         self.varint(v.len() as u64);
         self.fits &= self.output.output.try_extend(v).is_ok();
