@@ -139,16 +139,22 @@ impl<const N: usize> Peer<N> {
         let tick = self.clock.tick();
         // Expire only as many as the event queue can report; the rest wait for the
         // next call, which `poll_timeout` schedules at once.
-        while self.outbox.event_room() >= EVENTS_PER_INPUT {
-            let expired = |e: &Entry| e.expires_at(priority, heartbeat_us) <= tick;
-            let Some(entry) = self.table.remove_first(expired) else {
-                break;
-            };
-            if entry.announced() && !entry.departed {
-                debug!("peer {} fell silent", entry.id());
-                self.push_event(Pending::PeerDown(entry.id().into()));
-            }
+        let expired = |e: &Entry| e.expires_at(priority, heartbeat_us) <= tick;
+        while self.outbox.event_room() >= EVENTS_PER_INPUT && self.forget(&expired) {}
+    }
+
+    /// Forgets the first live peer that `which` picks, with a `PeerDown` if it had
+    /// announced itself and not said goodbye; whether there was one. (`dyn`: one
+    /// copy of the search for every caller.)
+    pub(super) fn forget(&mut self, which: &dyn Fn(&Entry) -> bool) -> bool {
+        let Some(entry) = self.table.remove_first(which) else {
+            return false;
+        };
+        if entry.announced() && !entry.departed {
+            debug!("peer {} is forgotten", entry.id());
+            self.push_event(Pending::PeerDown(entry.id().into()));
         }
+        true
     }
 
     /// Work common to every input: leader bookkeeping, failover takeover, claim
