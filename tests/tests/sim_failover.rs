@@ -4,7 +4,7 @@
 
 use core::time::Duration;
 
-use handover_proto::sim::{Network, NodeId, Sim};
+use handover_proto::sim::{Network, NodeId, Sim, TABLE};
 use handover_proto::{Event, Policy, State};
 use handover_tests::seeds;
 use proptest::prelude::*;
@@ -145,6 +145,49 @@ proptest! {
         let settled = sim.now();
         sim.run_for(hb * 10);
         prop_assert_eq!(role_changes(&sim, settled), 0);
+    }
+
+    /// A fleet larger than each peer's table of peers (`sim::TABLE`): instances join
+    /// one by one, each too late to record everyone. One active is elected and it
+    /// stays: a standby must always know the active, or it would claim against it.
+    #[test]
+    fn a_fleet_larger_than_the_table_settles(
+        seed in any::<u64>(),
+        extra in 1usize..=4,
+        gaps_ms in prop::collection::vec(0u64..400, TABLE + 5),
+    ) {
+        let hb = Duration::from_millis(100);
+        let mut sim = Sim::new(seed, Network::reliable());
+        sim.heartbeat = hb;
+        let mut nodes = Vec::new();
+        for &gap in &gaps_ms[..TABLE + 1 + extra] {
+            nodes.extend(cluster(&mut sim, &[100], false));
+            sim.run_for(Duration::from_millis(gap));
+        }
+        sim.run_for(hb * 10);
+        prop_assert_eq!(sim.active().len(), 1, "states {:?}", nodes.iter().map(|&n| sim.state(n)).collect::<Vec<_>>());
+        let settled = sim.now();
+        sim.run_for(hb * 20);
+        prop_assert_eq!(role_changes(&sim, settled), 0, "role changes in a stable network");
+        let leader = sim.node(sim.active()[0]).peer.id();
+        for &n in &nodes {
+            prop_assert_eq!(sim.node(n).peer.leader(), Some(leader), "node {}", n);
+        }
+        // The active dies, a standby takes over, and one more instance joins.
+        let active = sim.active()[0];
+        sim.kill(active);
+        nodes.retain(|&n| n != active);
+        sim.run_for(hb * 5);
+        nodes.extend(cluster(&mut sim, &[100], false));
+        sim.run_for(hb * 10);
+        let settled = sim.now();
+        sim.run_for(hb * 20);
+        prop_assert_eq!(role_changes(&sim, settled), 0, "role changes after the takeover");
+        prop_assert_eq!(sim.active().len(), 1);
+        let leader = sim.node(sim.active()[0]).peer.id();
+        for &n in &nodes {
+            prop_assert_eq!(sim.node(n).peer.leader(), Some(leader), "node {}", n);
+        }
     }
 }
 

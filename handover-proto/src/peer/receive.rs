@@ -283,16 +283,21 @@ impl<const N: usize> Peer<N> {
                 }
                 entry
             }
-            None => match self
-                .table
-                .insert(Entry::new(header.sender, role, tick, header.counter))
-            {
-                Ok(entry) => entry,
-                Err(_) => {
-                    self.stats.table_full.bump();
-                    return false;
+            None => {
+                if matches!(role, Role::Active | Role::Claiming) && self.table.is_full() {
+                    self.displace_standby();
                 }
-            },
+                match self
+                    .table
+                    .insert(Entry::new(header.sender, role, tick, header.counter))
+                {
+                    Ok(entry) => entry,
+                    Err(_) => {
+                        self.stats.table_full.bump();
+                        return false;
+                    }
+                }
+            }
         };
         entry.set_rank(rank);
         entry.role = role;
@@ -301,6 +306,15 @@ impl<const N: usize> Peer<N> {
             entry.set_heartbeat_ms(hb);
         }
         first
+    }
+
+    /// Every slot holds a live peer, and an active or a claimer is new: a standby
+    /// gives its slot up. A standby that could not record the active would take it
+    /// for absent and claim against it, and the two would demote each other in turn
+    /// for as long as the fleet outnumbers the table.
+    fn displace_standby(&mut self) {
+        self.stats.table_full.bump();
+        self.forget(&|e: &Entry| e.role == Role::Standby && !e.departed);
     }
 
     pub(super) fn peer_up(&mut self, id: u64, announce: &wire::Announce<'_>) {

@@ -258,6 +258,11 @@ impl<const N: usize> Table<N> {
         self.entries.get_mut(self.live - 1).ok_or(entry)
     }
 
+    /// Whether every slot holds a live peer.
+    pub(crate) fn is_full(&self) -> bool {
+        self.live >= N
+    }
+
     /// Forgets a peer: it leaves the live entries, its counter is kept while there is
     /// room.
     #[cfg(test)]
@@ -369,6 +374,20 @@ mod tests {
         t.unforget(2);
         assert_eq!(t.forgotten_counter(2), None);
         assert_eq!(t.iter().map(Entry::id).collect::<Vec<_, 2>>(), [3]);
+    }
+
+    #[test]
+    fn a_full_table_is_full_of_live_peers() {
+        let mut t = Table::<2>::default();
+        t.insert(Entry::new(1, Role::Standby, 0, 1)).unwrap();
+        assert!(!t.is_full());
+        t.insert(Entry::new(2, Role::Active, 0, 1)).unwrap();
+        assert!(t.is_full());
+        t.remove(1).unwrap();
+        assert!(
+            !t.is_full(),
+            "a forgotten sender's slot is free for a new peer"
+        );
     }
 
     #[test]
