@@ -69,7 +69,7 @@
 //! neighbour costs only a retransmission.
 //!
 //! **Size**: the adapter and the protocol core add about 12 KB of flash on a
-//! Cortex-M7 (13.4 KB on the RP2040's Cortex-M0+, whose Thumb-1 code is larger) and
+//! Cortex-M7 (13.6 KB on the RP2040's Cortex-M0+, whose Thumb-1 code is larger) and
 //! 1.7 KB of static RAM beyond the socket buffers to a firmware built with opt-level
 //! "z"; authentication about 1.6 KB more (1.7 KB on the M0+) if the firmware also
 //! depends on `sha2` with its `force-soft-compact` feature (a compact SHA-256; the

@@ -71,7 +71,8 @@ pub enum Event {
         /// The addresses it announces.
         addresses: Vec<Ipv4Addr, MAX_ADDRESSES>,
     },
-    /// A peer said goodbye or fell silent for its dead interval.
+    /// A peer said goodbye or fell silent for its dead interval, or (a standby,
+    /// when the table of peers is full) gave its slot to a new active or claimer.
     PeerDown {
         /// Its id.
         id: u64,

@@ -57,7 +57,8 @@ pub struct Stats {
     pub dropped_replies: u32,
     /// Datagrams not emitted because the caller's buffer was too small.
     pub emit_failed: u32,
-    /// New peers not tracked because the peer table was full.
+    /// New peers not tracked because the peer table was full, and standbys
+    /// forgotten to make room for a new active or claimer.
     pub table_full: u32,
 }
 
