@@ -31,11 +31,15 @@ fn workspace_bin(package: &str, name: &str) -> PathBuf {
 }
 
 /// The `handover` command: `$HANDOVER_BIN` if set (e.g. the `dist` build), else the
-/// one cargo built next to the test.
+/// one cargo built next to the test, with `handover-etcd` beside it (which
+/// `--election etcd` executes: a test file run alone would otherwise lack it).
 pub fn handover_bin() -> PathBuf {
     match std::env::var_os("HANDOVER_BIN") {
         Some(path) => PathBuf::from(path),
-        None => workspace_bin("handover-cli", "handover"),
+        None => {
+            workspace_bin("handover-cli", "handover-etcd");
+            workspace_bin("handover-cli", "handover")
+        }
     }
 }
 

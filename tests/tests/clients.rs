@@ -28,7 +28,9 @@ use rustix::process::{kill_process, Signal};
 const PROGRESS: usize = 20;
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The packages, installed once for every test of this file.
+/// The packages, installed once for every test of this file, under cargo's
+/// scratch directory for integration tests (a static is never dropped, so a
+/// directory in `/tmp` would outlive every run), replaced by each run.
 struct Installed {
     node_app: PathBuf,
     python: PathBuf,
@@ -37,7 +39,9 @@ struct Installed {
 fn installed() -> &'static Installed {
     static INSTALLED: OnceLock<Installed> = OnceLock::new();
     INSTALLED.get_or_init(|| {
-        let dir = scratch("client-packages");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("client-packages");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("the packages' directory");
         Installed {
             node_app: node_app(&dir),
             python: python_env(&dir),

@@ -118,6 +118,9 @@ fn fail_over(times: usize, how: Stop) -> Tally {
         outcome.most
     );
     assert!(finished, "not every task ran: {:?}", outcome.lost);
+    // Kept when the test fails, for its run log.
+    drop(workers);
+    let _ = std::fs::remove_dir_all(&dir);
     outcome
 }
 
