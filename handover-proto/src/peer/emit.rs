@@ -76,7 +76,7 @@ impl<const N: usize> Peer<N> {
                 generation: reply.generation,
                 role,
                 rank: self.rank().to_wire(),
-                ready_ms: self.ready_ms(self.clock.now()),
+                ready_ms: self.ready_ms(),
             }),
             Outgoing::Due(Due::Announce) => {
                 for (chunk, a) in addresses.chunks_exact_mut(4).zip(&self.config.addresses) {
@@ -89,7 +89,7 @@ impl<const N: usize> Peer<N> {
                 Body::Announce(wire::Announce {
                     role,
                     rank: self.rank().to_wire(),
-                    ready_ms: self.ready_ms(self.clock.now()),
+                    ready_ms: self.ready_ms(),
                     heartbeat_ms: self.heartbeat_ms(),
                     claim_heard: self.claim_heard.map(NonZeroU64::get),
                     name: self.config.name.as_bytes(),

@@ -396,12 +396,18 @@ impl<const N: usize> Peer<N> {
             || (self.state != State::Done && self.outbox.event_room() < EVENTS_PER_INPUT)
     }
 
-    /// Whole milliseconds since `ready`, 0 before; it stops growing at
-    /// [`wire::MAX_READY_MS`].
-    fn ready_ms(&self, now: Instant) -> u32 {
+    /// Whole milliseconds from `ready` to the latest instant seen, 0 before; it
+    /// stops growing at [`wire::MAX_READY_MS`].
+    // One copy on microcontrollers: 64-bit arithmetic is long on a Cortex-M0+.
+    #[cfg_attr(target_pointer_width = "32", inline(never))]
+    fn ready_ms(&self) -> u32 {
         // Saturating in u32 microseconds first keeps 64-bit division out; before
         // `ready`, `NOT_READY` lies in the future and the difference is 0.
-        let micros = now.micros_since(self.ready_at).min(u64::from(u32::MAX)) as u32;
+        let micros = self
+            .clock
+            .now()
+            .micros_since(self.ready_at)
+            .min(u64::from(u32::MAX)) as u32;
         micros / 1000
     }
 

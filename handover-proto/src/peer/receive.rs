@@ -44,7 +44,7 @@ impl<const N: usize> Peer<N> {
     pub(super) fn handle_packet(&mut self, now: Instant, source: SocketAddr, packet: &Packet<'_>) {
         if let Some(newest) = self.admit(now, source, packet) {
             self.stats.accepted.bump();
-            self.dispatch(now, source, packet, newest);
+            self.dispatch(source, packet, newest);
         }
     }
 
@@ -144,11 +144,11 @@ impl<const N: usize> Peer<N> {
 
     /// One arm per message kind.
     #[inline(always)] // one caller: as compact as one function
-    fn dispatch(&mut self, now: Instant, source: SocketAddr, packet: &Packet<'_>, newest: bool) {
+    fn dispatch(&mut self, source: SocketAddr, packet: &Packet<'_>, newest: bool) {
         let Repr { header, body } = &packet.repr;
         match body {
-            Body::Announce(a) => self.handle_announce(now, source, header, a, packet.extensions),
-            Body::Ack(ack) => self.handle_ack(now, header, *ack, newest),
+            Body::Announce(a) => self.handle_announce(source, header, a, packet.extensions),
+            Body::Ack(ack) => self.handle_ack(header, *ack, newest),
             Body::Goodbye(goodbye) => {
                 #[cfg(feature = "checkpoints")]
                 self.handle_checkpoint_record(header.sender, packet.extensions);
@@ -166,7 +166,6 @@ impl<const N: usize> Peer<N> {
     #[inline(always)] // one caller: as compact as one function
     fn handle_announce(
         &mut self,
-        now: Instant,
         source: SocketAddr,
         header: &Header,
         a: &wire::Announce<'_>,
@@ -194,7 +193,7 @@ impl<const N: usize> Peer<N> {
             self.queue_reply(source, header.sender, rank.generation);
         }
         let heard_us = a.claim_heard == Some(self.config.id);
-        self.on_remote(now, a.role, rank, a.ready_ms, heard_us);
+        self.on_remote(a.role, rank, a.ready_ms, heard_us);
         if a.role == Role::Active {
             self.refresh_leader();
             if self.leader.is_some_and(|l| l.get() == header.sender) {
@@ -209,7 +208,7 @@ impl<const N: usize> Peer<N> {
 
     /// An acknowledgement of our claim or of our goodbye.
     #[inline(always)] // one caller: as compact as one function
-    fn handle_ack(&mut self, now: Instant, header: &Header, ack: wire::Ack, newest: bool) {
+    fn handle_ack(&mut self, header: &Header, ack: wire::Ack, newest: bool) {
         let rank = Rank::from_wire(header.sender, ack.rank);
         let _ = self.upsert(header, ack.role, rank, None);
         // Only a claimer counts them: a late one must not pass for an
@@ -224,7 +223,7 @@ impl<const N: usize> Peer<N> {
             self.timers.stop(Timer::Retransmit);
         }
         if newest {
-            self.on_remote(now, ack.role, rank, ack.ready_ms, true);
+            self.on_remote(ack.role, rank, ack.ready_ms, true);
         }
     }
 
@@ -332,20 +331,13 @@ impl<const N: usize> Peer<N> {
 
     /// The decision at the heart of the protocol: what another peer's role, rank and
     /// time since ready mean for this one. `heard_us`: it acknowledged our claim.
-    pub(super) fn on_remote(
-        &mut self,
-        now: Instant,
-        role: Role,
-        rank: Rank,
-        ready_ms: u32,
-        heard_us: bool,
-    ) {
+    pub(super) fn on_remote(&mut self, role: Role, rank: Rank, ready_ms: u32, heard_us: bool) {
         let mine = self.rank();
         match (self.config.policy, self.state) {
             (Policy::HandOver, State::Claiming | State::Active) => {
                 // It became ready strictly before us: it sent `ready_ms` no later than
                 // now, so its ready time is at most now - ready_ms < our ready time.
-                let earlier = ready_ms > self.ready_ms(now);
+                let earlier = ready_ms > self.ready_ms();
                 // Contact during our claim: we hear it while claiming, or it tells us it
                 // heard our claim (its acknowledgements may all have been lost).
                 let contact = self.state == State::Claiming || heard_us;
