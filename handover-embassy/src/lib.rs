@@ -163,7 +163,8 @@ pub struct Network {
     pub group: Ipv4Addr,
     /// UDP port (also the source port of everything sent).
     pub port: u16,
-    /// handover-lib's group and port, where v1 claims go in legacy mode.
+    /// handover-lib's group and port, where v1 claims go in legacy mode (with the
+    /// `legacy` feature).
     pub legacy: SocketAddrV4,
 }
 

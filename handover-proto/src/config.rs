@@ -149,6 +149,9 @@ impl Config {
         if cfg!(not(feature = "auth")) && self.auth.is_some() {
             return Err(ConfigError::AuthUnsupported);
         }
+        if cfg!(not(feature = "legacy")) && self.legacy {
+            return Err(ConfigError::LegacyUnsupported);
+        }
         Ok(())
     }
 }
@@ -164,6 +167,8 @@ pub enum ConfigError {
     LegacyNeedsHandOver,
     /// `auth` is set but the crate was built without its `auth` feature.
     AuthUnsupported,
+    /// `legacy` is set but the crate was built without its `legacy` feature.
+    LegacyUnsupported,
     /// `id` is 0, which the protocol reserves for "nobody".
     ReservedId,
 }
@@ -183,6 +188,9 @@ impl fmt::Display for ConfigError {
             ConfigError::AuthUnsupported => {
                 f.write_str("auth: this build has no authentication (enable the `auth` feature)")
             }
+            ConfigError::LegacyUnsupported => f.write_str(
+                "legacy: this build does not speak handover-lib's protocol (enable the `legacy` feature)",
+            ),
         }
     }
 }

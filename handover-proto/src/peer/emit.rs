@@ -8,7 +8,9 @@ use super::outbox::{Due, Outgoing};
 use super::Peer;
 use crate::event::{Destination, State, Transmit};
 use crate::stats::Bump;
-use crate::wire::{self, legacy, Body, Header, Repr, Role};
+#[cfg(feature = "legacy")]
+use crate::wire::legacy;
+use crate::wire::{self, Body, Header, Repr, Role};
 use crate::Instant;
 
 impl<const N: usize> Peer<N> {
@@ -47,12 +49,16 @@ impl<const N: usize> Peer<N> {
         let group = Destination::Group;
         let (destination, extended) = match next {
             Outgoing::Ack(reply) => (Destination::Reply(SocketAddr::V4(reply.to)), false),
+            #[cfg(feature = "legacy")]
             Outgoing::Due(Due::Legacy) => {
                 let announce = legacy::Announce {
                     start_ms: self.config.start_ms,
                 };
                 return Some((Destination::LegacyGroup, announce.emit(buf)));
             }
+            // Never due without the feature.
+            #[cfg(not(feature = "legacy"))]
+            Outgoing::Due(Due::Legacy) => return None,
             Outgoing::Due(Due::Announce) => (group, true),
             Outgoing::Due(Due::Goodbye) => (group, true),
             Outgoing::Due(Due::Checkpoint) => (group, false),

@@ -47,7 +47,7 @@ impl<const N: usize> Peer<N> {
     /// Sends the claim at once and retransmits it with a fresh backoff.
     pub(super) fn restart_claim(&mut self) {
         self.outbox.set_due(Due::Announce, true);
-        self.outbox.set_due(Due::Legacy, self.config.legacy);
+        self.outbox.set_due(Due::Legacy, self.speaks_legacy());
         self.restart_backoff();
     }
 
@@ -57,7 +57,7 @@ impl<const N: usize> Peer<N> {
         self.timers.stop(Timer::Retransmit);
         self.timers.stop(Timer::ClaimWindow);
         self.outbox.set_due(Due::Announce, true);
-        self.outbox.set_due(Due::Legacy, self.config.legacy);
+        self.outbox.set_due(Due::Legacy, self.speaks_legacy());
         self.schedule_heartbeat();
         self.push_event(Pending::Elected);
         // Ask the standbys what they hold: one may have heard more from the peer
@@ -121,7 +121,7 @@ impl<const N: usize> Peer<N> {
         }
         if self.state == State::Claiming {
             self.outbox.set_due(Due::Announce, true);
-            self.outbox.set_due(Due::Legacy, self.config.legacy);
+            self.outbox.set_due(Due::Legacy, self.speaks_legacy());
         } else {
             self.outbox.set_due(Due::Goodbye, true);
         }

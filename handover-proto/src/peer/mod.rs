@@ -16,7 +16,9 @@ use crate::config::{Config, ConfigError, Policy, MAX_HEARTBEAT};
 use crate::event::{Event, State, StateError};
 use crate::stats::{Bump, Stats};
 use crate::time::Clock;
-use crate::wire::{self, legacy, Packet, Role, MAX_STATE};
+#[cfg(feature = "legacy")]
+use crate::wire::legacy;
+use crate::wire::{self, Packet, Role, MAX_STATE};
 use crate::{Instant, Rank};
 
 use outbox::{Due, Outbox, Pending, EVENTS_PER_INPUT};
@@ -236,7 +238,13 @@ impl<const N: usize> Peer<N> {
                 Some(&wire::MAGIC) => {
                     Packet::parse(bytes).map(|packet| self.handle_packet(now, source, &packet))
                 }
+                #[cfg(feature = "legacy")]
                 _ => legacy::Announce::parse(bytes).map(|announce| self.handle_legacy(announce)),
+                // Without handover-lib's protocol, its datagrams are of no known format.
+                #[cfg(not(feature = "legacy"))]
+                first => Err(first.map_or(wire::DecodeError::Empty, |&b| {
+                    wire::DecodeError::UnknownFormat(b)
+                })),
             };
             if let Err(e) = handled {
                 trace!("dropped datagram: {}", e);
@@ -259,7 +267,7 @@ impl<const N: usize> Peer<N> {
                     self.outbox.set_due(Due::Announce, true);
                     self.outbox.set_due(
                         Due::Legacy,
-                        self.config.legacy && self.state == State::Active,
+                        self.speaks_legacy() && self.state == State::Active,
                     );
                     self.schedule_heartbeat();
                 }
@@ -409,6 +417,12 @@ impl<const N: usize> Peer<N> {
             .micros_since(self.ready_at)
             .min(u64::from(u32::MAX)) as u32;
         micros / 1000
+    }
+
+    /// Whether it also speaks handover-lib's v1 protocol (never without the `legacy`
+    /// feature, so that the code for it is left out).
+    fn speaks_legacy(&self) -> bool {
+        cfg!(feature = "legacy") && self.config.legacy
     }
 
     fn heartbeat_ms(&self) -> u32 {

@@ -13,10 +13,13 @@ use super::{checkpoint, Peer, MAX_GENERATION};
 use crate::config::{Policy, MAX_HEARTBEAT, MIN_HEARTBEAT};
 use crate::event::State;
 use crate::stats::Bump;
-use crate::wire::{self, legacy, Body, Header, Packet, Repr, Role};
+#[cfg(feature = "legacy")]
+use crate::wire::legacy;
+use crate::wire::{self, Body, Header, Packet, Repr, Role};
 use crate::{Instant, Rank};
 
 impl<const N: usize> Peer<N> {
+    #[cfg(feature = "legacy")]
     pub(super) fn handle_legacy(&mut self, announce: legacy::Announce) {
         let authenticated = self.config.auth.as_ref().is_some_and(|a| !a.accept_legacy);
         if !self.config.legacy || authenticated {

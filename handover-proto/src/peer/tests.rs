@@ -288,3 +288,40 @@ fn peer_with_eight_entries_stays_within_budget() {
     // (the checkpoint, 8; its acknowledgement's address and flag, 8).
     assert!(size <= 1136, "Peer<8> grew to {size} bytes");
 }
+
+/// handover-lib's protocol is spoken with the `legacy` feature only: without it a
+/// configuration that asks for it is refused by name, and a v1 datagram is one of
+/// no known format.
+#[test]
+fn handover_libs_protocol_needs_the_legacy_feature() {
+    let mut c = Config::new(SCOPE, 7, 1_000, 7);
+    c.legacy = true;
+    let v1 = [wire::legacy::VERSION, 0, 0, 0, 0, 0, 0, 0x07, 0xd0];
+    let from = SocketAddr::from(([10, 0, 0, 2], wire::LEGACY_PORT));
+    #[cfg(feature = "legacy")]
+    {
+        let mut p = Peer::<8>::new(c, Instant::ZERO).unwrap();
+        p.ready(at_ms(1)).unwrap();
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        let mut sent = Vec::<crate::Destination, 4>::new();
+        while let Some(t) = p.poll_transmit(at_ms(1), &mut buf) {
+            sent.push(t.destination).unwrap();
+        }
+        assert!(sent.contains(&crate::Destination::LegacyGroup), "{sent:?}");
+        p.handle_datagram(at_ms(2), from, &v1);
+        assert_eq!(p.stats().accepted, 1);
+        assert_eq!(p.stats().dropped_unknown_format, 0);
+    }
+    #[cfg(not(feature = "legacy"))]
+    {
+        assert_eq!(
+            Peer::<8>::new(c.clone(), Instant::ZERO).err(),
+            Some(ConfigError::LegacyUnsupported)
+        );
+        c.legacy = false;
+        let mut p = Peer::<8>::new(c, Instant::ZERO).unwrap();
+        p.handle_datagram(at_ms(2), from, &v1);
+        assert_eq!(p.stats().accepted, 0);
+        assert_eq!(p.stats().dropped_unknown_format, 1);
+    }
+}
