@@ -92,27 +92,18 @@ impl<const N: usize> Peer<N> {
         }
     }
 
-    /// Calls `seal` with what this peer supports and, once it has one, its
+    /// Appends to `datagram` what this peer supports and, once it has one, its
     /// checkpoint, as extension records.
-    pub(super) fn with_progress<R>(&self, seal: impl FnOnce(&[wire::Extension<'_>]) -> R) -> R {
-        // Buffers of a varint's largest size: writing cannot fail.
-        let (mut capabilities, mut checkpoint) = ([0u8; 5], [0u8; 10]);
-        let records = [
-            wire::Extension {
-                kind: wire::EXTENSION_CAPABILITIES,
-                data: wire::write_varint(wire::Capabilities::own().0.into(), &mut capabilities)
-                    .unwrap_or_default(),
-            },
-            wire::Extension {
-                kind: wire::EXTENSION_CHECKPOINT,
-                data: wire::write_varint(self.checkpoint, &mut checkpoint).unwrap_or_default(),
-            },
-        ];
-        // The checkpoint only once there is one.
-        match self.checkpoint {
-            0 => seal(&records[..1]),
-            _ => seal(&records),
+    pub(super) fn write_progress(
+        &self,
+        datagram: &mut wire::DatagramWriter<'_>,
+    ) -> Result<(), wire::EmitError> {
+        let capabilities = wire::Capabilities::own().0;
+        datagram.varint_record(wire::EXTENSION_CAPABILITIES, capabilities.into())?;
+        if self.checkpoint > 0 {
+            datagram.varint_record(wire::EXTENSION_CHECKPOINT, self.checkpoint)?;
         }
+        Ok(())
     }
 
     /// A standby holds checkpoint `seq`.
@@ -223,8 +214,11 @@ impl<const N: usize> Peer<N> {
 #[cfg(not(feature = "checkpoints"))]
 impl<const N: usize> Peer<N> {
     #[inline(always)]
-    pub(super) fn with_progress<R>(&self, seal: impl FnOnce(&[wire::Extension<'_>]) -> R) -> R {
-        seal(&[])
+    pub(super) fn write_progress(
+        &self,
+        _datagram: &mut wire::DatagramWriter<'_>,
+    ) -> Result<(), wire::EmitError> {
+        Ok(())
     }
 
     #[inline(always)]

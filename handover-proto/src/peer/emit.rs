@@ -123,26 +123,27 @@ impl<const N: usize> Peer<N> {
             Outgoing::Due(Due::Legacy) => return None,
         };
         let repr = Repr { header, body };
-        let sealed = match extended {
-            true => self.with_progress(|records| self.seal(&repr, records, buf)),
-            false => self.seal(&repr, &[], buf),
-        };
-        Some((destination, sealed))
+        Some((destination, self.seal(&repr, extended, buf)))
     }
 
-    /// Encodes `repr` with extension `records` (none: the plain datagram), tagged
-    /// when the group has a key: one encoding path for every message.
+    /// Encodes `repr`, with what this peer supports and holds as extension records
+    /// if `extended`, tagged when the group has a key: one encoding path for every
+    /// message.
     fn seal(
         &self,
         repr: &Repr<'_>,
-        records: &[wire::Extension<'_>],
+        extended: bool,
         buf: &mut [u8],
     ) -> Result<usize, wire::EmitError> {
+        let mut datagram = wire::DatagramWriter::new(repr, buf)?;
+        if extended {
+            self.write_progress(&mut datagram)?;
+        }
         #[cfg(feature = "auth")]
         if let Some(auth) = &self.config.auth {
-            return repr.emit_tagged_extended(&auth.key, records, buf);
+            return datagram.tag(&auth.key);
         }
-        repr.emit_extended(records, buf)
+        Ok(datagram.len())
     }
 
     fn next_header(&mut self) -> Header {

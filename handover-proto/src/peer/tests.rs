@@ -325,3 +325,48 @@ fn handover_libs_protocol_needs_the_legacy_feature() {
         assert_eq!(p.stats().dropped_unknown_format, 1);
     }
 }
+
+/// A peer's announcement carries what it supports and the checkpoint it holds as
+/// the records `Repr::emit_extended` writes, byte for byte: the records the peer
+/// writes in place are the wire format every version reads.
+#[cfg(feature = "checkpoints")]
+#[test]
+fn a_peers_own_records_are_the_ones_emit_extended_writes() {
+    let mut p = peer(1, Policy::Failover { preempt: false });
+    p.ready(at_ms(0)).unwrap();
+    run_until(&mut p, at_ms(1_000));
+    assert_eq!(p.state(), State::Active);
+    // 300: a varint of two bytes.
+    p.checkpoint(at_ms(1_001), 300).unwrap();
+    while p.poll_event().is_some() {}
+    let mut buf = [0u8; wire::MAX_DATAGRAM];
+    let mut announced = None;
+    // The next heartbeat, within one interval.
+    for ms in 1_001..1_200 {
+        p.handle_timeout(at_ms(ms));
+        while p.poll_event().is_some() {}
+        let Some(t) = p.poll_transmit(at_ms(ms), &mut buf) else {
+            continue;
+        };
+        let datagram = &buf[..t.len];
+        if let Ok(packet) = Packet::parse(datagram) {
+            if matches!(packet.repr.body, Body::Announce(_)) {
+                let mut expected = [0u8; wire::MAX_DATAGRAM];
+                let records = [
+                    wire::Extension {
+                        kind: wire::EXTENSION_CAPABILITIES,
+                        data: &[1],
+                    },
+                    wire::Extension {
+                        kind: wire::EXTENSION_CHECKPOINT,
+                        data: &[0xac, 0x02],
+                    },
+                ];
+                let len = packet.repr.emit_extended(&records, &mut expected).unwrap();
+                announced = Some(datagram == &expected[..len]);
+                break;
+            }
+        }
+    }
+    assert_eq!(announced, Some(true));
+}

@@ -61,8 +61,7 @@ pub use v2::{
     TAG_LEN,
 };
 
-#[cfg(feature = "checkpoints")]
-pub(crate) use v2::codec::write_varint;
+pub(crate) use v2::DatagramWriter;
 #[cfg(feature = "checkpoints")]
 pub use v2::{Checkpoint, CheckpointAck, EXTENSION_CHECKPOINT};
 

@@ -202,11 +202,3 @@ pub(crate) fn read_varint(data: &[u8]) -> Option<u64> {
     let v = reader.varint();
     reader.finish().ok().map(|_| v)
 }
-
-/// Writes `v` as a varint into `buf`; the bytes written.
-#[cfg(feature = "checkpoints")]
-pub(crate) fn write_varint(v: u64, buf: &mut [u8]) -> Option<&[u8]> {
-    let mut writer = Writer::new(postcard::ser_flavors::Slice::new(buf));
-    writer.varint(v);
-    writer.finish().ok().map(|written| &*written)
-}

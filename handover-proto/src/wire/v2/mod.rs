@@ -208,19 +208,11 @@ impl<'a> Repr<'a> {
         extensions: &[Extension<'_>],
         buf: &mut [u8],
     ) -> Result<usize, EmitError> {
-        let mut len = self.emit(buf)?;
+        let mut datagram = DatagramWriter::new(self, buf)?;
         for e in extensions {
-            let size = u8::try_from(e.data.len()).map_err(|_| EmitError::FieldTooLong)?;
-            let Some([kind, length, data @ ..]) = buf.get_mut(len..len + 2 + e.data.len()) else {
-                return Err(EmitError::BufferTooSmall);
-            };
-            *kind = e.kind;
-            *length = size;
-            data.copy_from_slice(e.data);
-            len += 2 + e.data.len();
-            set_flag(buf, FLAG_EXTENDED);
+            datagram.record(e)?;
         }
-        Ok(len)
+        Ok(datagram.len())
     }
 
     #[cfg(feature = "auth")]
@@ -269,6 +261,72 @@ impl<'a> Repr<'a> {
         w.varint(self.header.sender);
         w.varint(self.header.counter);
         self.body.write(w)
+    }
+}
+
+/// A v2 datagram written in order: the message, then its extension records one at a
+/// time, then (with a key) the tag. The peer writes its own records straight into
+/// the datagram this way, with no copy of them to gather first.
+pub(crate) struct DatagramWriter<'b> {
+    buf: &'b mut [u8],
+    len: usize,
+}
+
+impl<'b> DatagramWriter<'b> {
+    /// Writes `repr` at the start of `buf`.
+    pub(crate) fn new(repr: &Repr<'_>, buf: &'b mut [u8]) -> Result<Self, EmitError> {
+        let len = repr.emit(buf)?;
+        Ok(DatagramWriter { buf, len })
+    }
+
+    /// Appends an extension record.
+    pub(crate) fn record(&mut self, e: &Extension<'_>) -> Result<(), EmitError> {
+        let size = u8::try_from(e.data.len()).map_err(|_| EmitError::FieldTooLong)?;
+        let end = self.len + 2 + e.data.len();
+        let Some([kind, length, data @ ..]) = self.buf.get_mut(self.len..end) else {
+            return Err(EmitError::BufferTooSmall);
+        };
+        *kind = e.kind;
+        *length = size;
+        data.copy_from_slice(e.data);
+        self.extended(end);
+        Ok(())
+    }
+
+    /// Appends an extension record whose data is the varint `v`, written in place.
+    #[cfg(feature = "checkpoints")]
+    pub(crate) fn varint_record(&mut self, kind: u8, v: u64) -> Result<(), EmitError> {
+        let Some([record_kind, length, data @ ..]) = self.buf.get_mut(self.len..) else {
+            return Err(EmitError::BufferTooSmall);
+        };
+        let mut writer = Writer::new(ser_flavors::Slice::new(data));
+        writer.varint(v);
+        // A varint is at most 10 bytes: its length fits the record's length byte.
+        let size = writer
+            .finish()
+            .map_err(|_| EmitError::BufferTooSmall)?
+            .len();
+        *record_kind = kind;
+        *length = size as u8;
+        self.extended(self.len + 2 + size);
+        Ok(())
+    }
+
+    fn extended(&mut self, len: usize) {
+        self.len = len;
+        set_flag(self.buf, FLAG_EXTENDED);
+    }
+
+    /// Appends the tag of everything written so far under `key`; the datagram's
+    /// length.
+    #[cfg(feature = "auth")]
+    pub(crate) fn tag(self, key: &super::auth::Key) -> Result<usize, EmitError> {
+        tag(key, self.buf, self.len)
+    }
+
+    /// The datagram's length.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 }
 
