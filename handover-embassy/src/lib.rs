@@ -2,8 +2,9 @@
 //! firmware, never allocating and never failing on the network.
 //!
 //! One task owns the [`Peer`] and its UDP socket ([`Runner`]);
-//! the application talks to it through a [`Handover`] handle backed by embassy-sync
-//! primitives in a [`Shared`] block. Both, and the socket's buffers ([`Buffers`]), live
+//! the application talks to it through a [`Handover`] handle, by way of a [`Shared`]
+//! block: one blocking mutex around what each side asks and answers, and the
+//! wakers of whoever waits for it. Both, and the socket's buffers ([`Buffers`]), live
 //! in `static`s (e.g. `StaticCell`), so the adapter's memory is fixed at link time.
 //!
 //! ```ignore
@@ -88,18 +89,17 @@ compile_error!("features `defmt` and `log` are exclusive: choose one logger");
 #[macro_use]
 mod fmt;
 
-use core::cell::Cell;
+use core::cell::RefCell;
+use core::future::poll_fn;
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use core::task::{Context, Poll};
 
 use embassy_futures::select::{select3, Either3};
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpAddress, IpEndpoint, Stack};
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::blocking_mutex::Mutex;
-use embassy_sync::channel::Channel;
-#[cfg(feature = "events")]
-use embassy_sync::channel::TrySendError;
-use embassy_sync::signal::Signal;
+use embassy_sync::waitqueue::WakerRegistration;
 use embassy_time::Timer;
 /// The protocol core, whose types this crate's API hands out: one dependency is enough.
 pub use handover_proto as proto;
@@ -178,13 +178,17 @@ impl Default for Network {
     }
 }
 
-/// What the application asks of the runner.
-#[derive(Debug, Clone)]
-enum Command {
-    Ready,
-    ShutdownComplete,
-    Leave,
-    SetState(Vec<u8, MAX_STATE>),
+/// What the application asks of the runner: flags, not a queue of messages, so that
+/// asking never waits and asking twice is asking once. The runner takes them all
+/// at once and acts in this order.
+mod request {
+    /// `set_state`: the state is in [`Exchange::app_state`](super::Exchange).
+    pub(super) const SET_STATE: u8 = 1;
+    pub(super) const READY: u8 = 2;
+    pub(super) const SHUTDOWN_COMPLETE: u8 = 4;
+    pub(super) const LEAVE: u8 = 8;
+    /// Either way of finishing: both end with the goodbye.
+    pub(super) const FINISH: u8 = SHUTDOWN_COMPLETE | LEAVE;
 }
 
 /// The adapter's view of the peer, kept current by the runner.
@@ -208,33 +212,127 @@ pub struct Status {
 /// `StaticCell`: a plain `static` works too, but a few non-zero initial bytes put the
 /// whole block in `.data`, whose initial image costs its size in flash again.
 pub struct Shared<M: RawMutex> {
-    commands: Channel<M, Command, 2>,
-    /// One subscriber's queue: a channel costs a firmware about 1 KB less flash than
-    /// a publish-subscribe channel, and one consumer is what a firmware has.
+    exchange: Mutex<M, RefCell<Exchange>>,
+}
+
+/// What the application and the runner say to each other. Plain fields under one
+/// lock: a channel or a signal for each kind of message cost a Cortex-M0+ firmware
+/// about 1.4 KB more flash for the same few words.
+struct Exchange {
+    /// [`request`] flags the runner has yet to take.
+    requests: u8,
+    /// The state of the latest `set_state`.
+    app_state: Vec<u8, MAX_STATE>,
+    /// Who took over, once one did (kept: every wait for it returns at once).
+    shutdown: Option<Successor>,
+    /// Set when the goodbye is out (`Ok`, kept: the runner has returned) or
+    /// `shutdown_complete` was refused (until the next request to finish).
+    finished: Option<Result<(), StateError>>,
+    status: Option<Status>,
+    /// The one subscriber's events, oldest first (one consumer is what a firmware
+    /// has).
     #[cfg(feature = "events")]
-    events: Channel<M, Event, EVENT_QUEUE>,
-    /// Whether the subscription is taken, and the events it lost.
+    events: heapless::Deque<Event, EVENT_QUEUE>,
+    /// Whether the event subscription is taken, and the events it lost.
     #[cfg(feature = "events")]
-    subscription: Mutex<M, Cell<(bool, u64)>>,
-    shutdown: Signal<M, Successor>,
-    /// Set when the goodbye is out (`Ok`) or `shutdown_complete`/`leave` was refused.
-    finished: Signal<M, Result<(), StateError>>,
-    status: Mutex<M, Cell<Option<Status>>>,
+    subscription: (bool, u64),
+    /// The subscriber, waiting for an event.
+    #[cfg(feature = "events")]
+    events_waiter: WakerRegistration,
+    /// The runner, waiting for requests.
+    runner: WakerRegistration,
+    /// The application, waiting for a shutdown request; and waiting for `finished`
+    /// (two tasks may wait for one each).
+    shutdown_waiter: WakerRegistration,
+    finished_waiter: WakerRegistration,
 }
 
 impl<M: RawMutex> Shared<M> {
     /// An empty block.
     pub const fn new() -> Self {
         Shared {
-            commands: Channel::new(),
-            #[cfg(feature = "events")]
-            events: Channel::new(),
-            #[cfg(feature = "events")]
-            subscription: Mutex::new(Cell::new((false, 0))),
-            shutdown: Signal::new(),
-            finished: Signal::new(),
-            status: Mutex::new(Cell::new(None)),
+            exchange: Mutex::new(RefCell::new(Exchange {
+                requests: 0,
+                app_state: Vec::new(),
+                shutdown: None,
+                finished: None,
+                status: None,
+                #[cfg(feature = "events")]
+                events: heapless::Deque::new(),
+                #[cfg(feature = "events")]
+                subscription: (false, 0),
+                #[cfg(feature = "events")]
+                events_waiter: WakerRegistration::new(),
+                runner: WakerRegistration::new(),
+                shutdown_waiter: WakerRegistration::new(),
+                finished_waiter: WakerRegistration::new(),
+            })),
         }
+    }
+
+    /// Runs `f` on the exchange, under the lock.
+    fn with<R>(&self, f: impl FnOnce(&mut Exchange) -> R) -> R {
+        self.exchange.lock(|exchange| f(&mut exchange.borrow_mut()))
+    }
+
+    /// The application asks `requests` of the runner.
+    fn request(&self, requests: u8) {
+        self.with(|e| {
+            if requests & request::FINISH != 0 {
+                e.finished = e.finished.filter(|result| result.is_ok());
+            }
+            e.requests |= requests;
+            e.runner.wake();
+        })
+    }
+
+    /// The runner: the requests made since it last took them, once there are any.
+    fn poll_requests(&self, cx: &mut Context<'_>) -> Poll<u8> {
+        self.with(|e| match core::mem::take(&mut e.requests) {
+            0 => {
+                e.runner.register(cx.waker());
+                Poll::Pending
+            }
+            requests => Poll::Ready(requests),
+        })
+    }
+
+    /// The application: who took over, once one did.
+    fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<Successor> {
+        self.with(|e| match e.shutdown {
+            Some(successor) => Poll::Ready(successor),
+            None => {
+                e.shutdown_waiter.register(cx.waker());
+                Poll::Pending
+            }
+        })
+    }
+
+    /// The application: how its `shutdown_complete` or `leave` ended, once it did.
+    fn poll_finished(&self, cx: &mut Context<'_>) -> Poll<Result<(), StateError>> {
+        self.with(|e| match e.finished {
+            Some(result) => Poll::Ready(result),
+            None => {
+                e.finished_waiter.register(cx.waker());
+                Poll::Pending
+            }
+        })
+    }
+
+    /// The runner: a newer instance took over.
+    fn shut_down(&self, successor: Successor) {
+        self.with(|e| {
+            e.shutdown = Some(successor);
+            e.shutdown_waiter.wake();
+        })
+    }
+
+    /// The runner: the goodbye is out, or the request was refused.
+    fn finish(&self, result: Result<(), StateError>) {
+        self.with(|e| {
+            e.finished = Some(result);
+            e.finished_waiter.wake();
+        })
     }
 }
 
@@ -243,14 +341,25 @@ impl<M: RawMutex> Shared<M> {
     /// Queues `event` for the subscriber: a slow one loses its oldest event, never
     /// the newest.
     fn publish(&self, event: Event) {
-        if let Err(TrySendError::Full(event)) = self.events.try_send(event) {
-            let _ = self.events.try_receive();
-            let _ = self.events.try_send(event);
-            self.subscription.lock(|s| {
-                let (taken, missed) = s.get();
-                s.set((taken, missed + 1));
-            });
-        }
+        self.with(|e| {
+            if e.events.is_full() {
+                e.events.pop_front();
+                e.subscription.1 += 1;
+            }
+            let _ = e.events.push_back(event);
+            e.events_waiter.wake();
+        })
+    }
+
+    /// The subscriber: the oldest event, once there is one.
+    fn poll_event(&self, cx: &mut Context<'_>) -> Poll<Event> {
+        self.with(|e| match e.events.pop_front() {
+            Some(event) => Poll::Ready(event),
+            None => {
+                e.events_waiter.register(cx.waker());
+                Poll::Pending
+            }
+        })
     }
 }
 
@@ -276,36 +385,39 @@ impl<M: RawMutex> Copy for Handover<'_, M> {}
 impl<'a, M: RawMutex> Handover<'a, M> {
     /// The service is ready: claim (hand-over) or stand by (failover).
     pub async fn ready(&self) {
-        self.shared.commands.send(Command::Ready).await;
+        self.shared.request(request::READY);
     }
 
     /// Waits until a newer instance has taken over and this one must shut down;
-    /// returns who took over. Never missed, even if events were not drained.
+    /// returns who took over (at once if one already did). Never missed, even if
+    /// events were not drained.
     pub async fn shutdown_requested(&self) -> Successor {
-        self.shared.shutdown.wait().await
+        poll_fn(|cx| self.shared.poll_shutdown(cx)).await
     }
 
     /// The application has stopped its work after
     /// [`shutdown_requested`](Self::shutdown_requested):
     /// send the goodbye, and wait until it was delivered (or given up on).
     pub async fn shutdown_complete(&self) -> Result<(), StateError> {
-        self.shared.commands.send(Command::ShutdownComplete).await;
-        self.shared.finished.wait().await
+        self.shared.request(request::SHUTDOWN_COMPLETE);
+        poll_fn(|cx| self.shared.poll_finished(cx)).await
     }
 
     /// Leaves at once (failover: a standby takes over without waiting), and waits
     /// until the goodbyes are sent.
     pub async fn leave(&self) -> Result<(), StateError> {
-        self.shared.commands.send(Command::Leave).await;
-        self.shared.finished.wait().await
+        self.shared.request(request::LEAVE);
+        poll_fn(|cx| self.shared.poll_finished(cx)).await
     }
 
     /// Application state carried by heartbeats while active, at most [`MAX_STATE`]
-    /// bytes (longer is refused).
+    /// bytes (longer is refused). A later call replaces a state the runner has not
+    /// taken yet.
     pub async fn set_state(&self, state: &[u8]) -> Result<(), handover_proto::StateTooLong> {
         let state = Vec::from_slice(state)
             .map_err(|_| handover_proto::StateTooLong { len: state.len() })?;
-        self.shared.commands.send(Command::SetState(state)).await;
+        self.shared.with(|e| e.app_state = state);
+        self.shared.request(request::SET_STATE);
         Ok(())
     }
 
@@ -314,11 +426,9 @@ impl<'a, M: RawMutex> Handover<'a, M> {
     /// oldest lost past [`EVENT_QUEUE`]. With the `events` feature (on by default).
     #[cfg(feature = "events")]
     pub fn events(&self) -> Option<Events<'a, M>> {
-        let taken = self.shared.subscription.lock(|s| {
-            let (taken, missed) = s.get();
-            s.set((true, missed));
-            taken
-        });
+        let taken = self
+            .shared
+            .with(|e| core::mem::replace(&mut e.subscription.0, true));
         (!taken).then_some(Events {
             shared: self.shared,
         })
@@ -326,7 +436,7 @@ impl<'a, M: RawMutex> Handover<'a, M> {
 
     /// The runner's latest status (`None` before it first ran).
     pub fn status(&self) -> Option<Status> {
-        self.shared.status.lock(Cell::get)
+        self.shared.with(|e| e.status)
     }
 }
 
@@ -340,17 +450,17 @@ pub struct Events<'a, M: RawMutex> {
 impl<M: RawMutex> Events<'_, M> {
     /// The next event.
     pub async fn next(&mut self) -> Event {
-        self.shared.events.receive().await
+        poll_fn(|cx| self.shared.poll_event(cx)).await
     }
 
     /// The next event if one is waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        self.shared.events.try_receive().ok()
+        self.shared.with(|e| e.events.pop_front())
     }
 
     /// Events lost by falling more than [`EVENT_QUEUE`] behind.
     pub fn missed(&self) -> u64 {
-        self.shared.subscription.lock(|s| s.get().1)
+        self.shared.with(|e| e.subscription.1)
     }
 }
 
@@ -444,7 +554,7 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
         loop {
             self.flush().await;
             if self.peer.is_finished() {
-                self.shared.finished.signal(Ok(()));
+                self.shared.finish(Ok(()));
                 return;
             }
             let now = self.now();
@@ -462,7 +572,7 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
             };
             match select3(
                 self.socket.recv_from(&mut self.scratch.rx),
-                self.shared.commands.receive(),
+                poll_fn(|cx| self.shared.poll_requests(cx)),
                 timer,
             )
             .await
@@ -477,7 +587,7 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
                     self.dropped_oversized = self.dropped_oversized.wrapping_add(1);
                     trace!("oversized datagram dropped");
                 }
-                Either3::Second(cmd) => self.command(cmd),
+                Either3::Second(requests) => self.requested(requests),
                 Either3::Third(()) => {
                     let now = self.now();
                     self.peer.handle_timeout(now);
@@ -486,28 +596,31 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
         }
     }
 
-    fn command(&mut self, cmd: Command) {
+    /// Acts on the application's [`request`]s, in their lifecycle's order.
+    fn requested(&mut self, requests: u8) {
         let now = self.now();
-        match cmd {
-            Command::Ready => {
-                if let Err(e) = self.peer.ready(now) {
-                    warn!("ready ignored in state {:?}", e.state);
-                }
+        let peer = &mut self.peer;
+        if requests & request::SET_STATE != 0 {
+            // Checked against MAX_STATE by the handle already.
+            let _ = self.shared.with(|e| peer.set_state(&e.app_state));
+        }
+        if requests & request::READY != 0 {
+            if let Err(e) = peer.ready(now) {
+                warn!("ready ignored in state {:?}", e.state);
             }
-            Command::ShutdownComplete => {
-                if let Err(e) = self.peer.shutdown_complete(now) {
-                    self.shared.finished.signal(Err(e));
-                }
-            }
-            Command::Leave => {
-                if let Err(e) = self.peer.leave(now) {
-                    self.shared.finished.signal(Err(e));
-                }
-            }
-            Command::SetState(s) => {
-                // Checked against MAX_STATE by the handle already.
-                let _ = self.peer.set_state(&s);
-            }
+        }
+        let mut finishing = Ok(());
+        if requests & request::SHUTDOWN_COMPLETE != 0 {
+            finishing = peer.shutdown_complete(now);
+        }
+        // Leaving works in any state but the last; asked together, it follows a
+        // refused `shutdown_complete`.
+        if requests & request::LEAVE != 0 && peer.state() != State::Done {
+            finishing = peer.leave(now);
+        }
+        // A request made while the goodbye is going out ends with it, as the first.
+        if let (Err(e), false) = (finishing, peer.state() == State::Done) {
+            self.shared.finish(Err(e));
         }
     }
 
@@ -537,7 +650,7 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
         }
         while let Some(event) = self.peer.poll_event() {
             if let Event::Shutdown { successor } = event {
-                self.shared.shutdown.signal(successor);
+                self.shared.shut_down(successor);
             }
             #[cfg(feature = "events")]
             self.shared.publish(event);
@@ -549,7 +662,7 @@ impl<M: RawMutex, const N: usize> Runner<'_, M, N> {
             send_failed: self.send_failed,
             dropped_oversized: self.dropped_oversized,
         };
-        self.shared.status.lock(|s| s.set(Some(status)));
+        self.shared.with(|e| e.status = Some(status));
     }
 }
 

@@ -158,3 +158,41 @@ fn failover_between_two_stacks() {
         },
     );
 }
+
+/// The handle's requests, as an application makes them: `shutdown_complete` before
+/// any shutdown is refused and leaves nothing behind, `set_state` reaches the
+/// standby, `shutdown_requested` answers every caller, and a request made after
+/// the goodbye is answered at once.
+#[test]
+fn the_handles_requests_are_answered_as_the_application_makes_them() {
+    let failover = Policy::Failover { preempt: false };
+    two_stacks(
+        config(1, failover, 100),
+        config(2, failover, 200),
+        async |(active, mut active_events), (standby, mut standby_events)| {
+            active.ready().await;
+            next(&mut active_events, |e| matches!(e, Event::Elected)).await;
+            assert_eq!(
+                active.shutdown_complete().await,
+                Err(handover_proto::StateError {
+                    state: State::Active
+                })
+            );
+            active.set_state(b"task 41").await.unwrap();
+            assert!(active.set_state(&[0; 65]).await.is_err());
+            standby.ready().await;
+            // The standby ranks higher: it stands by, then takes over (preempt off: on
+            // the active's departure only). First it hears the state.
+            next(
+                &mut standby_events,
+                |e| matches!(e, Event::Synced { state } if &state[..] == b"task 41"),
+            )
+            .await;
+            active.leave().await.unwrap();
+            next(&mut standby_events, |e| matches!(e, Event::Elected)).await;
+            // After the goodbye: at once, with the same answer.
+            assert_eq!(active.leave().await, Ok(()));
+            assert_eq!(active.status().unwrap().state, State::Done);
+        },
+    );
+}

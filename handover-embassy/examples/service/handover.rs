@@ -28,7 +28,7 @@ fn handover_task(
 
 /// Logs the protocol's events: with the protocol's logs only, as a firmware that
 /// only hands over needs no events (the adapter's `events` feature costs about
-/// 600 B of flash, and logging them about as much again).
+/// 500 B of flash, and logging them about 700 B more).
 #[cfg(feature = "protocol-logs")]
 #[embassy_executor::task]
 async fn log_events(mut events: handover_embassy::Events<'static, CriticalSectionRawMutex>) {
