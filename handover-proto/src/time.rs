@@ -124,8 +124,6 @@ impl Clock {
     }
 
     /// The instant a tick stands for.
-    // One copy on microcontrollers: 64-bit arithmetic is long on a Cortex-M0+.
-    #[cfg_attr(target_pointer_width = "32", inline(never))]
     pub(crate) fn instant(&self, tick: Tick) -> Instant {
         self.epoch.add_micros(tick)
     }
