@@ -95,10 +95,10 @@ impl Clock {
     /// Moves to `now` (never backwards). When the epoch has to move, returns by how
     /// many ticks: every stored tick must be lowered by that much, saturating at 0.
     pub(crate) fn advance(&mut self, now: Instant) -> Option<Tick> {
-        let now = self.now().max(now);
         let since = now.micros_since(self.epoch);
         if since < REBASE_AFTER {
-            self.tick = since as Tick;
+            // Never backwards, compared in ticks (a 32-bit comparison).
+            self.tick = self.tick.max(since as Tick);
             return None;
         }
         let epoch = Instant(now.0 - REBASE_TO);
