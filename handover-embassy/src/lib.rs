@@ -69,15 +69,16 @@
 //! a backoff of 10 ms upwards, so the datagram smoltcp drops while it resolves a
 //! neighbour costs only a retransmission.
 //!
-//! **Size**: the adapter and the protocol core add about 12 KB of flash on a
-//! Cortex-M7 (13.6 KB on the RP2040's Cortex-M0+, whose Thumb-1 code is larger) and
-//! 1.7 KB of static RAM beyond the socket buffers to a firmware built with opt-level
-//! "z"; authentication about 1.6 KB more (1.7 KB on the M0+) if the firmware also
+//! **Size**: the adapter and the protocol core add about 11 KB of flash on a
+//! Cortex-M7 (12.2 KB on the RP2040's Cortex-M0+, whose Thumb-1 code is larger) and
+//! 1.6 KB of static RAM (beyond what the same firmware with a plain UDP socket has)
+//! to a firmware built with opt-level "z"; authentication about 1.6 KB more (1.5 KB on the M0+) if the firmware also
 //! depends on `sha2` with its `force-soft-compact` feature (a compact SHA-256; the
-//! default one is faster and 1.6 KB larger), checkpoints about 1.7 KB more, and the
-//! event subscription (feature `events`, on by default) about 600 B and 400 B of
-//! RAM. Every build fits in 16 KiB on the M7; on the M0+, every build without
-//! checkpoints. See `BENCHMARKS.md` for the measurement of every build on both boards.
+//! default one is faster and 1.6 KB larger), checkpoints about 1.6 KB more (1.7 KB
+//! on the M0+), and the event subscription (feature `events`, on by default) about
+//! 500 B and 400 B of RAM. Every build fits in 16 KiB on both. handover-lib's
+//! protocol (feature `legacy`, off) costs about 300 B more. See `BENCHMARKS.md` for
+//! the measurement of every build on both boards.
 //!
 //! [embassy-net]: https://docs.rs/embassy-net
 #![no_std]
