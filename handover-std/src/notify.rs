@@ -5,7 +5,6 @@
 use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// What one notification datagram says. Unknown assignments are ignored, as systemd
 /// does.
@@ -103,12 +102,18 @@ pub struct NotifySocket {
 }
 
 impl NotifySocket {
-    /// Binds a fresh socket in `dir`, named after this process.
+    /// Binds a fresh socket in `dir`, after removing those that processes killed
+    /// before they could remove theirs left there.
+    ///
+    /// Named at random, not after the process: the old and the new container of a
+    /// service may both run `handover` as pid 1 and share the directory, and an
+    /// existing name is never taken over (its socket may be another's, live).
     pub fn bind(dir: &Path) -> io::Result<Self> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("handover-{}-{n}.notify", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        remove_stale(dir);
+        let path = dir.join(format!(
+            "handover-{:016x}.notify",
+            crate::link::random_u64()
+        ));
         let socket = tokio::net::UnixDatagram::bind(&path)?;
         Ok(NotifySocket { socket, path })
     }
@@ -129,6 +134,31 @@ impl NotifySocket {
 impl Drop for NotifySocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes the notification sockets in `dir` that nobody is bound to any more (a
+/// `handover` ended by SIGKILL, or by the OOM killer, cannot remove its own): such
+/// a socket refuses a connection, where a live one accepts it, whichever container
+/// it belongs to. Sockets of other users stay (the connection is denied, not
+/// refused), as does everything else.
+fn remove_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.as_encoded_bytes();
+        if !(name.starts_with(b"handover-") && name.ends_with(b".notify")) {
+            continue;
+        }
+        let path = entry.path();
+        let refused = UnixDatagram::unbound()
+            .and_then(|probe| probe.connect(&path))
+            .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused);
+        if refused {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
@@ -166,5 +196,46 @@ mod tests {
         let path = socket.path().to_owned();
         drop(socket);
         assert!(!path.exists(), "socket file removed on drop");
+    }
+
+    /// Sockets left by killed processes go; live ones, another process's
+    /// included, and other files stay; two sockets in one directory never share a
+    /// name.
+    #[tokio::test]
+    async fn binding_removes_only_what_nobody_is_bound_to() {
+        let dir = std::env::temp_dir().join(format!("handover-notify-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A killed process's socket: its file outlives it (no drop ran).
+        let stale = dir.join("handover-00000000000000aa.notify");
+        drop(UnixDatagram::bind(&stale).unwrap());
+        // The name an earlier release gave, by pid.
+        let stale_by_pid = dir.join("handover-1-0.notify");
+        drop(UnixDatagram::bind(&stale_by_pid).unwrap());
+        let live_path = dir.join("handover-00000000000000bb.notify");
+        let live = UnixDatagram::bind(&live_path).unwrap();
+        let other = dir.join("handover-00000000000000cc.sock");
+        std::fs::write(&other, b"").unwrap();
+        assert!(stale.exists() && stale_by_pid.exists());
+
+        let first = NotifySocket::bind(&dir).unwrap();
+        let second = NotifySocket::bind(&dir).unwrap();
+        assert!(!stale.exists(), "a socket nobody is bound to");
+        assert!(
+            !stale_by_pid.exists(),
+            "an earlier release's, nobody bound to it"
+        );
+        assert!(live_path.exists(), "a live socket");
+        assert!(other.exists(), "not a notification socket");
+        assert!(first.path().exists() && second.path().exists());
+        assert_ne!(first.path(), second.path());
+        // The live one still hears what is sent to it.
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to(b"READY=1", &live_path)
+            .unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(live.recv(&mut buf).unwrap(), 7);
+        drop((first, second, live));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
