@@ -54,7 +54,8 @@ pub struct Config {
     pub priority: u8,
     /// Interval between heartbeats, from [`MIN_HEARTBEAT`] to [`MAX_HEARTBEAT`].
     pub heartbeat: Duration,
-    /// Also speak handover-lib's v1 protocol on its own group and port.
+    /// Also speak handover-lib's v1 protocol on its own group and port (with the
+    /// `legacy` feature, on by default; without it, refused by [`validate`](Self::validate)).
     pub legacy: bool,
     /// Service name announced in heartbeats.
     pub name: String<MAX_NAME>,
