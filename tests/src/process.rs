@@ -3,59 +3,107 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::netns::Netns;
 
-/// A binary of this workspace, built by cargo next to the test executable (built on
-/// demand when the test runs without the rest of the workspace).
-fn workspace_bin(package: &str, name: &str) -> PathBuf {
+/// `target/<profile>`, where cargo puts the binaries of this workspace (the test
+/// runs as `target/<profile>/deps/<test>`).
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
-    // target/<profile>/deps/<test>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = profile_dir.join(name);
-    if !bin.exists() {
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// A binary of this crate: cargo builds them with its tests.
+fn test_bin(name: &str) -> PathBuf {
+    profile_dir().join(name)
+}
+
+/// `handover`, with `handover-etcd` beside it (which `--election etcd` executes),
+/// as the tree is now. Cargo builds a test's own package, not the commands it
+/// runs: a test file run alone (`cargo test --test cli`) would find them missing,
+/// or built from older code. So they are built again when older than any source
+/// of the crates they are made of, once per test process (after `cargo test
+/// --workspace`, which built them, they are current).
+fn cli_bin() -> PathBuf {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    let dir = profile_dir();
+    CHECKED.get_or_init(|| {
+        let built = ["handover", "handover-etcd"]
+            .map(|name| modified(&dir.join(name)))
+            .into_iter()
+            .min()
+            .flatten();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace");
+        let sources = [
+            "handover-cli",
+            "handover-std",
+            "handover-proto",
+            "Cargo.lock",
+        ]
+        .iter()
+        .filter_map(|part| newest(&root.join(part)))
+        .max();
+        if built.is_some_and(|built| sources.is_some_and(|s| s <= built)) {
+            return;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", package, "--bin", name]);
-        if release {
+        cmd.args(["build", "--quiet", "-p", "handover-cli", "--bins"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
         assert!(cmd.status().expect("cargo build").success());
-    }
-    bin
+    });
+    dir.join("handover")
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// When the newest file under `path` (or `path` itself) was last changed.
+fn newest(path: &Path) -> Option<std::time::SystemTime> {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return modified(path);
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name() != "target")
+        .filter_map(|e| newest(&e.path()))
+        .max()
 }
 
 /// The `handover` command: `$HANDOVER_BIN` if set (e.g. the `dist` build), else the
-/// one cargo built next to the test, with `handover-etcd` beside it (which
-/// `--election etcd` executes: a test file run alone would otherwise lack it).
+/// workspace's, as the tree is now.
 pub fn handover_bin() -> PathBuf {
     match std::env::var_os("HANDOVER_BIN") {
         Some(path) => PathBuf::from(path),
-        None => {
-            workspace_bin("handover-cli", "handover-etcd");
-            workspace_bin("handover-cli", "handover")
-        }
+        None => cli_bin(),
     }
 }
 
 /// The test service of this crate.
 pub fn fake_service() -> PathBuf {
-    workspace_bin("handover-tests", "fake-service")
+    test_bin("fake-service")
 }
 
 /// The work-queue test service of this crate.
 pub fn queue_worker() -> PathBuf {
-    workspace_bin("handover-tests", "queue-worker")
+    test_bin("queue-worker")
 }
 
 /// `handover-embassy` on a TAP device.
 pub fn embassy_peer() -> PathBuf {
-    workspace_bin("handover-tests", "embassy-peer")
+    test_bin("embassy-peer")
 }
 
 /// `CLOCK_MONOTONIC` in microseconds, the clock of `t_us` in event lines.
@@ -305,7 +353,11 @@ pub fn run_args(
 /// A fresh scratch directory for test `test` of this process (mark files, complete
 /// files, sockets), emptied if a previous run left it.
 pub fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("handover-{test}-{}", std::process::id()));
+    emptied(std::env::temp_dir().join(format!("handover-{test}-{}", std::process::id())))
+}
+
+/// Directory `dir`, created, or emptied if a previous run left it.
+pub fn emptied(dir: PathBuf) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
     dir

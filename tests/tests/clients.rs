@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use handover_tests::clients::{missing, node_app, python_env};
 use handover_tests::etcd::{etcd_bin, Cluster};
 use handover_tests::netns::Netns;
-use handover_tests::process::{eventually, handover_bin, scratch, Run};
+use handover_tests::process::{emptied, eventually, handover_bin, scratch, Run};
 use handover_tests::runlog::{lines, runs, Tally};
 use handover_tests::topology::Containers;
 use handover_tests::{require, require_netns};
@@ -39,9 +39,7 @@ struct Installed {
 fn installed() -> &'static Installed {
     static INSTALLED: OnceLock<Installed> = OnceLock::new();
     INSTALLED.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("client-packages");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("the packages' directory");
+        let dir = emptied(Path::new(env!("CARGO_TARGET_TMPDIR")).join("client-packages"));
         Installed {
             node_app: node_app(&dir),
             python: python_env(&dir),
