@@ -97,18 +97,35 @@ pub struct Ledger<T> {
     /// While active: the checkpoint every standby holds; `None` otherwise.
     held: Option<u64>,
     window: NonZeroUsize,
+    /// What a task weighs (its bytes, say), and what the queued tasks weigh.
+    weigh: fn(&T) -> usize,
+    weight: usize,
 }
 
 impl<T> Ledger<T> {
     /// An empty ledger letting `window` completions await acknowledgement.
     pub fn new(window: NonZeroUsize) -> Self {
+        Self::weighing(window, |_| 0)
+    }
+
+    /// An empty ledger that keeps the total of `weigh` over the tasks queued
+    /// ([`weight`](Self::weight)), for a caller that bounds the queue in bytes.
+    pub fn weighing(window: NonZeroUsize, weigh: fn(&T) -> usize) -> Self {
         Ledger {
             tasks: BTreeMap::new(),
             done: 0,
             unheld: VecDeque::new(),
             held: None,
             window,
+            weigh,
+            weight: 0,
         }
+    }
+
+    /// What the tasks queued weigh together (0 unless made by
+    /// [`weighing`](Self::weighing)).
+    pub fn weight(&self) -> usize {
+        self.weight
     }
 
     /// Adds a task, unless a checkpoint covers it or it is queued already.
@@ -119,6 +136,7 @@ impl<T> Ledger<T> {
         match self.tasks.entry(id) {
             std::collections::btree_map::Entry::Occupied(_) => Submitted::AlreadyQueued,
             std::collections::btree_map::Entry::Vacant(slot) => {
+                self.weight += (self.weigh)(&payload);
                 slot.insert(payload);
                 Submitted::Queued
             }
@@ -193,7 +211,7 @@ impl<T> Ledger<T> {
             if *task.key() > id {
                 break;
             }
-            task.remove();
+            self.weight -= (self.weigh)(&task.remove());
         }
     }
 
@@ -411,6 +429,20 @@ mod tests {
         assert_eq!(l.next(), None);
         l.sync(2, None);
         assert_eq!((l.done(), l.len()), (2, 1));
+    }
+
+    #[test]
+    fn a_weighing_ledger_counts_what_is_queued() {
+        let mut l = Ledger::weighing(NonZeroUsize::MIN, |t: &&str| t.len());
+        l.submit(1, "abc");
+        l.submit(2, "de");
+        assert_eq!(l.submit(2, "ignored"), Submitted::AlreadyQueued);
+        assert_eq!(l.weight(), 5);
+        l.sync(0, Some(0));
+        l.complete(1);
+        assert_eq!(l.weight(), 2);
+        l.sync(2, None);
+        assert_eq!((l.weight(), l.len()), (0, 0));
     }
 
     #[test]

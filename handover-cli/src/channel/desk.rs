@@ -15,7 +15,8 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use handover_std::queue::{Ledger, Submitted};
-use serde_json::Value;
+
+use super::Payload;
 
 /// First pause before a retried task runs again (as the Rust queue's).
 const RETRY_MIN: Duration = Duration::from_millis(10);
@@ -32,9 +33,19 @@ enum Handed {
     Retry(Duration),
 }
 
+/// How many tasks, and how many bytes of payload, the queue may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub tasks: usize,
+    pub bytes: usize,
+}
+
 pub struct Desk {
-    ledger: Ledger<Value>,
-    capacity: usize,
+    ledger: Ledger<Payload>,
+    limits: Limits,
+    /// Active, as the last [`sync`](Self::sync) said: only then are completions
+    /// recorded.
+    active: bool,
     /// The tasks handed out and not yet counted done, oldest first.
     handed: VecDeque<(u64, Handed)>,
     retry: Duration,
@@ -45,10 +56,11 @@ pub struct Desk {
 impl Desk {
     /// An empty queue holding at most `capacity` tasks, letting `window` tasks be
     /// handed out or await acknowledgement.
-    pub fn new(window: NonZeroUsize, capacity: usize) -> Self {
+    pub fn new(window: NonZeroUsize, limits: Limits) -> Self {
         Desk {
-            ledger: Ledger::new(window),
-            capacity,
+            ledger: Ledger::weighing(window, Payload::len),
+            limits,
+            active: false,
             handed: VecDeque::new(),
             retry: RETRY_MIN,
             stopping: false,
@@ -57,29 +69,47 @@ impl Desk {
 
     /// Queues a task; a full queue refuses it (the service is told, and may
     /// submit it again).
-    pub fn submit(&mut self, id: u64, payload: Value) -> Result<Submitted, String> {
+    pub fn submit(&mut self, id: u64, payload: Payload) -> Result<Submitted, String> {
         let new = id > self.ledger.done() && !self.ledger.contains(id);
-        if new && self.ledger.len() >= self.capacity {
+        let Limits { tasks, bytes } = self.limits;
+        if new && self.ledger.len() >= tasks {
             return Err(format!(
-                "submit: the queue is full ({} tasks, --queue-capacity)",
-                self.capacity
+                "submit: the queue is full ({tasks} tasks, --queue-capacity)"
+            ));
+        }
+        if new && self.ledger.weight() + payload.len() > bytes {
+            return Err(format!(
+                "submit: the queue is full ({bytes} bytes of payloads, --queue-bytes)"
             ));
         }
         Ok(self.ledger.submit(id, payload))
     }
 
     /// What the protocol says: the highest checkpoint known and, while active,
-    /// the one every standby holds.
-    pub fn sync(&mut self, checkpoint: u64, held: Option<u64>) {
+    /// the one every standby holds. Returns a checkpoint to record: on becoming
+    /// active, the tasks this service finished while it was not, if no instance
+    /// has recorded them.
+    #[must_use = "a checkpoint to record"]
+    pub fn sync(&mut self, checkpoint: u64, held: Option<u64>) -> Option<u64> {
         self.ledger.sync(checkpoint, held);
         // Another instance did these: an answer for them changes nothing.
         let done = self.ledger.done();
         self.handed.retain(|&(id, _)| id > done);
+        let activated = held.is_some() && !self.active;
+        self.active = held.is_some();
+        (activated && done > checkpoint).then_some(done)
     }
 
     /// The service's answer for task `id` at `now`: the checkpoint to record, if
-    /// the tasks done now reach further.
+    /// the tasks done now reach further and this instance is active (otherwise it
+    /// is recorded on becoming active again, by [`sync`](Self::sync)).
+    ///
+    /// An answer for a task a checkpoint already covers is taken and changes
+    /// nothing: the service cannot know that another instance finished it.
     pub fn answer(&mut self, id: u64, done: bool, now: Duration) -> Result<Option<u64>, String> {
+        if id <= self.ledger.done() {
+            return Ok(None);
+        }
         let verb = if done { "done" } else { "retry" };
         let Some(slot) = self
             .handed
@@ -101,13 +131,13 @@ impl Desk {
             self.ledger.complete(id);
             checkpoint = Some(id);
         }
-        Ok(checkpoint)
+        Ok(checkpoint.filter(|_| self.active))
     }
 
     /// The next task to hand to the service now, if any: a retried one that is
     /// due, else the next in id order while the window allows. None after a stop,
     /// or while this instance stands by.
-    pub fn next(&mut self, now: Duration) -> Option<(u64, Value)> {
+    pub fn next(&mut self, now: Duration) -> Option<(u64, Payload)> {
         if self.stopping {
             return None;
         }
@@ -160,7 +190,15 @@ mod tests {
     const T: Duration = Duration::ZERO;
 
     fn desk(window: usize) -> Desk {
-        Desk::new(NonZeroUsize::new(window).unwrap(), 3)
+        let limits = Limits {
+            tasks: 3,
+            bytes: 1 << 20,
+        };
+        Desk::new(NonZeroUsize::new(window).unwrap(), limits)
+    }
+
+    fn p(id: u64) -> Payload {
+        Payload::from_json(id.to_string()).unwrap()
     }
 
     fn ids(d: &mut Desk, now: Duration) -> Vec<u64> {
@@ -171,32 +209,38 @@ mod tests {
     fn one_task_at_a_time_and_only_once_the_last_is_held() {
         let mut d = desk(1);
         for id in 1..=3 {
-            assert_eq!(d.submit(id, Value::from(id)), Ok(Submitted::Queued));
+            assert_eq!(d.submit(id, p(id)), Ok(Submitted::Queued));
         }
         assert_eq!(d.next(T), None, "standing by");
-        d.sync(0, Some(0));
-        assert_eq!(d.next(T), Some((1, Value::from(1))));
+        assert_eq!(d.sync(0, Some(0)), None);
+        assert_eq!(d.next(T), Some((1, p(1))));
         assert_eq!(d.next(T), None, "1 runs");
         assert_eq!(d.answer(1, true, T), Ok(Some(1)));
         assert_eq!(d.next(T), None, "1 is not held");
         assert!(!d.settled());
-        d.sync(1, Some(1));
+        assert_eq!(d.sync(1, Some(1)), None);
         assert!(d.settled());
         assert_eq!(d.next(T).map(|t| t.0), Some(2));
     }
 
     #[test]
     fn a_window_hands_out_several_and_counts_done_in_order() {
-        let mut d = Desk::new(NonZeroUsize::new(3).unwrap(), 10);
+        let mut d = Desk::new(
+            NonZeroUsize::new(3).unwrap(),
+            Limits {
+                tasks: 10,
+                bytes: 1 << 20,
+            },
+        );
         for id in 1..=5 {
-            d.submit(id, Value::Null).unwrap();
+            d.submit(id, Payload::null()).unwrap();
         }
-        d.sync(0, Some(0));
+        assert_eq!(d.sync(0, Some(0)), None);
         assert_eq!(ids(&mut d, T), [1, 2, 3]);
         assert_eq!(d.answer(2, true, T), Ok(None), "1 is not done yet");
         assert_eq!(d.answer(1, true, T), Ok(Some(2)), "1 and 2 are done");
         assert_eq!(ids(&mut d, T), [] as [u64; 0], "3 runs, 1 and 2 await");
-        d.sync(2, Some(2));
+        assert_eq!(d.sync(2, Some(2)), None);
         assert_eq!(ids(&mut d, T), [4, 5]);
         // A retry of 3 holds back the checkpoint of 4 until 3 is done.
         assert_eq!(d.answer(3, false, T), Ok(None));
@@ -209,8 +253,8 @@ mod tests {
     #[test]
     fn a_retry_waits_and_answers_must_name_a_running_task() {
         let mut d = desk(1);
-        d.submit(5, Value::Null).unwrap();
-        d.sync(0, Some(0));
+        d.submit(5, Payload::null()).unwrap();
+        assert_eq!(d.sync(0, Some(0)), None);
         assert_eq!(d.next(T).map(|t| t.0), Some(5));
         assert!(d.answer(4, true, T).unwrap_err().contains("task 4 is not"));
         assert_eq!(d.answer(5, false, T), Ok(None));
@@ -226,11 +270,11 @@ mod tests {
     fn a_full_queue_refuses_and_a_stop_hands_out_nothing() {
         let mut d = desk(1);
         for id in 1..=3 {
-            d.submit(id, Value::Null).unwrap();
+            d.submit(id, Payload::null()).unwrap();
         }
-        assert!(d.submit(4, Value::Null).unwrap_err().contains("full"));
-        assert_eq!(d.submit(2, Value::Null), Ok(Submitted::AlreadyQueued));
-        d.sync(0, Some(0));
+        assert!(d.submit(4, Payload::null()).unwrap_err().contains("full"));
+        assert_eq!(d.submit(2, Payload::null()), Ok(Submitted::AlreadyQueued));
+        assert_eq!(d.sync(0, Some(0)), None);
         d.stop();
         assert_eq!(d.next(T), None);
     }
@@ -239,14 +283,50 @@ mod tests {
     fn the_new_actives_checkpoints_cover_what_was_handed_out() {
         let mut d = desk(2);
         for id in 1..=3 {
-            d.submit(id, Value::Null).unwrap();
+            d.submit(id, Payload::null()).unwrap();
         }
-        d.sync(0, Some(0));
+        assert_eq!(d.sync(0, Some(0)), None);
         assert_eq!(ids(&mut d, T), [1, 2]);
         // Demoted; another instance did 1 and 2.
-        d.sync(2, None);
-        assert!(d.answer(1, true, T).is_err());
-        d.sync(2, Some(2));
+        assert_eq!(d.sync(2, None), None);
+        assert_eq!(d.answer(1, true, T), Ok(None), "taken: 2 covers it");
+        assert_eq!(d.sync(2, Some(2)), None);
         assert_eq!(ids(&mut d, T), [3]);
+    }
+
+    #[test]
+    fn an_answer_while_not_active_is_recorded_on_becoming_active_again() {
+        let mut d = desk(1);
+        d.submit(1, p(1)).unwrap();
+        d.submit(2, p(2)).unwrap();
+        assert_eq!(d.sync(0, Some(0)), None);
+        assert_eq!(d.next(T).map(|t| t.0), Some(1));
+        // The term is lost while 1 runs; its answer comes after.
+        assert_eq!(d.sync(0, None), None);
+        assert_eq!(d.answer(1, true, T), Ok(None), "not active: not recorded");
+        // Elected again, nobody having recorded 1: it is recorded now, and the
+        // queue goes on once the standbys hold it.
+        assert_eq!(d.sync(0, Some(0)), Some(1));
+        assert_eq!(d.next(T), None, "1 is not held yet");
+        assert_eq!(d.sync(1, Some(1)), None);
+        assert_eq!(d.next(T).map(|t| t.0), Some(2));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        let limits = Limits {
+            tasks: 100,
+            bytes: 10,
+        };
+        let mut d = Desk::new(NonZeroUsize::MIN, limits);
+        let text = |n: usize| Payload::from_json(format!("\"{}\"", "x".repeat(n))).unwrap();
+        assert_eq!(d.submit(1, text(4)), Ok(Submitted::Queued), "6 bytes");
+        let refused = d.submit(2, text(3)).unwrap_err();
+        assert!(refused.contains("--queue-bytes"), "{refused}");
+        assert_eq!(d.submit(2, text(2)), Ok(Submitted::Queued), "10 bytes");
+        assert_eq!(d.submit(1, text(4)), Ok(Submitted::AlreadyQueued));
+        // Done and checkpointed: its bytes are free again.
+        assert_eq!(d.sync(1, None), None);
+        assert_eq!(d.submit(3, text(4)), Ok(Submitted::Queued));
     }
 }

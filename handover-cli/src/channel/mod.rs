@@ -20,12 +20,13 @@ mod said;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-pub use desk::Desk;
-pub use said::{Said, MAX_PAYLOAD};
+pub use desk::{Desk, Limits};
+pub use said::{Payload, Said, MAX_PAYLOAD};
 
 use crate::log::hex;
 use said::to_hex;
@@ -136,11 +137,15 @@ pub struct Channel {
     /// read: role, the active's state, the checkpoints.
     now: [Option<String>; 4],
     /// The tasks handed out whose lines are not written yet, with where each
-    /// ends in `out`.
+    /// ends in `out` ([`NOT_APPENDED`] for one not in it yet). Never dropped: the
+    /// desk counts them as running.
     runs: Vec<(usize, String)>,
     /// Whether the service closed its end: nothing more is written.
     closed: bool,
 }
+
+/// Where a run line ends that is not in the backlog yet.
+const NOT_APPENDED: usize = usize::MAX;
 
 /// The slots of [`Channel::now`].
 const ROLE: usize = 0;
@@ -208,21 +213,30 @@ impl Channel {
             CHECKPOINT,
             &json!({ "event": "checkpoint", "id": checkpoint }),
         );
-        if let Some(held) = held {
-            self.keep(HELD, &json!({ "event": "checkpoint_held", "id": held }));
+        match held {
+            Some(held) => self.keep(HELD, &json!({ "event": "checkpoint_held", "id": held })),
+            // Not active: a backlog rewritten later must not repeat an old one.
+            None => self.now[HELD] = None,
         }
     }
 
     /// A task for the service to run, answered with `done` or `retry`. Written
     /// by the next [`flush`](Self::flush), so that the tasks handed out together
     /// leave in one write.
-    pub fn run(&mut self, id: u64, payload: &Value) {
-        let line = format!(
-            "{}\n",
-            json!({ "event": "run", "id": id, "payload": payload })
-        );
-        self.append(line.as_bytes());
-        self.runs.push((self.out.len(), line));
+    pub fn run(&mut self, id: u64, payload: &RawValue) {
+        if self.closed {
+            return;
+        }
+        let line = format!("{{\"event\":\"run\",\"id\":{id},\"payload\":{payload}}}\n");
+        if self.out.len() + line.len() <= BACKLOG {
+            self.out.extend_from_slice(line.as_bytes());
+            self.runs.push((self.out.len(), line));
+        } else {
+            // Counted among the runs first: the line that overflows the backlog
+            // is written with the others when it is rewritten.
+            self.runs.push((NOT_APPENDED, line));
+            self.compact();
+        }
     }
 
     /// A line of the service that was not understood or not accepted.
@@ -248,8 +262,13 @@ impl Channel {
             self.out.extend_from_slice(line);
             return;
         }
-        // The service is not reading: keep the line it is in the middle of, then
-        // only what is true now (and the tasks to run that were not written).
+        self.compact();
+    }
+
+    /// The service is not reading: keeps the line it is in the middle of, then
+    /// only what is true now, and every task to run that was not written, in
+    /// order. The backlog stays within [`BACKLOG`] plus the window's runs.
+    fn compact(&mut self) {
         let cut = self.partial.max(self.hello);
         self.out.truncate(cut);
         for kept in self.now.iter().flatten() {
@@ -325,20 +344,40 @@ mod tests {
         assert_eq!(lines.next(&mut reader).await, None);
     }
 
-    /// Everything the service's end can read until `channel` has nothing left.
-    async fn read_all(channel: &mut Channel, theirs: UnixStream) -> Vec<Value> {
+    fn payload(json: Value) -> Payload {
+        Payload::from_json(json.to_string()).unwrap()
+    }
+
+    /// The service's end of `channel`, for reading.
+    fn service_end(channel: &mut Channel) -> tokio::net::UnixStream {
+        let theirs = UnixStream::from(channel.theirs.take().unwrap());
         theirs.set_nonblocking(true).unwrap();
-        let theirs = tokio::net::UnixStream::from_std(theirs).unwrap();
-        let mut read = Vec::new();
-        let mut buf = vec![0u8; 65536];
+        tokio::net::UnixStream::from_std(theirs).unwrap()
+    }
+
+    /// What the service's end reads now, without waiting.
+    fn read_now(theirs: &tokio::net::UnixStream, most: usize, into: &mut Vec<u8>) {
+        let mut buf = vec![0u8; most];
+        if let Ok(n) = theirs.try_read(&mut buf) {
+            into.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Everything the service's end can read until `channel` has nothing left,
+    /// after what it read before, as JSON lines.
+    async fn read_all(
+        channel: &mut Channel,
+        theirs: tokio::net::UnixStream,
+        mut read: Vec<u8>,
+    ) -> Vec<Value> {
         let wait = std::time::Duration::from_millis(50);
         loop {
             let _ = tokio::time::timeout(wait, channel.writable()).await;
             let _ = tokio::time::timeout(wait, theirs.readable()).await;
-            match theirs.try_read(&mut buf) {
-                Ok(n) if n > 0 => read.extend_from_slice(&buf[..n]),
-                _ if channel.out.is_empty() => break,
-                _ => {}
+            let before = read.len();
+            read_now(&theirs, 65536, &mut read);
+            if read.len() == before && channel.out.is_empty() {
+                break;
             }
         }
         String::from_utf8(read)
@@ -348,11 +387,19 @@ mod tests {
             .collect()
     }
 
+    fn run_ids(lines: &[Value]) -> Vec<u64> {
+        lines
+            .iter()
+            .filter(|l| l["event"] == "run")
+            .map(|l| l["id"].as_u64().unwrap())
+            .collect()
+    }
+
     #[tokio::test]
     async fn a_service_that_does_not_read_gets_what_is_true_now() {
         let (mut channel, _incoming) = Channel::new(json!({ "id": "01" })).unwrap();
-        let theirs = UnixStream::from(channel.theirs.take().unwrap());
-        channel.run(9, &json!("task nine"));
+        let theirs = service_end(&mut channel);
+        channel.run(9, payload(json!("task nine")).json());
         // Far more than the socket and the backlog hold, unread.
         for i in 0..20_000u64 {
             channel.role(i % 2 == 0, Some(i), i);
@@ -360,7 +407,7 @@ mod tests {
             channel.error("unknown cmd", "{}");
             if i % 5_000 == 0 {
                 // Handed out while the socket is full: in the backlog.
-                channel.run(100 + i, &json!(i));
+                channel.run(100 + i, payload(json!(i)).json());
             }
         }
         assert!(channel.out.len() <= BACKLOG + 4096);
@@ -368,22 +415,87 @@ mod tests {
         channel.checkpoints(8, Some(8));
         // Now the service reads: every line is whole JSON, the first is the
         // hello, the last say what is true now, and the task to run is there once.
-        let lines = read_all(&mut channel, theirs).await;
+        let lines = read_all(&mut channel, theirs, Vec::new()).await;
         assert_eq!(lines[0]["event"], "hello", "{}", lines[0]);
         assert_eq!(lines[0]["channel"], VERSION);
         let last = |event: &str| lines.iter().rev().find(|l| l["event"] == event).unwrap();
         assert_eq!(last("role")["role"], "active");
         assert_eq!(last("role")["leader"], hex(7));
         assert_eq!(last("checkpoint_held")["id"], 8);
-        let runs: Vec<_> = lines
-            .iter()
-            .filter(|l| l["event"] == "run")
-            .map(|l| l["id"].as_u64().unwrap())
-            .collect();
         assert_eq!(
-            runs,
+            run_ids(&lines),
             [9, 100, 5_100, 10_100, 15_100],
             "each task once, in order"
         );
+    }
+
+    /// What happens to the channel in the property below.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A task handed out, with a payload of this many bytes.
+        Run(usize),
+        Role(bool),
+        Checkpoints(u64, Option<u64>),
+        Error,
+        Flush,
+        /// The service reads at most this many bytes.
+        Read(usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0..=MAX_PAYLOAD - 2).prop_map(Op::Run),
+            2 => any::<bool>().prop_map(Op::Role),
+            1 => (any::<u64>(), any::<Option<u64>>()).prop_map(|(c, h)| Op::Checkpoints(c, h)),
+            2 => Just(Op::Error),
+            2 => Just(Op::Flush),
+            1 => (1usize..200_000).prop_map(Op::Read),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(48))]
+
+        /// Whatever the payloads and however slowly the service reads, every task
+        /// handed out reaches it once and in order, every line whole, and the
+        /// last role is the one true now.
+        #[test]
+        fn every_run_line_reaches_a_slow_reader_once_and_in_order(
+            ops in proptest::collection::vec(op(), 1..400)
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (mut channel, _incoming) = Channel::new(json!({ "id": "01" })).unwrap();
+                let theirs = service_end(&mut channel);
+                let (mut read, mut handed, mut role) = (Vec::new(), Vec::new(), None);
+                for op in ops {
+                    match op {
+                        Op::Run(size) => {
+                            let id = handed.len() as u64 + 1;
+                            channel.run(id, payload(json!("x".repeat(size))).json());
+                            handed.push(id);
+                        }
+                        Op::Role(active) => {
+                            channel.role(active, None, 0);
+                            role = Some(active);
+                        }
+                        Op::Checkpoints(checkpoint, held) => channel.checkpoints(checkpoint, held),
+                        Op::Error => channel.error("unknown cmd", "{}"),
+                        Op::Flush => channel.flush(),
+                        Op::Read(most) => read_now(&theirs, most, &mut read),
+                    }
+                }
+                let lines = read_all(&mut channel, theirs, read).await;
+                assert_eq!(lines[0]["event"], "hello");
+                assert_eq!(run_ids(&lines), handed);
+                let last_role = lines.iter().rev().find(|l| l["event"] == "role");
+                let expected = role.map(|active| if active { "active" } else { "standby" });
+                assert_eq!(last_role.map(|l| l["role"].as_str().unwrap()), expected);
+            });
+        }
     }
 }

@@ -2,7 +2,10 @@
 //! `cmd`. Anything else is an error the service is told about, never the end of
 //! the channel.
 
-use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::value::RawValue;
 
 /// The most bytes a task's payload may take, as JSON.
 pub const MAX_PAYLOAD: usize = 16 * 1024;
@@ -15,7 +18,7 @@ pub enum Said {
     /// Record progress `id` (active, without `--queue`).
     Checkpoint(u64),
     /// Queue a task (every instance).
-    Submit { id: u64, payload: Value },
+    Submit { id: u64, payload: Payload },
     /// The task handed out as `run` is done.
     Done(u64),
     /// The task handed out as `run` must run again.
@@ -26,45 +29,88 @@ pub enum Said {
     Leave,
 }
 
+/// A task's payload: the JSON text the service sent, kept as it came (a queued
+/// byte costs a byte, where a parsed value costs about sixteen).
+#[derive(Debug, Clone)]
+pub struct Payload(Box<RawValue>);
+
+impl Payload {
+    /// The payload of a submit without one.
+    pub fn null() -> Self {
+        Payload(RawValue::from_string("null".into()).expect("null is JSON"))
+    }
+
+    /// A payload from JSON text, checked.
+    #[cfg(test)]
+    pub fn from_json(json: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json).map(Payload)
+    }
+
+    /// Its size, in bytes of JSON.
+    pub fn len(&self) -> usize {
+        self.0.get().len()
+    }
+
+    /// As JSON, to write into a line.
+    pub fn json(&self) -> &RawValue {
+        &self.0
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl fmt::Display for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
+
 /// Why a line was not understood: the service is told this.
 pub type Refusal = String;
 
 impl Said {
     /// Reads one line. Version 0's `{"state":"<hex>"}` (no `cmd`) is still a
-    /// state.
+    /// state. Each field is read only as far as its command needs, so that a
+    /// payload is never parsed into values.
     pub fn parse(line: &[u8]) -> Result<Said, Refusal> {
-        let v: Value =
+        let object: HashMap<String, &RawValue> =
             serde_json::from_slice(line).map_err(|e| format!("not a JSON object: {e}"))?;
-        let Some(object) = v.as_object() else {
-            return Err("not a JSON object".into());
+        let string = |field: &str| {
+            let raw = object.get(field)?;
+            serde_json::from_str::<String>(raw.get()).ok()
         };
-        let cmd = match object.get("cmd") {
-            Some(Value::String(cmd)) => cmd.as_str(),
-            Some(_) => return Err("\"cmd\" is not a string".into()),
-            None if object.contains_key("state") => "state",
-            None => return Err("no \"cmd\"".into()),
+        let cmd = match (object.get("cmd"), string("cmd")) {
+            (Some(_), Some(cmd)) => cmd,
+            (Some(_), None) => return Err("\"cmd\" is not a string".into()),
+            (None, _) if object.contains_key("state") => "state".into(),
+            (None, _) => return Err("no \"cmd\"".into()),
         };
         let id = || {
             object
                 .get("id")
-                .and_then(Value::as_u64)
+                .and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok())
                 .ok_or_else(|| format!("{cmd}: \"id\" must be a whole number from 0"))
         };
-        match cmd {
-            "state" => {
-                let hex = object.get("state").and_then(Value::as_str);
-                hex.and_then(from_hex)
-                    .map(Said::State)
-                    .ok_or_else(|| "state: \"state\" must be a string of hex digits".into())
-            }
+        match cmd.as_str() {
+            "state" => string("state")
+                .as_deref()
+                .and_then(from_hex)
+                .map(Said::State)
+                .ok_or_else(|| "state: \"state\" must be a string of hex digits".into()),
             "checkpoint" => Ok(Said::Checkpoint(id()?)),
             "submit" => {
                 let id = id()?;
                 if id == 0 {
                     return Err("submit: ids start at 1 (0 is before every task)".into());
                 }
-                let payload = object.get("payload").cloned().unwrap_or(Value::Null);
-                let size = payload.to_string().len();
+                let payload = object
+                    .get("payload")
+                    .map_or_else(Payload::null, |raw| Payload((*raw).to_owned()));
+                let size = payload.len();
                 if size > MAX_PAYLOAD {
                     return Err(format!(
                         "submit: a payload of {size} bytes (at most {MAX_PAYLOAD})"
@@ -127,7 +173,7 @@ mod tests {
             parse(r#"{"cmd":"submit","id":3,"payload":{"a":[1]}}"#),
             Ok(Said::Submit {
                 id: 3,
-                payload: serde_json::json!({"a":[1]})
+                payload: Payload(RawValue::from_string(r#"{"a":[1]}"#.into()).unwrap())
             })
         );
         assert_eq!(parse(r#"{"cmd":"done","id":3}"#), Ok(Said::Done(3)));

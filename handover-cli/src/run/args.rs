@@ -93,6 +93,18 @@ pub struct Args {
     )]
     pub(crate) queue_capacity: usize,
 
+    /// The most bytes of payload the queue holds (as the service sent them); a
+    /// submit beyond is refused with an error line. Every instance holds the
+    /// queue, standbys too
+    #[arg(
+        long,
+        env = "HANDOVER_QUEUE_BYTES",
+        default_value = "64MiB",
+        value_name = "SIZE",
+        value_parser = parse_size
+    )]
+    pub(crate) queue_bytes: usize,
+
     /// The service and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub(crate) command: Vec<OsString>,
@@ -153,6 +165,14 @@ impl Args {
         Ok(())
     }
 
+    /// What the queue of `--queue` may hold.
+    pub fn queue_limits(&self) -> crate::channel::Limits {
+        crate::channel::Limits {
+            tasks: self.queue_capacity,
+            bytes: self.queue_bytes,
+        }
+    }
+
     /// The supervisor's policy, with the stop limit the backend allows.
     pub fn policy(&self, backend_stop_limit: Option<Duration>) -> Policy {
         let mode = match (self.protocol.mode, self.standby) {
@@ -187,6 +207,43 @@ impl Args {
         let port = address.rsplit_once(':')?.1.parse().ok()?;
         shared(port).then(|| format!("--ready-http {url}"))
     }
+}
+
+/// A size in bytes: a whole number with an optional unit (`B`, `KB`, `KiB`, `MB`,
+/// `MiB`, `GB`, `GiB`), at least a payload's largest.
+fn parse_size(s: &str) -> Result<usize, String> {
+    const UNITS: &[(&str, u64)] = &[
+        ("", 1),
+        ("b", 1),
+        ("kb", 1_000),
+        ("kib", 1 << 10),
+        ("mb", 1_000_000),
+        ("mib", 1 << 20),
+        ("gb", 1_000_000_000),
+        ("gib", 1 << 30),
+    ];
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let scale = UNITS
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .map(|(_, scale)| *scale);
+    let bytes = match (digits.parse::<u64>(), scale) {
+        (Ok(n), Some(scale)) => n.checked_mul(scale),
+        _ => None,
+    };
+    let bytes = bytes
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("{s:?} is not a size like 64MiB, 500KB or 1048576"))?;
+    let least = crate::channel::MAX_PAYLOAD;
+    if bytes < least {
+        return Err(format!(
+            "{bytes} bytes holds no payload of the largest size ({least} bytes)"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Signals by name (`SIGTERM`, `TERM`) or number.
@@ -225,5 +282,15 @@ mod tests {
         assert_eq!(parse_signal("10"), Ok(Signal::USR1));
         assert!(parse_signal("SIGFOO").unwrap_err().contains("SIGFOO"));
         assert!(parse_signal("0").is_err());
+    }
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("500 kb"), Ok(500_000));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("12 parsecs").unwrap_err().contains("not a size"));
+        assert!(parse_size("1KiB").unwrap_err().contains("no payload"));
+        assert!(parse_size("99999999999999GiB").is_err());
     }
 }

@@ -75,7 +75,7 @@ impl<'a> Driver<'a> {
             desk: self
                 .args
                 .queue
-                .then(|| Desk::new(self.args.queue_window, self.args.queue_capacity)),
+                .then(|| Desk::new(self.args.queue_window, self.args.queue_limits())),
             checkpoint: None,
             readiness: None,
             protocol_gone: false,
@@ -181,6 +181,7 @@ impl Driver<'_> {
             json!({
                 "window": args.queue_window.get(),
                 "capacity": args.queue_capacity,
+                "max_bytes": args.queue_bytes,
                 "max_payload": crate::channel::MAX_PAYLOAD,
             })
         });
@@ -377,7 +378,9 @@ impl<'a> World<'a> {
     /// service is told.
     fn progress(&mut self, progress: &Progress) {
         if let Some(desk) = self.desk.as_mut() {
-            desk.sync(progress.checkpoint, progress.held);
+            if let Some(finished) = desk.sync(progress.checkpoint, progress.held) {
+                self.checkpoint = Some(finished);
+            }
         }
         if let Some(channel) = self.channel.as_mut() {
             channel.checkpoints(progress.checkpoint, progress.held);
@@ -399,7 +402,7 @@ impl<'a> World<'a> {
         }
         let now = self.origin.elapsed();
         while let Some((id, payload)) = desk.next(now) {
-            channel.run(id, &payload);
+            channel.run(id, payload.json());
         }
         channel.flush();
     }
@@ -412,11 +415,18 @@ impl<'a> World<'a> {
         }
     }
 
-    /// Reads what the service wrote before it exited (for a moment: a child of
-    /// its own may hold the channel open).
+    /// Reads what the service wrote before it exited: up to the end of the
+    /// channel, or for a moment if a child of its own holds it open.
     async fn read_last_lines(&mut self, incoming: &mut Option<Incoming>) {
         let until = Instant::now() + LAST_LINES;
-        while let Ok(heard) = tokio::time::timeout_at(until, next_line(incoming)).await {
+        while let Some(i) = incoming.as_mut() {
+            let Ok(heard) = tokio::time::timeout_at(until, i.next()).await else {
+                return;
+            };
+            let Some(heard) = heard else {
+                *incoming = None;
+                return;
+            };
             if let Some(input) = self.heard(heard) {
                 // A state or a leave from a service that has exited: nothing to do.
                 tracing::debug!("after the service exited: {input:?}");
@@ -436,7 +446,9 @@ impl<'a> World<'a> {
         let settled = async {
             let mut p = Progress::from(&handover.status());
             loop {
-                desk.sync(p.checkpoint, p.held);
+                if let Some(finished) = desk.sync(p.checkpoint, p.held) {
+                    let _ = handover.checkpoint_now(finished);
+                }
                 if desk.settled() {
                     return;
                 }
