@@ -650,3 +650,101 @@ fn a_service_that_says_leave_hands_over_to_the_standby() {
     assert!(second.saw("elected", WAIT), "{:?}", second.seen);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A service that reads its channel slowly while the tasks handed to it are
+/// large: every task reaches it once, at any window, and the checkpoint covers
+/// them all (a run line that overflowed the channel's backlog was lost, and the
+/// queue stalled for good).
+#[test]
+fn a_slow_reader_gets_every_large_task_at_any_window() {
+    let _machine = shared_machine();
+    require_netns!();
+    let net = Containers::new();
+    let dir = scratch("slow-reader");
+    let tasks = 40u64;
+    for (window, payload) in [(1, 16_384), (6, 12_000), (8, 12_000), (64, 16_384)] {
+        let c = net.container();
+        let runlog = dir.join(format!("runs-{window}"));
+        let window_arg = window.to_string();
+        let mut cmd = hot_standby(&c.ns, "50ms", &["--queue", "--queue-window", &window_arg]);
+        cmd.arg("--")
+            .arg("python3")
+            .arg(handover_tests::clients::script("slow_reader.py"))
+            .arg(&runlog)
+            .env("TASKS", tasks.to_string())
+            .env("PAYLOAD", payload.to_string());
+        let mut instance = Run::spawn(cmd);
+        let exited = instance.wait_event("child_exited", WAIT);
+        let ran: Vec<u64> = std::fs::read_to_string(&runlog)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(
+            ran,
+            (1..=tasks).collect::<Vec<_>>(),
+            "window {window}: tasks run"
+        );
+        assert_eq!(
+            exited.as_ref().map(|e| e["code"].clone()),
+            Some(0.into()),
+            "window {window}: the service did not see every task checkpointed: {:?}",
+            instance.seen
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGTERM while the threaded Python client's main thread is in `submit()`,
+/// again and again: the service finishes its task, runs its shutdown hook and
+/// exits 0 every time, well before the stop limit (its signal handler once waited
+/// for the worker while holding the lock the worker needed).
+#[test]
+fn a_stop_signal_in_the_middle_of_a_submit_stops_the_threaded_client_cleanly() {
+    let _machine = shared_machine();
+    require_netns!();
+    require!(missing());
+    let net = Containers::new();
+    let c = net.container();
+    let dir = scratch("term-during-submit");
+    for trial in 0..8u64 {
+        let runlog = dir.join(format!("runs-{trial}"));
+        let hookfile = dir.join(format!("hook-{trial}"));
+        let mut cmd = hot_standby(&c.ns, "50ms", &["--queue", "--stop-timeout", "10s"]);
+        cmd.arg("--")
+            .arg(&installed().python)
+            .arg(handover_tests::clients::script("submit_on_term.py"))
+            .arg(&runlog)
+            .arg(&hookfile);
+        let mut instance = Run::spawn(cmd);
+        assert!(
+            eventually(WAIT, || std::fs::read_to_string(&runlog)
+                .is_ok_and(|r| r.lines().count() >= 2)),
+            "trial {trial}: no task ran: {:?}",
+            instance.seen
+        );
+        // Somewhere in a task, while the main thread submits.
+        std::thread::sleep(Duration::from_millis(7 * trial));
+        let asked = Instant::now();
+        kill_process(pid_of(&instance), Signal::TERM).unwrap();
+        let status = instance.wait(Duration::from_secs(20));
+        let took = asked.elapsed();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "trial {trial}: {:?}",
+            instance.seen
+        );
+        assert!(
+            instance.seen.iter().all(|e| e["event"] != "child_killed"),
+            "trial {trial}: killed at the stop limit after {took:?}: {:?}",
+            instance.seen
+        );
+        assert_eq!(
+            std::fs::read_to_string(&hookfile).ok().as_deref(),
+            Some("ran"),
+            "trial {trial}: the shutdown hook did not run"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

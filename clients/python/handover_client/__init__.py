@@ -119,7 +119,9 @@ class Handover(Events):
             done = False
             try:
                 done = bool(self._handler(payload, id))
-            except Exception as e:
+            except BaseException as e:
+                # SystemExit and the like too: the task did not finish, and the
+                # worker goes on, so that a stop is never left waiting for it.
                 self._warn("task %d: %r" % (id, e))
             self._send(line(cmd="done" if done else "retry", id=id))
             with self._wake:
@@ -130,8 +132,19 @@ class Handover(Events):
         if self._signals_taken:
             return
         self._signals_taken = True
+        # The handler only records the signal: it runs on the main thread between
+        # two of its bytecodes, maybe while that thread holds a lock the stop
+        # needs (the channel's, in the middle of a submit). The stop runs on a
+        # thread of its own, woken through a pipe.
+        wake_r, wake_w = os.pipe()
+        threading.Thread(target=self._stop_on_signal, args=(wake_r,),
+                         name="handover-stop", daemon=True).start()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stop())
+            signal.signal(sig, lambda *_: os.write(wake_w, b"."))
+
+    def _stop_on_signal(self, wake_r):
+        os.read(wake_r, 1)
+        self._stop()
 
     def _stop(self):
         with self._wake:

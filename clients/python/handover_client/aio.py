@@ -83,6 +83,12 @@ class Handover(Events):
                     done = await done
             except Exception as e:
                 self._warn("task %d: %r" % (id, e))
+            except BaseException:
+                # Cancelled (or exiting) in the middle of the task: it did not
+                # finish; say so now, without waiting, or the window stays full.
+                self._out.append(line(cmd="retry", id=id))
+                self._flush()
+                raise
             await self._send(line(cmd="done" if done else "retry", id=id))
         await self._shut_down()
 
