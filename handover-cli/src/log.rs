@@ -129,6 +129,18 @@ pub fn flush(limit: Duration) {
     let _ = written.recv_timeout(deadline.saturating_duration_since(Instant::now()));
 }
 
+/// Makes a panic a line through the queue, then an abort. The default hook
+/// writes to stderr itself: on a stalled pipe it blocks for good, and `handover`
+/// hangs while its service runs on. After an abort the service gets its parent's
+/// death signal.
+pub fn abort_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        line(format!("handover: {info}\n").as_bytes());
+        flush(Duration::from_secs(1));
+        std::process::abort();
+    }));
+}
+
 /// Writes `text` (whole lines) on stderr: through the queue once logging is set
 /// up, directly before.
 pub fn line(text: &[u8]) {
@@ -158,6 +170,8 @@ impl Write for Stderr {
 #[derive(Debug, Clone, Copy)]
 pub struct Log {
     format: LogFormat,
+    /// Whether events of every task (checkpoints) are reported: at `debug`.
+    per_task: bool,
 }
 
 /// `CLOCK_MONOTONIC` in microseconds (the same clock in every process of a host).
@@ -181,6 +195,7 @@ impl Log {
             Err(_) => level,
         };
         Lines::start(format);
+        abort_on_panic();
         // Colours only for a person at a terminal: not in journald or `docker logs`.
         let builder = tracing_subscriber::fmt()
             .with_writer(|| Stderr)
@@ -195,7 +210,17 @@ impl Log {
                 .json()
                 .init(),
         }
-        Log { format }
+        Log {
+            format,
+            per_task: level >= LevelFilter::DEBUG,
+        }
+    }
+
+    /// Reports an event that comes once per task or more: only at `debug`.
+    fn per_task_event(&self, kind: &str, fields: Value) {
+        if self.per_task {
+            self.event(kind, fields);
+        }
     }
 
     /// Reports one event: `kind` names it, `fields` (a JSON object) details it.
@@ -278,10 +303,10 @@ impl Log {
             }
             Event::ElectionError(error) => self.event("election_error", json!({ "error": error })),
             Event::Protocol(P::Checkpoint { seq }) => {
-                self.event("checkpoint", json!({ "seq": seq }))
+                self.per_task_event("checkpoint", json!({ "seq": seq }))
             }
             Event::Protocol(P::CheckpointHeld { seq }) => {
-                self.event("checkpoint_held", json!({ "seq": seq }))
+                self.per_task_event("checkpoint_held", json!({ "seq": seq }))
             }
             // An event added to the library since: by its own name, with its fields
             // as the library prints them.
@@ -338,5 +363,55 @@ mod tests {
         assert_eq!(event_name("Protocol(Elected)"), "elected");
         assert_eq!(event_name("NewThing(\"x\")"), "new_thing");
         assert_eq!(event_name("Bare"), "bare");
+    }
+
+    /// Set in the child process of the test below.
+    const PANICKING_CHILD: &str = "HANDOVER_TEST_PANICKING_CHILD";
+
+    /// A panic with stderr full and unread (a stalled log collector) ends the
+    /// process at once, by an abort: it never blocks on the write.
+    #[test]
+    fn a_panic_aborts_even_when_stderr_is_not_read() {
+        if std::env::var_os(PANICKING_CHILD).is_some() {
+            Lines::start(LogFormat::Text);
+            abort_on_panic();
+            panic!("on purpose");
+        }
+        let (reader, writer) = std::io::pipe().unwrap();
+        // The pipe is filled up by a thread that stays blocked on it until the
+        // reader is dropped, at the end.
+        let mut filler = writer.try_clone().unwrap();
+        std::thread::spawn(move || filler.write_all(&vec![b'x'; 1 << 20]));
+        std::thread::sleep(Duration::from_millis(100));
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "log::tests::a_panic_aborts_even_when_stderr_is_not_read",
+                "--exact",
+            ])
+            .arg("--nocapture")
+            .env(PANICKING_CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(writer)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(reader);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.and_then(|s| s.signal()),
+            Some(libc::SIGABRT),
+            "the panicking process did not abort: {status:?}"
+        );
     }
 }
