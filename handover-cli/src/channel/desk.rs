@@ -40,6 +40,7 @@ pub struct Limits {
     pub bytes: usize,
 }
 
+#[derive(Debug)]
 pub struct Desk {
     ledger: Ledger<Payload>,
     limits: Limits,
@@ -48,9 +49,11 @@ pub struct Desk {
     active: bool,
     /// The tasks handed out and not yet counted done, oldest first.
     handed: VecDeque<(u64, Handed)>,
+    /// Tasks the service still runs that a checkpoint covers (another instance
+    /// did them meanwhile): they count against the window until answered, so
+    /// that the service never runs more at once than the window.
+    covered: Vec<u64>,
     retry: Duration,
-    /// Stopping: no more tasks are handed out.
-    stopping: bool,
 }
 
 impl Desk {
@@ -62,8 +65,8 @@ impl Desk {
             limits,
             active: false,
             handed: VecDeque::new(),
+            covered: Vec::new(),
             retry: RETRY_MIN,
-            stopping: false,
         }
     }
 
@@ -94,6 +97,9 @@ impl Desk {
         self.ledger.sync(checkpoint, held);
         // Another instance did these: an answer for them changes nothing.
         let done = self.ledger.done();
+        let running = |&&(id, state): &&(u64, Handed)| id <= done && state == Handed::Running;
+        let covered: Vec<u64> = self.handed.iter().filter(running).map(|t| t.0).collect();
+        self.covered.extend(covered);
         self.handed.retain(|&(id, _)| id > done);
         let activated = held.is_some() && !self.active;
         self.active = held.is_some();
@@ -108,6 +114,7 @@ impl Desk {
     /// nothing: the service cannot know that another instance finished it.
     pub fn answer(&mut self, id: u64, done: bool, now: Duration) -> Result<Option<u64>, String> {
         if id <= self.ledger.done() {
+            self.covered.retain(|&c| c != id);
             return Ok(None);
         }
         let verb = if done { "done" } else { "retry" };
@@ -135,12 +142,9 @@ impl Desk {
     }
 
     /// The next task to hand to the service now, if any: a retried one that is
-    /// due, else the next in id order while the window allows. None after a stop,
-    /// or while this instance stands by.
+    /// due, else the next in id order while the window allows. None while this
+    /// instance stands by.
     pub fn next(&mut self, now: Duration) -> Option<(u64, Payload)> {
-        if self.stopping {
-            return None;
-        }
         let due = self
             .handed
             .iter_mut()
@@ -150,7 +154,8 @@ impl Desk {
             let id = *id;
             return self.ledger.get(id).map(|payload| (id, payload.clone()));
         }
-        if self.handed.len() + self.ledger.awaiting() >= self.ledger.window() {
+        let taken = self.handed.len() + self.covered.len() + self.ledger.awaiting();
+        if taken >= self.ledger.window() {
             return None;
         }
         let after = self.handed.back().map_or(0, |&(id, _)| id);
@@ -169,11 +174,6 @@ impl Desk {
                 _ => None,
             })
             .min()
-    }
-
-    /// Hand out no more tasks.
-    pub fn stop(&mut self) {
-        self.stopping = true;
     }
 
     /// Whether every completion is held by the standbys (or this instance is not
@@ -267,16 +267,13 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_refuses_and_a_stop_hands_out_nothing() {
+    fn a_full_queue_refuses() {
         let mut d = desk(1);
         for id in 1..=3 {
             d.submit(id, Payload::null()).unwrap();
         }
         assert!(d.submit(4, Payload::null()).unwrap_err().contains("full"));
         assert_eq!(d.submit(2, Payload::null()), Ok(Submitted::AlreadyQueued));
-        assert_eq!(d.sync(0, Some(0)), None);
-        d.stop();
-        assert_eq!(d.next(T), None);
     }
 
     #[test]
@@ -290,8 +287,17 @@ mod tests {
         // Demoted; another instance did 1 and 2.
         assert_eq!(d.sync(2, None), None);
         assert_eq!(d.answer(1, true, T), Ok(None), "taken: 2 covers it");
+        // Elected again while the service still runs 2: it counts against the
+        // window until answered.
         assert_eq!(d.sync(2, Some(2)), None);
         assert_eq!(ids(&mut d, T), [3]);
+        assert_eq!(d.answer(3, true, T), Ok(Some(3)));
+        assert_eq!(d.sync(3, Some(3)), None);
+        d.submit(4, Payload::null()).unwrap();
+        d.submit(5, Payload::null()).unwrap();
+        assert_eq!(ids(&mut d, T), [4], "2 still runs: the window is full");
+        assert_eq!(d.answer(2, false, T), Ok(None), "taken: 2 is covered");
+        assert_eq!(ids(&mut d, T), [5]);
     }
 
     #[test]

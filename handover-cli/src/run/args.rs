@@ -10,7 +10,7 @@ use clap::Args as ClapArgs;
 use handover_std::sockets::{Address, ListenSpec};
 use rustix::process::Signal;
 
-use super::supervisor::{Mode as Life, Policy};
+use super::supervisor::{Mode as Life, Policy, Queue};
 use crate::options::{Backend, ElectionArgs, Mode, Protocol};
 use crate::ready::{parse_http_url, Readiness};
 
@@ -165,14 +165,6 @@ impl Args {
         Ok(())
     }
 
-    /// What the queue of `--queue` may hold.
-    pub fn queue_limits(&self) -> crate::channel::Limits {
-        crate::channel::Limits {
-            tasks: self.queue_capacity,
-            bytes: self.queue_bytes,
-        }
-    }
-
     /// The supervisor's policy, with the stop limit the backend allows.
     pub fn policy(&self, backend_stop_limit: Option<Duration>) -> Policy {
         let mode = match (self.protocol.mode, self.standby) {
@@ -187,6 +179,13 @@ impl Args {
             stop_signal: self.stop_signal,
             stop_limit: backend_stop_limit.map_or(self.stop_timeout, |l| l.min(self.stop_timeout)),
             ready_timeout: self.ready_timeout,
+            queue: self.queue.then_some(Queue {
+                window: self.queue_window,
+                limits: crate::channel::Limits {
+                    tasks: self.queue_capacity,
+                    bytes: self.queue_bytes,
+                },
+            }),
         }
     }
 

@@ -17,7 +17,7 @@ use super::args::Args;
 use super::exit::Exit;
 use super::service::{Forwarded, Launch, Service};
 use super::supervisor::{Action, Input, Note, Phase, Supervisor, View};
-use crate::channel::{Channel, Desk, Heard, Incoming, Said};
+use crate::channel::{Channel, Heard, Incoming};
 use crate::listen::PeerAddresses;
 use crate::log::Log;
 use crate::ready::Relay;
@@ -49,10 +49,6 @@ struct World<'a> {
     relay: Option<Relay>,
     sockets: Option<Sockets>,
     channel: Option<Channel>,
-    /// The managed work queue (`--queue`).
-    desk: Option<Desk>,
-    /// The last task counted done, not yet recorded.
-    checkpoint: Option<u64>,
     readiness: Option<Boxed<'a, &'static str>>,
     /// The protocol's handle is gone: its status is not watched any more.
     protocol_gone: bool,
@@ -72,11 +68,6 @@ impl<'a> Driver<'a> {
             relay: None,
             sockets: None,
             channel: None,
-            desk: self
-                .args
-                .queue
-                .then(|| Desk::new(self.args.queue_window, self.args.queue_limits())),
-            checkpoint: None,
             readiness: None,
             protocol_gone: false,
             exit: None,
@@ -84,7 +75,6 @@ impl<'a> Driver<'a> {
         let (channel, incoming) = Channel::new(self.hello())?;
         w.channel = Some(channel);
         let mut incoming = Some(incoming);
-        let mut progress = Progress::default();
         let mut events = Some(self.handover.subscribe());
         let mut view = View::default();
         w.drain(signals).await?;
@@ -114,9 +104,6 @@ impl<'a> Driver<'a> {
                 status = wait(w.service.as_mut()) => {
                     w.service = None;
                     w.readiness = None;
-                    if let Some(desk) = w.desk.as_mut() {
-                        desk.stop();
-                    }
                     let status = status?;
                     self.log.event("child_exited", json!({ "code": status.code(), "signal": status.signal() }));
                     Input::Exited(status)
@@ -138,36 +125,29 @@ impl<'a> Driver<'a> {
                         continue;
                     }
                 },
-                heard = next_line(&mut incoming) => match w.heard(heard) {
-                    Some(input) => input,
-                    None => {
-                        // The tasks a batch of answers frees go out together.
-                        if !incoming.as_ref().is_some_and(Incoming::line_ready) {
-                            w.dispatch();
+                heard = next_line(&mut incoming) => {
+                    // With the lines already read in: their answers, and the
+                    // tasks they free, go out together.
+                    let mut lines = vec![heard];
+                    while let Some(i) = incoming.as_mut().filter(|i| i.line_ready()) {
+                        match i.next().await {
+                            Some(heard) => lines.push(heard),
+                            None => break,
                         }
-                        continue;
                     }
-                },
-                status = self.handover.wait_for(|s| Progress::from(s) != progress), if w.desk.is_some() && !w.protocol_gone => {
-                    if let Ok(status) = status {
-                        progress = Progress::from(&status);
-                        w.progress(&progress);
-                    }
-                    continue;
-                }
-                () = at(w.desk.as_ref().and_then(Desk::poll_timeout).map(|t| w.origin + t)) => {
-                    w.dispatch();
-                    continue;
+                    Input::Heard(lines)
                 }
                 () = writable(w.channel.as_mut()) => continue,
             };
             if let Input::Exited(_) = input {
                 // What it said before it exited comes first: a task done just
                 // before a stop is recorded before this instance leaves.
-                w.read_last_lines(&mut incoming).await;
+                let last = last_lines(&mut incoming).await;
+                if !last.is_empty() {
+                    w.feed(Input::Heard(last), signals).await?;
+                }
             }
             w.feed(input, signals).await?;
-            w.dispatch();
         }
         Ok(w.exit.expect("exited"))
     }
@@ -200,13 +180,17 @@ impl<'a> World<'a> {
         self.drain(signals).await
     }
 
-    /// Carries out what the supervisor asks for, feeding back each answer.
+    /// Carries out what the supervisor asks for, feeding back each answer; then
+    /// the lines for the service leave, in one write.
     async fn drain(&mut self, signals: &mut Forwarded) -> Result<(), Failure> {
         while let Some(action) = self.sup.poll_action() {
             if let Some(input) = self.execute(action, signals).await? {
                 let now = self.now();
                 self.sup.handle(now, input);
             }
+        }
+        if let Some(channel) = self.channel.as_mut() {
+            channel.flush();
         }
         Ok(())
     }
@@ -283,7 +267,6 @@ impl<'a> World<'a> {
             },
             Action::Forward(successor) => self.forward(successor, signals).await,
             Action::Leave => {
-                self.settle_queue().await;
                 if let Err(e) = d.handover.leave().await {
                     tracing::warn!("leaving the group: {e}");
                 }
@@ -305,6 +288,29 @@ impl<'a> World<'a> {
                 Ok(()) => None,
                 Err(e) => Some(Input::CommandFailed(e.to_string())),
             },
+            Action::Run { id, payload } => {
+                if let Some(channel) = self.channel.as_mut() {
+                    channel.run(id, payload.json());
+                }
+                None
+            }
+            Action::Checkpoint(id) => match d.handover.checkpoint_now(id) {
+                Ok(()) => None,
+                Err(e) => Some(Input::CommandFailed(e.to_string())),
+            },
+            Action::TellCheckpoints { checkpoint, held } => {
+                if let Some(channel) = self.channel.as_mut() {
+                    channel.checkpoints(checkpoint, held);
+                }
+                None
+            }
+            Action::TellError { error, line } => {
+                tracing::warn!("the service's channel: {error}");
+                if let Some(channel) = self.channel.as_mut() {
+                    channel.error(&error, &line);
+                }
+                None
+            }
             Action::Note(note) => {
                 self.note(note);
                 None
@@ -314,153 +320,6 @@ impl<'a> World<'a> {
                 None
             }
         })
-    }
-
-    /// What a line of the service asks for: the supervisor's business (a state
-    /// to carry, readiness, a stop), or the queue's and the protocol's, done here.
-    fn heard(&mut self, heard: Heard) -> Option<Input> {
-        let d = self.d;
-        let said = match heard {
-            Ok(said) => said,
-            Err((why, line)) => {
-                self.tell_error(&why, &line);
-                return None;
-            }
-        };
-        let error = match said {
-            Said::State(state) => return Some(Input::Published(state)),
-            Said::Ready => return Some(Input::Ready("channel")),
-            Said::Leave => {
-                d.log.event("leave_asked", json!({}));
-                return Some(Input::Signal(rustix::process::Signal::TERM));
-            }
-            Said::Checkpoint(_) if self.desk.is_some() => {
-                Some("checkpoint: the queue records the checkpoints (--queue)".to_string())
-            }
-            Said::Checkpoint(id) => d
-                .handover
-                .checkpoint_now(id)
-                .err()
-                .map(|e| format!("checkpoint: {e}")),
-            Said::Submit { id, payload } => match self.desk.as_mut() {
-                Some(desk) => desk.submit(id, payload).err(),
-                None => Some("submit: no queue (start handover with --queue)".into()),
-            },
-            Said::Done(id) | Said::Retry(id) => {
-                let done = matches!(said, Said::Done(_));
-                let now = self.now();
-                match self.desk.as_mut().map(|desk| desk.answer(id, done, now)) {
-                    None => Some("done, retry: no queue (start handover with --queue)".into()),
-                    Some(Err(e)) => Some(e),
-                    Some(Ok(None)) => None,
-                    Some(Ok(Some(checkpoint))) => {
-                        // Recorded once the answers read in together are taken.
-                        self.checkpoint = Some(checkpoint);
-                        None
-                    }
-                }
-            }
-        };
-        if let Some(error) = error {
-            self.tell_error(&error, "");
-        }
-        None
-    }
-
-    fn tell_error(&mut self, error: &str, line: &str) {
-        tracing::warn!("the service's channel: {error}");
-        if let Some(channel) = self.channel.as_mut() {
-            channel.error(error, line);
-        }
-    }
-
-    /// The protocol's checkpoints moved: the queue drops what they cover, and the
-    /// service is told.
-    fn progress(&mut self, progress: &Progress) {
-        if let Some(desk) = self.desk.as_mut() {
-            if let Some(finished) = desk.sync(progress.checkpoint, progress.held) {
-                self.checkpoint = Some(finished);
-            }
-        }
-        if let Some(channel) = self.channel.as_mut() {
-            channel.checkpoints(progress.checkpoint, progress.held);
-        }
-        self.dispatch();
-    }
-
-    /// Records the checkpoint of the tasks done so far, then hands the service
-    /// the tasks now due.
-    fn dispatch(&mut self) {
-        self.record_checkpoint();
-        let serving = self.sup.serving();
-        let (Some(desk), Some(channel)) = (self.desk.as_mut(), self.channel.as_mut()) else {
-            return;
-        };
-        if !serving {
-            desk.stop();
-            return;
-        }
-        let now = self.origin.elapsed();
-        while let Some((id, payload)) = desk.next(now) {
-            channel.run(id, payload.json());
-        }
-        channel.flush();
-    }
-
-    fn record_checkpoint(&mut self) {
-        if let Some(checkpoint) = self.checkpoint.take() {
-            if let Err(e) = self.d.handover.checkpoint_now(checkpoint) {
-                self.tell_error(&format!("done: the checkpoint was not recorded: {e}"), "");
-            }
-        }
-    }
-
-    /// Reads what the service wrote before it exited: up to the end of the
-    /// channel, or for a moment if a child of its own holds it open.
-    async fn read_last_lines(&mut self, incoming: &mut Option<Incoming>) {
-        let until = Instant::now() + LAST_LINES;
-        while let Some(i) = incoming.as_mut() {
-            let Ok(heard) = tokio::time::timeout_at(until, i.next()).await else {
-                return;
-            };
-            let Some(heard) = heard else {
-                *incoming = None;
-                return;
-            };
-            if let Some(input) = self.heard(heard) {
-                // A state or a leave from a service that has exited: nothing to do.
-                tracing::debug!("after the service exited: {input:?}");
-            }
-        }
-    }
-
-    /// Before leaving: waits until the standbys hold every task done here (so that
-    /// a clean stop repeats none), for at most the stop limit.
-    async fn settle_queue(&mut self) {
-        self.record_checkpoint();
-        let Some(desk) = self.desk.as_mut() else {
-            return;
-        };
-        let limit = self.stop_limit;
-        let handover = self.d.handover;
-        let settled = async {
-            let mut p = Progress::from(&handover.status());
-            loop {
-                if let Some(finished) = desk.sync(p.checkpoint, p.held) {
-                    let _ = handover.checkpoint_now(finished);
-                }
-                if desk.settled() {
-                    return;
-                }
-                match handover.wait_for(|s| Progress::from(s) != p).await {
-                    Ok(status) => p = Progress::from(&status),
-                    Err(_) => return,
-                }
-            }
-        };
-        if tokio::time::timeout(limit, settled).await.is_err() {
-            tracing::warn!("leaving before the standbys held every task done here");
-        }
     }
 
     fn note(&self, note: Note) {
@@ -480,6 +339,10 @@ impl<'a> World<'a> {
                 );
             }
             Note::StoppedWaiting => log.event("stopped_waiting", json!({ "for": "sockets" })),
+            Note::LeaveAsked => log.event("leave_asked", json!({})),
+            Note::LeftUnsettled => {
+                tracing::warn!("leaving before the standbys held every task done here")
+            }
             Note::NotStarted(error) => {
                 log.event("child_not_started", json!({ "error": error }));
                 tracing::error!("{error}");
@@ -604,23 +467,23 @@ async fn next_line(incoming: &mut Option<Incoming>) -> Heard {
     std::future::pending().await
 }
 
-/// How long the lines a service wrote before it exited are waited for.
+/// How long the lines a service wrote before it exited are waited for, when a
+/// child of its own holds the channel open.
 const LAST_LINES: Duration = Duration::from_millis(100);
 
-/// What the queue reads of the protocol.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Progress {
-    checkpoint: u64,
-    held: Option<u64>,
-}
-
-impl From<&handover_std::Status> for Progress {
-    fn from(s: &handover_std::Status) -> Self {
-        Progress {
-            checkpoint: s.checkpoint,
-            held: s.checkpoint_held,
+/// The lines the service wrote before it exited: up to the end of the channel,
+/// or for a moment if a child of its own holds it open.
+async fn last_lines(incoming: &mut Option<Incoming>) -> Vec<Heard> {
+    let until = Instant::now() + LAST_LINES;
+    let mut lines = Vec::new();
+    while let Some(i) = incoming.as_mut() {
+        match tokio::time::timeout_at(until, i.next()).await {
+            Ok(Some(heard)) => lines.push(heard),
+            Ok(None) => *incoming = None,
+            Err(_) => break,
         }
     }
+    lines
 }
 
 async fn writable(channel: Option<&mut Channel>) {

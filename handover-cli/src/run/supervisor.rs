@@ -12,7 +12,11 @@
 //! - the service is stopped (stop signal, then SIGKILL after the stop limit)
 //!   before its instance leaves, and before the complete file is written;
 //! - a cold standby's service runs only while its instance is active;
-//! - after a completed hand-over `handover` exits 0 ([`Exit::HandedOver`]).
+//! - after a completed hand-over `handover` exits 0 ([`Exit::HandedOver`]);
+//! - with `--queue`, the service is handed tasks only while it serves on the
+//!   active instance, within the window; a completion is recorded only while
+//!   active (else on becoming active again); and the instance leaves once the
+//!   standbys hold every task done here, or the stop limit has passed.
 
 use std::collections::VecDeque;
 use std::process::ExitStatus;
@@ -22,10 +26,11 @@ use handover_std::{Successor, Term};
 use rustix::process::Signal;
 
 use super::exit::Exit;
+use crate::channel::{Desk, Heard, Said};
 
 mod vocabulary;
 
-pub use vocabulary::{Action, Input, Mode, Note, Policy, View, STOPPING};
+pub use vocabulary::{Action, Input, Mode, Note, Policy, Queue, View, STOPPING};
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +41,9 @@ pub enum Phase {
     Serving,
     /// The service was asked to stop; what comes next when it has.
     Stopping(Then),
+    /// Waiting, up to the stop limit, until the standbys hold every task done
+    /// here (`--queue`), then leaving; the exit that follows.
+    Settling(Exit),
     /// Waiting for the protocol to finish a goodbye; the exit that follows.
     Leaving(Exit),
     /// Waiting for the complete file and the goodbye.
@@ -99,6 +107,13 @@ pub struct Supervisor {
     stop_asked: bool,
     ready_by: Option<Duration>,
     kill_at: Option<Duration>,
+    /// The work queue (`--queue`).
+    desk: Option<Desk>,
+    /// Tasks done up to here, to record once the lines read together are taken.
+    checkpoint_due: Option<u64>,
+    /// The checkpoints the service was last told.
+    told: Option<(u64, Option<u64>)>,
+    settle_by: Option<Duration>,
     actions: VecDeque<Action>,
 }
 
@@ -117,6 +132,10 @@ impl Supervisor {
             stop_asked: false,
             ready_by: None,
             kill_at: None,
+            desk: policy.queue.map(|q| Desk::new(q.window, q.limits)),
+            checkpoint_due: None,
+            told: None,
+            settle_by: None,
             actions: VecDeque::new(),
         };
         match policy.mode {
@@ -140,7 +159,13 @@ impl Supervisor {
 
     /// When [`handle_timeout`](Self::handle_timeout) is due.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        [self.kill_at, self.ready_by].into_iter().flatten().min()
+        // A retry is due only while tasks are handed out.
+        let retry = self.desk.as_ref().and_then(Desk::poll_timeout);
+        let retry = retry.filter(|_| self.serving());
+        [self.kill_at, self.ready_by, self.settle_by, retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Where the instance is.
@@ -172,6 +197,13 @@ impl Supervisor {
                 self.stop(now, Then::Leave(Exit::NotReady));
             }
         }
+        if self.settle_by.is_some_and(|at| at <= now) {
+            if let Phase::Settling(exit) = self.phase {
+                self.push(Action::Note(Note::LeftUnsettled));
+                self.settled(exit);
+            }
+        }
+        self.dispatch(now);
     }
 
     pub fn handle(&mut self, now: Duration, input: Input) {
@@ -182,16 +214,18 @@ impl Supervisor {
             Input::Protocol(view) => {
                 self.view = view;
                 self.follow_protocol(now);
+                self.follow_queue(now);
             }
             Input::Synced(state) => {
                 if self.hot_and_serving() {
                     self.push(Action::PublishState(state));
                 }
             }
-            Input::Published(state) => {
-                if self.hot_and_serving() {
-                    self.push(Action::SetState(state));
+            Input::Heard(lines) => {
+                for line in lines {
+                    self.heard(now, line);
                 }
+                self.dispatch(now);
             }
             Input::SocketsTaken => {
                 if self.phase == Phase::Acquiring {
@@ -203,7 +237,7 @@ impl Supervisor {
             Input::NotStarted { kind, error } => {
                 self.service = Service::Absent;
                 self.push(Action::Note(Note::NotStarted(error)));
-                self.leave(Exit::NotStarted(kind));
+                self.leave(now, Exit::NotStarted(kind));
             }
             Input::Ready(via) => self.ready(via),
             Input::Exited(status) => self.exited(now, status),
@@ -378,12 +412,12 @@ impl Supervisor {
     fn after_stop(&mut self, now: Duration, then: Then) {
         match then {
             // Asked to stop while being demoted: the service has, so leave.
-            Then::StandBy if self.stop_asked => self.leave(Exit::Left),
+            Then::StandBy if self.stop_asked => self.leave(now, Exit::Left),
             Then::StandBy => {
                 self.phase = Phase::Serving;
                 self.follow_protocol(now);
             }
-            Then::Leave(exit) => self.leave(exit),
+            Then::Leave(exit) => self.leave(now, exit),
             Then::CompleteHandOver => {
                 self.phase = Phase::Completing;
                 self.push(Action::CompleteHandOver);
@@ -392,7 +426,20 @@ impl Supervisor {
         }
     }
 
-    fn leave(&mut self, exit: Exit) {
+    /// Leaves, once the standbys hold every task done here (for at most the
+    /// stop limit): a clean stop repeats none.
+    fn leave(&mut self, now: Duration, exit: Exit) {
+        self.record_due();
+        if self.desk.as_ref().is_some_and(|desk| !desk.settled()) {
+            self.phase = Phase::Settling(exit);
+            self.settle_by = Some(now + self.policy.stop_limit);
+            return;
+        }
+        self.settled(exit);
+    }
+
+    fn settled(&mut self, exit: Exit) {
+        self.settle_by = None;
         self.phase = Phase::Leaving(exit);
         self.push(Action::Leave);
     }
@@ -420,7 +467,7 @@ impl Supervisor {
                         failover: !matches!(self.policy.mode, Mode::HandOver { .. }),
                     },
                 };
-                self.leave(exit);
+                self.leave(now, exit);
             }
             _ => {}
         }
@@ -431,7 +478,7 @@ impl Supervisor {
         match (self.phase, self.service) {
             (Phase::Acquiring, _) if stopping => {
                 self.push(Action::Note(Note::StoppedWaiting));
-                self.leave(Exit::Left);
+                self.leave(now, Exit::Left);
             }
             (Phase::Forwarding, _) if stopping => self.exit(Exit::HandedOver),
             (Phase::Serving | Phase::Stopping(_), Service::Running { .. } | Service::Stopping) => {
@@ -444,8 +491,109 @@ impl Supervisor {
                 self.push(Action::Signal(sig));
             }
             // A standby has no service to pass it on to.
-            (Phase::Serving, Service::Absent) if stopping => self.leave(Exit::Left),
+            (Phase::Serving, Service::Absent) if stopping => self.leave(now, Exit::Left),
             _ => {}
+        }
+    }
+
+    /// A line of the service: the queue's business, the state to carry,
+    /// readiness, or a stop.
+    fn heard(&mut self, now: Duration, heard: Heard) {
+        let said = match heard {
+            Ok(said) => said,
+            Err((why, line)) => return self.tell_error(why, line),
+        };
+        let refused = match said {
+            Said::State(state) => {
+                if self.hot_and_serving() {
+                    self.push(Action::SetState(state));
+                }
+                None
+            }
+            Said::Ready => {
+                self.ready("channel");
+                None
+            }
+            Said::Leave => {
+                self.push(Action::Note(Note::LeaveAsked));
+                self.signal(now, Signal::TERM);
+                None
+            }
+            Said::Checkpoint(_) if self.desk.is_some() => {
+                Some("checkpoint: the queue records the checkpoints (--queue)".to_string())
+            }
+            Said::Checkpoint(id) => {
+                self.push(Action::Checkpoint(id));
+                None
+            }
+            Said::Submit { id, payload } => match self.desk.as_mut() {
+                Some(desk) => desk.submit(id, payload).err(),
+                None => Some("submit: no queue (start handover with --queue)".into()),
+            },
+            Said::Done(id) => self.answer(id, true, now),
+            Said::Retry(id) => self.answer(id, false, now),
+        };
+        if let Some(error) = refused {
+            self.tell_error(error, String::new());
+        }
+    }
+
+    /// The service's `done` or `retry`; what it refuses.
+    fn answer(&mut self, id: u64, done: bool, now: Duration) -> Option<String> {
+        let Some(desk) = self.desk.as_mut() else {
+            return Some("done, retry: no queue (start handover with --queue)".into());
+        };
+        match desk.answer(id, done, now) {
+            Err(refused) => Some(refused),
+            Ok(finished) => {
+                // Recorded once the lines read together are taken.
+                self.checkpoint_due = finished.or(self.checkpoint_due);
+                None
+            }
+        }
+    }
+
+    fn tell_error(&mut self, error: String, line: String) {
+        self.push(Action::TellError { error, line });
+    }
+
+    /// The protocol's checkpoints moved: the queue drops what they cover, the
+    /// service is told, and the next tasks are due.
+    fn follow_queue(&mut self, now: Duration) {
+        let Some(desk) = self.desk.as_mut() else {
+            return;
+        };
+        let (checkpoint, held) = (self.view.checkpoint, self.view.held);
+        if let Some(finished) = desk.sync(checkpoint, held) {
+            self.checkpoint_due = Some(finished);
+        }
+        if self.told != Some((checkpoint, held)) {
+            self.told = Some((checkpoint, held));
+            self.push(Action::TellCheckpoints { checkpoint, held });
+        }
+        self.dispatch(now);
+    }
+
+    fn record_due(&mut self) {
+        if let Some(checkpoint) = self.checkpoint_due.take() {
+            self.push(Action::Checkpoint(checkpoint));
+        }
+    }
+
+    /// Records what is done, hands the service the tasks due while it serves,
+    /// and leaves once settled.
+    fn dispatch(&mut self, now: Duration) {
+        self.record_due();
+        let serving = self.serving();
+        let Some(desk) = self.desk.as_mut() else {
+            return;
+        };
+        while let Some((id, payload)) = serving.then(|| desk.next(now)).flatten() {
+            self.actions.push_back(Action::Run { id, payload });
+        }
+        let gone = self.view.finished || self.view.failed.is_some();
+        if let (Phase::Settling(exit), true) = (self.phase, desk.settled() || gone) {
+            self.settled(exit);
         }
     }
 

@@ -17,6 +17,7 @@ fn policy(mode: Mode) -> Policy {
         stop_signal: Signal::TERM,
         stop_limit: STOP_LIMIT,
         ready_timeout: Some(READY_TIMEOUT),
+        queue: None,
     }
 }
 
@@ -473,7 +474,7 @@ fn a_hot_standby_is_told_its_role_and_states_both_ways() {
             (510, Some(leading), vec![]),
             (
                 600,
-                Some(Input::Published(vec![1, 2])),
+                Some(Input::Heard(vec![Ok(Said::State(vec![1, 2]))])),
                 vec![SetState(vec![1, 2])],
             ),
             (
@@ -493,4 +494,253 @@ fn a_hot_standby_is_told_its_role_and_states_both_ways() {
         ],
     );
     assert_eq!(exit_code(&all), Some(1));
+}
+
+/// `--queue`: the supervisor's desk, fed the service's lines and the protocol's
+/// checkpoints.
+mod queue {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+    use crate::channel::{Limits, Payload};
+
+    fn queued(window: usize) -> Supervisor {
+        let mut p = policy(Mode::HotStandby);
+        p.queue = Some(Queue {
+            window: NonZeroUsize::new(window).unwrap(),
+            limits: Limits {
+                tasks: 100,
+                bytes: 1 << 20,
+            },
+        });
+        let mut sup = Supervisor::new(p);
+        sup.handle(Duration::ZERO, Input::Spawned);
+        drain(&mut sup);
+        sup
+    }
+
+    fn drain(sup: &mut Supervisor) -> Vec<Action> {
+        std::iter::from_fn(|| sup.poll_action()).collect()
+    }
+
+    fn payload(id: u64) -> Payload {
+        Payload::from_json(format!("{{\"n\":{id}}}")).unwrap()
+    }
+
+    fn submit(ids: std::ops::RangeInclusive<u64>) -> Input {
+        Input::Heard(
+            ids.map(|id| {
+                Ok(Said::Submit {
+                    id,
+                    payload: payload(id),
+                })
+            })
+            .collect(),
+        )
+    }
+
+    fn answers(said: Vec<Said>) -> Input {
+        Input::Heard(said.into_iter().map(Ok).collect())
+    }
+
+    /// Active (or not) with these checkpoints.
+    fn at(active: bool, checkpoint: u64, held: Option<u64>) -> Input {
+        view(|v| {
+            v.active = active;
+            v.standby = !active;
+            v.checkpoint = checkpoint;
+            v.held = held;
+        })
+    }
+
+    fn run(id: u64) -> Action {
+        Action::Run {
+            id,
+            payload: payload(id),
+        }
+    }
+
+    fn told(checkpoint: u64, held: Option<u64>) -> Action {
+        Action::TellCheckpoints { checkpoint, held }
+    }
+
+    fn role(active: bool) -> Action {
+        PublishRole {
+            active,
+            leader: None,
+        }
+    }
+
+    /// One step at `ms`: the input, and the actions it must produce.
+    fn step(sup: &mut Supervisor, ms: u64, input: Option<Input>, expected: Vec<Action>) {
+        let now = Duration::from_millis(ms);
+        if sup.poll_timeout().is_some_and(|t| t <= now) {
+            sup.handle_timeout(now);
+        }
+        let what = format!("{input:?}");
+        if let Some(input) = input {
+            sup.handle(now, input);
+        }
+        assert_eq!(drain(sup), expected, "at {ms} ms: {what}");
+    }
+
+    #[test]
+    fn tasks_go_out_only_while_active_and_a_batch_of_answers_is_one_checkpoint() {
+        let mut sup = queued(2);
+        step(&mut sup, 0, Some(submit(1..=3)), vec![]);
+        step(&mut sup, 1, Some(at(false, 0, None)), vec![told(0, None)]);
+        step(
+            &mut sup,
+            2,
+            Some(at(true, 0, Some(0))),
+            vec![role(true), told(0, Some(0)), run(1), run(2)],
+        );
+        step(
+            &mut sup,
+            3,
+            Some(answers(vec![Said::Done(2), Said::Done(1)])),
+            vec![Action::Checkpoint(2)],
+        );
+        // 2 awaits its acknowledgement: with 3 handed out, the window is full.
+        step(
+            &mut sup,
+            4,
+            Some(at(true, 2, Some(1))),
+            vec![told(2, Some(1)), run(3)],
+        );
+        step(
+            &mut sup,
+            5,
+            Some(at(true, 2, Some(2))),
+            vec![told(2, Some(2))],
+        );
+        // Late answers for what a checkpoint covers are taken; a task never
+        // handed out is refused.
+        step(&mut sup, 6, Some(answers(vec![Said::Done(1)])), vec![]);
+        step(
+            &mut sup,
+            7,
+            Some(answers(vec![Said::Done(9)])),
+            vec![Action::TellError {
+                error: "done: task 9 is not running".into(),
+                line: String::new(),
+            }],
+        );
+        // A retry is handed out again when its pause is over.
+        step(&mut sup, 8, Some(answers(vec![Said::Retry(3)])), vec![]);
+        step(&mut sup, 18, None, vec![run(3)]);
+    }
+
+    #[test]
+    fn a_task_finished_after_the_term_was_lost_is_recorded_on_the_next() {
+        let mut sup = queued(1);
+        step(&mut sup, 0, Some(submit(1..=2)), vec![]);
+        step(
+            &mut sup,
+            1,
+            Some(at(true, 0, Some(0))),
+            vec![role(true), told(0, Some(0)), run(1)],
+        );
+        // The term is lost (etcd paused) while 1 runs; the answer comes after.
+        step(
+            &mut sup,
+            2,
+            Some(at(false, 0, None)),
+            vec![role(false), told(0, None)],
+        );
+        step(&mut sup, 3, Some(answers(vec![Said::Done(1)])), vec![]);
+        // Elected again, nobody having done 1: recorded now, and the queue moves.
+        step(
+            &mut sup,
+            4,
+            Some(at(true, 0, Some(0))),
+            vec![role(true), told(0, Some(0)), Action::Checkpoint(1)],
+        );
+        step(
+            &mut sup,
+            5,
+            Some(at(true, 1, Some(1))),
+            vec![told(1, Some(1)), run(2)],
+        );
+    }
+
+    #[test]
+    fn a_stop_leaves_once_the_standbys_hold_what_was_done_or_at_the_stop_limit() {
+        for held in [true, false] {
+            let mut sup = queued(1);
+            step(&mut sup, 0, Some(submit(1..=2)), vec![]);
+            step(
+                &mut sup,
+                1,
+                Some(at(true, 0, Some(0))),
+                vec![role(true), told(0, Some(0)), run(1)],
+            );
+            step(
+                &mut sup,
+                2,
+                Some(Input::Signal(Signal::TERM)),
+                vec![Action::Signal(Signal::TERM)],
+            );
+            // The service finishes 1 and exits: nothing more goes out.
+            step(
+                &mut sup,
+                3,
+                Some(answers(vec![Said::Done(1)])),
+                vec![Action::Checkpoint(1)],
+            );
+            step(&mut sup, 4, Some(exited(143)), vec![]);
+            assert_eq!(
+                sup.phase(),
+                Phase::Settling(Exit::StopAsked {
+                    status: ExitStatus::from_raw(143 << 8),
+                    stop_signal: Signal::TERM,
+                })
+            );
+            if held {
+                step(
+                    &mut sup,
+                    5,
+                    Some(at(true, 1, Some(1))),
+                    vec![told(1, Some(1)), Leave],
+                );
+            } else {
+                let limit = 4 + STOP_LIMIT.as_millis() as u64;
+                step(&mut sup, limit - 1, None, vec![]);
+                step(
+                    &mut sup,
+                    limit,
+                    None,
+                    vec![note(Note::LeftUnsettled), Leave],
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lines_without_a_queue_or_for_the_queue_are_refused_with_a_reason() {
+        let mut sup = queued(1);
+        step(
+            &mut sup,
+            0,
+            Some(answers(vec![Said::Checkpoint(3)])),
+            vec![Action::TellError {
+                error: "checkpoint: the queue records the checkpoints (--queue)".into(),
+                line: String::new(),
+            }],
+        );
+        let mut plain = Supervisor::new(policy(Mode::HotStandby));
+        drain(&mut plain);
+        step(
+            &mut plain,
+            0,
+            Some(answers(vec![Said::Checkpoint(3), Said::Done(1)])),
+            vec![
+                Action::Checkpoint(3),
+                Action::TellError {
+                    error: "done, retry: no queue (start handover with --queue)".into(),
+                    line: String::new(),
+                },
+            ],
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! and what it reads ([`Policy`], [`View`]).
 
 use std::io::ErrorKind;
+use std::num::NonZeroUsize;
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use handover_std::{State, Successor, Term};
 use rustix::process::Signal;
 
 use super::super::exit::Exit;
+use crate::channel::{Heard, Limits, Payload};
 
 /// The signals that ask a process to stop; the others are passed on, nothing more.
 pub const STOPPING: [Signal; 4] = [Signal::TERM, Signal::INT, Signal::HUP, Signal::QUIT];
@@ -37,6 +39,16 @@ pub struct Policy {
     pub stop_limit: Duration,
     /// How long the service may take to become ready (hand-over and cold standby).
     pub ready_timeout: Option<Duration>,
+    /// The work queue of `--queue` (hot standby).
+    pub queue: Option<Queue>,
+}
+
+/// The settings of the work queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Queue {
+    /// Tasks handed out or awaiting acknowledgement at once.
+    pub window: NonZeroUsize,
+    pub limits: Limits,
 }
 
 /// What the supervisor reads of the protocol: the handle's status, reduced.
@@ -54,6 +66,10 @@ pub struct View {
     pub failed: Option<String>,
     /// The term while active, on a backend that numbers them (etcd).
     pub term: Option<Term>,
+    /// The highest checkpoint known.
+    pub checkpoint: u64,
+    /// While active: the checkpoint every standby holds.
+    pub held: Option<u64>,
 }
 
 impl From<&handover_std::Status> for View {
@@ -66,6 +82,8 @@ impl From<&handover_std::Status> for View {
             finished: s.finished,
             failed: s.failed.clone(),
             term: s.term.clone(),
+            checkpoint: s.checkpoint,
+            held: s.checkpoint_held,
         }
     }
 }
@@ -77,8 +95,9 @@ pub enum Input {
     Protocol(View),
     /// The active's state arrived (hot standby).
     Synced(Vec<u8>),
-    /// The service published its state (hot standby).
-    Published(Vec<u8>),
+    /// Lines the service wrote on the channel, read together: their answers
+    /// (and the tasks they free) go out together.
+    Heard(Vec<Heard>),
     /// The listening sockets are this instance's ([`Action::AcquireSockets`]).
     SocketsTaken,
     /// The service was started ([`Action::Spawn`]).
@@ -134,6 +153,15 @@ pub enum Action {
     PublishState(Vec<u8>),
     /// Carry the service's state on the heartbeats (hot standby).
     SetState(Vec<u8>),
+    /// Hand the service a task of the queue (a `run` line).
+    Run { id: u64, payload: Payload },
+    /// Record a checkpoint with the protocol.
+    Checkpoint(u64),
+    /// Tell the service the checkpoints (the highest known, and while active the
+    /// one every standby holds).
+    TellCheckpoints { checkpoint: u64, held: Option<u64> },
+    /// Tell the service that a line of its was not understood or not taken.
+    TellError { error: String, line: String },
     /// Something to log.
     Note(Note),
     /// The end.
@@ -157,6 +185,10 @@ pub enum Note {
     },
     /// A stop signal ended the wait for the sockets.
     StoppedWaiting,
+    /// The service asked to leave, on the channel.
+    LeaveAsked,
+    /// The stop limit passed before the standbys held every task done here.
+    LeftUnsettled,
     NotStarted(String),
     DriverFailed(String),
 }

@@ -9,8 +9,15 @@
 //! - the complete file is written only after the service has stopped;
 //! - `handover` exits 0 after a completed hand-over;
 //! - once quiet, a failover fleet runs its service on exactly one instance, and a
-//!   hand-over ends with one instance left.
+//!   hand-over ends with one instance left;
+//! - with `--queue` (hot standby): a task is handed out only on the active
+//!   instance and within the window; once quiet every task is done; and a task is
+//!   done again only after an unclean failover (a kill, a service that dies or
+//!   overruns its stop limit), at most a window's worth per failover. Answers come
+//!   at any time: after a demotion, during a stop, never (a kill).
 
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use handover_proto::sim::{splitmix64, Network, NodeId, Sim};
@@ -24,6 +31,10 @@ const STOP_LIMIT: Duration = Duration::from_secs(2);
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long elections take to settle after a change, on the simulator's network.
 const SETTLE: Duration = Duration::from_secs(1);
+/// Tasks every service of a queue submits.
+const TASKS: u64 = 30;
+/// The longest a task takes to run.
+const TASK_MS: u64 = 150;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -45,6 +56,10 @@ enum Op {
     /// [`Op::Heal`] (one of them is demoted).
     Partition(usize),
     Heal,
+    /// Instance `n % len` loses its term for this many ms and wins it back, as
+    /// with etcd paused longer than the lease: meanwhile it is not active, and
+    /// its checkpoints are refused.
+    TermLost(usize, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -59,6 +74,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Stubborn),
         1 => any::<usize>().prop_map(Op::Partition),
         1 => Just(Op::Heal),
+        1 => (any::<usize>(), 1u64..1_000).prop_map(|(n, ms)| Op::TermLost(n, ms)),
     ]
 }
 
@@ -71,6 +87,10 @@ struct Service {
     stop_delay: Option<Duration>,
     signalled_at: Option<Duration>,
     exit_at: Option<(Duration, ExitStatus)>,
+    /// Its tasks are to be submitted (`--queue`).
+    submitting: bool,
+    /// Tasks handed to it, with when it answers and whether done.
+    running: Vec<(u64, Duration, bool)>,
 }
 
 struct Instance {
@@ -83,6 +103,10 @@ struct Instance {
     successor: Option<Successor>,
     completed: bool,
     exit: Option<Exit>,
+    /// The checkpoint every standby holds, as the protocol reported it.
+    held: Option<u64>,
+    /// Its term is lost until then ([`Op::TermLost`]).
+    term_lost_until: Option<Duration>,
 }
 
 struct World {
@@ -95,10 +119,18 @@ struct World {
     stubborn_next: bool,
     last_change: Duration,
     partitioned: bool,
+    /// The queue's window, with `--queue`.
+    window: Option<NonZeroUsize>,
+    /// Each task's completions, per fleet (a fleet that empties forgets all).
+    done: BTreeMap<(usize, u64), usize>,
+    fleet: usize,
+    /// Unclean failovers so far: each may repeat a window's worth.
+    unclean: usize,
+    ever_partitioned: bool,
 }
 
 impl World {
-    fn new(mode: Mode, seed: u64) -> Self {
+    fn new(mode: Mode, seed: u64, window: Option<NonZeroUsize>) -> Self {
         World {
             sim: Sim::new(seed, Network::reliable()),
             mode,
@@ -109,6 +141,11 @@ impl World {
             stubborn_next: false,
             last_change: Duration::ZERO,
             partitioned: false,
+            window: window.filter(|_| mode == Mode::HotStandby),
+            done: BTreeMap::new(),
+            fleet: 0,
+            unclean: 0,
+            ever_partitioned: false,
         }
     }
 
@@ -133,7 +170,17 @@ impl World {
             stop_signal: Signal::TERM,
             stop_limit: STOP_LIMIT,
             ready_timeout: Some(READY_TIMEOUT),
+            queue: self.window.map(|window| Queue {
+                window,
+                limits: crate::channel::Limits {
+                    tasks: 1000,
+                    bytes: 1 << 20,
+                },
+            }),
         });
+        if self.alive().is_empty() {
+            self.fleet += 1;
+        }
         self.instances.push(Instance {
             node,
             sup,
@@ -144,6 +191,8 @@ impl World {
             successor: None,
             completed: false,
             exit: None,
+            held: None,
+            term_lost_until: None,
         });
         self.last_change = self.now();
         self.drain(self.instances.len() - 1);
@@ -168,6 +217,8 @@ impl World {
                     let now = self.now();
                     if let Some(s) = &mut self.instances[i].service {
                         s.exit_at = Some((now, ExitStatus::from_raw(code << 8)));
+                        // Dead in the middle of its tasks.
+                        self.unclean += 1;
                     }
                 }
             }
@@ -184,6 +235,7 @@ impl World {
                     self.instances[i].service = None;
                     self.instances[i].exit = Some(Exit::Refused);
                     self.last_change = self.now();
+                    self.unclean += 1;
                 }
             }
             Op::NeverReady => self.never_ready_next = true,
@@ -194,12 +246,20 @@ impl World {
                     partitions[self.instances[i].node] = 1;
                     self.sim.partition(&partitions);
                     self.partitioned = true;
+                    self.ever_partitioned = true;
                 }
             }
             Op::Heal => {
                 self.sim.heal();
                 self.partitioned = false;
                 self.last_change = self.now();
+            }
+            Op::TermLost(n, ms) => {
+                if let Some(i) = pick(self, n) {
+                    let until = self.now() + Duration::from_millis(ms);
+                    self.instances[i].term_lost_until = Some(until);
+                    self.last_change = until;
+                }
             }
         }
     }
@@ -224,6 +284,8 @@ impl World {
             };
             match r.event {
                 Event::Shutdown { successor } => self.instances[i].successor = Some(successor),
+                Event::CheckpointHeld { seq } => self.instances[i].held = Some(seq),
+                Event::Demoted => self.instances[i].held = None,
                 Event::Synced { state } => self.feed(i, Input::Synced(state.to_vec())),
                 _ => {}
             }
@@ -234,14 +296,18 @@ impl World {
                 continue;
             }
             let peer = &self.sim.node(self.instances[i].node).peer;
+            let lost = self.instances[i].term_lost_until.is_some_and(|t| now < t);
+            let active = peer.state() == State::Active && !lost;
             let view = View {
-                active: peer.state() == State::Active,
-                standby: peer.state() == State::Standby,
+                active,
+                standby: peer.state() == State::Standby || lost,
                 leader: peer.leader(),
                 successor: self.instances[i].successor,
                 finished: peer.is_finished(),
                 failed: None,
                 term: None,
+                checkpoint: peer.checkpoint_seq(),
+                held: self.instances[i].held.filter(|_| active),
             };
             if view != self.instances[i].view {
                 if view.active != self.instances[i].view.active {
@@ -262,8 +328,35 @@ impl World {
         self.check(now);
     }
 
-    /// The service becomes ready or exits, when its time comes.
+    /// The service becomes ready or exits, submits its tasks and answers those
+    /// it was handed, when its time comes.
     fn service_moves(&mut self, i: usize, now: Duration) {
+        let x = &mut self.instances[i];
+        let Some(s) = &mut x.service else { return };
+        if std::mem::take(&mut s.submitting) {
+            let submits = (1..=TASKS)
+                .map(|id| {
+                    let payload = crate::channel::Payload::from_json(id.to_string()).unwrap();
+                    Ok(Said::Submit { id, payload })
+                })
+                .collect();
+            return self.feed(i, Input::Heard(submits));
+        }
+        let (due, running): (Vec<_>, Vec<_>) = s.running.iter().partition(|t| t.1 <= now);
+        s.running = running;
+        if !due.is_empty() {
+            let fleet = self.fleet;
+            let mut answers = Vec::new();
+            for (id, _, done) in due {
+                if done {
+                    *self.done.entry((fleet, id)).or_default() += 1;
+                    answers.push(Ok(Said::Done(id)));
+                } else {
+                    answers.push(Ok(Said::Retry(id)));
+                }
+            }
+            return self.feed(i, Input::Heard(answers));
+        }
         let x = &mut self.instances[i];
         let Some(s) = &x.service else { return };
         if let Some((_, status)) = s.exit_at.filter(|(at, _)| *at <= now) {
@@ -315,6 +408,8 @@ impl World {
                     stop_delay,
                     signalled_at: None,
                     exit_at: None,
+                    submitting: self.window.is_some(),
+                    running: Vec::new(),
                 });
                 x.ready_sent = false;
                 x.watching = false;
@@ -331,11 +426,23 @@ impl World {
                     2 => ExitStatus::from_raw(0),
                     _ => ExitStatus::from_raw(Signal::TERM.as_raw()),
                 };
+                let stubborn = self.instances[i]
+                    .service
+                    .as_ref()
+                    .is_some_and(|s| s.stop_delay.is_none() && s.signalled_at.is_none());
+                if stubborn && STOPPING.contains(&sig) {
+                    // Killed at the stop limit, in the middle of its tasks.
+                    self.unclean += 1;
+                }
                 if let Some(s) = &mut self.instances[i].service {
                     if STOPPING.contains(&sig) {
                         s.signalled_at.get_or_insert(now);
+                        // It answers the tasks it runs before it exits, as the
+                        // clients do.
+                        let answered = s.running.iter().map(|t| t.1).max().unwrap_or(now);
                         if let (None, Some(delay)) = (s.exit_at, s.stop_delay) {
-                            s.exit_at = Some((now + delay, status));
+                            let at = (now + delay).max(answered + STEP);
+                            s.exit_at = Some((at.min(now + STOP_LIMIT - STEP), status));
                         }
                     }
                 }
@@ -388,7 +495,41 @@ impl World {
                 None
             }
             Action::AcquireSockets => Some(Input::SocketsTaken),
-            Action::NotifyReady
+            Action::Run { id, .. } => {
+                let window = self.window.expect("a queue").get();
+                let took = Duration::from_millis(self.random(TASK_MS));
+                let done = self.random(8) != 0;
+                let x = &mut self.instances[i];
+                assert!(
+                    x.view.active,
+                    "instance {i}: task {id} handed out while not active"
+                );
+                let s = x.service.as_mut().expect("a task handed to no service");
+                assert!(
+                    s.signalled_at.is_none(),
+                    "instance {i}: task {id} handed out after a stop signal"
+                );
+                assert!(
+                    s.running.len() < window,
+                    "instance {i}: task {id} beyond the window of {window}: {:?} view {:?}",
+                    s.running,
+                    x.view
+                );
+                s.running.push((id, now + took, done));
+                None
+            }
+            Action::Checkpoint(id) => {
+                // Refused while not active, as by the engines.
+                if self.instances[i].term_lost_until.is_none_or(|t| now >= t) {
+                    let _ = self.sim.checkpoint(node, id);
+                }
+                None
+            }
+            Action::TellError { error, .. } => {
+                panic!("instance {i}: the service is told {error:?}")
+            }
+            Action::TellCheckpoints { .. }
+            | Action::NotifyReady
             | Action::OwnSockets
             | Action::PublishRole { .. }
             | Action::PublishState(_)
@@ -417,9 +558,38 @@ impl World {
                 );
             }
         }
-        if self.mode == Mode::ColdStandby && !self.partitioned && now - self.last_change > SETTLE {
+        if self.mode == Mode::ColdStandby
+            && !self.partitioned
+            && now.saturating_sub(self.last_change) > SETTLE
+        {
             assert!(unstopped <= 1, "{unstopped} services active at {now:?}");
         }
+    }
+
+    /// With a queue: every task done once the fleet is quiet, and none done again
+    /// but after an unclean failover, a window's worth each.
+    fn check_queue(&self) {
+        let Some(window) = self.window else { return };
+        let active: Vec<usize> = self
+            .alive()
+            .into_iter()
+            .filter(|&i| self.instances[i].view.active)
+            .collect();
+        if let [a] = active[..] {
+            let checkpoint = self.sim.node(self.instances[a].node).peer.checkpoint_seq();
+            assert_eq!(checkpoint, TASKS, "the queue stalled at {checkpoint}");
+        }
+        if self.ever_partitioned {
+            // Both sides of a partition run tasks: no bound to check.
+            return;
+        }
+        let repeats: usize = self.done.values().map(|n| n.saturating_sub(1)).sum();
+        let bound = window.get() * self.unclean;
+        assert!(
+            repeats <= bound,
+            "{repeats} tasks done again after {} unclean failovers (window {window})",
+            self.unclean
+        );
     }
 
     /// After a quiet time: one service runs (failover), or one instance is left
@@ -477,9 +647,11 @@ proptest! {
     fn the_policy_holds_whatever_happens(
         mode in mode(),
         seed in any::<u64>(),
+        window in proptest::option::of(1usize..4),
         ops in proptest::collection::vec(op(), 1..40),
     ) {
-        let mut world = World::new(mode, seed);
+        let window = window.and_then(NonZeroUsize::new);
+        let mut world = World::new(mode, seed, window);
         world.start();
         for op in &ops {
             world.apply(op);
@@ -490,5 +662,7 @@ proptest! {
         world.apply(&Op::Heal);
         world.run_for(Duration::from_secs(20));
         world.check_settled();
+        world.check_queue();
+        eprintln!("CASE {mode:?} {window:?} {} ops unclean {} done {}", ops.len(), world.unclean, world.done.len());
     }
 }
