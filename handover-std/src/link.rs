@@ -193,12 +193,14 @@ pub enum Error {
 }
 
 /// The engine's end of a [`Handover`](crate::Handover): commands in, events and
-/// status out.
+/// status out. Its fields are private: [`publish`](Self::publish) (and
+/// [`fail`](Self::fail)) are the only ways to change the status, so that no engine
+/// can report a status before the events that explain it.
 #[derive(Debug)]
 pub(crate) struct Link {
-    pub(crate) commands: mpsc::UnboundedReceiver<Request>,
-    pub(crate) events: broadcast::Sender<Event>,
-    pub(crate) status: watch::Sender<Status>,
+    commands: mpsc::UnboundedReceiver<Request>,
+    events: broadcast::Sender<Event>,
+    status: watch::Sender<Status>,
 }
 
 impl Link {
@@ -225,7 +227,18 @@ impl Link {
         )
     }
 
-    /// Reports an event (to nobody, if no one subscribed).
+    /// The next command of the handle, or `None` once every handle is gone.
+    pub(crate) async fn command(&mut self) -> Option<Request> {
+        self.commands.recv().await
+    }
+
+    /// The status as last published.
+    pub(crate) fn status(&self) -> watch::Ref<'_, Status> {
+        self.status.borrow()
+    }
+
+    /// Reports an event that changes nothing in the status (to nobody, if no one
+    /// subscribed).
     pub(crate) fn emit(&self, event: Event) {
         let _ = self.events.send(event);
     }

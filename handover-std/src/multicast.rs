@@ -95,7 +95,7 @@ impl Engine {
                 r = sockets.unicast.recv_from(&mut unicast_buf) => Wake::Received(Source::Unicast, r),
                 r = recv_opt(listeners.legacy.as_ref(), &mut legacy_buf) => Wake::Received(Source::Legacy, r),
                 () = listeners.watch.changed() => Wake::Interfaces,
-                cmd = self.link.commands.recv(), if commands_open => Wake::Command(cmd),
+                cmd = self.link.command(), if commands_open => Wake::Command(cmd),
                 () = sleep_until(sleep) => Wake::Timer,
             };
             match wake {
@@ -166,8 +166,11 @@ impl Engine {
             return Err(e);
         }
         tracing::warn!("receiving failed (retrying): {e}");
-        self.link.status.send_modify(|s| s.receive_errors += 1);
-        self.link.emit(Event::ReceiveError(e.to_string()));
+        self.link
+            .publish([Event::ReceiveError(e.to_string())], |s| {
+                s.receive_errors += 1;
+                true
+            });
         tokio::time::sleep(ERROR_PAUSE).await;
         Ok(())
     }

@@ -85,7 +85,10 @@ impl Engine {
             }
         }
         self.set_state(State::Done, None);
-        self.link.status.send_modify(|s| s.finished = true);
+        self.link.publish([], |s| {
+            s.finished = true;
+            true
+        });
     }
 
     /// Waits `time`, taking commands; `true` if told to leave meanwhile.
@@ -94,7 +97,7 @@ impl Engine {
         loop {
             tokio::select! {
                 () = sleep_until(until) => return false,
-                cmd = self.link.commands.recv() => if self.command(cmd) { return true },
+                cmd = self.link.command() => if self.command(cmd) { return true },
             }
         }
     }
@@ -157,7 +160,7 @@ impl Engine {
         seq: u64,
         limit: Duration,
     ) -> Result<bool, rpc::Error> {
-        if seq <= self.link.status.borrow().checkpoint {
+        if seq <= self.link.status().checkpoint {
             // Recorded already: by this term's write whose answer was lost, or by
             // a predecessor. Either way the checkpoint holds it.
             self.held(seq);
@@ -177,16 +180,18 @@ impl Engine {
             self.link.emit(Event::ElectionError(why));
             return Ok(false);
         }
-        self.link
-            .status
-            .send_modify(|s| s.checkpoint = s.checkpoint.max(seq));
+        self.link.publish([], |s| {
+            let moved = seq > s.checkpoint;
+            s.checkpoint = s.checkpoint.max(seq);
+            moved
+        });
         self.held(seq);
         Ok(true)
     }
 
     /// Reports that etcd holds checkpoint `seq` for this term.
     fn held(&self, seq: u64) {
-        if self.link.status.borrow().checkpoint_held >= Some(seq) {
+        if self.link.status().checkpoint_held >= Some(seq) {
             return;
         }
         self.link
@@ -208,23 +213,24 @@ impl Engine {
             .first()
             .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse::<u64>().ok())
             .unwrap_or(0);
-        if seq > self.link.status.borrow().checkpoint {
+        if seq > self.link.status().checkpoint {
             self.link
                 .publish([Event::Protocol(P::Checkpoint { seq })], |s| {
                     s.checkpoint = seq;
                     true
                 });
         }
-        Ok(self.link.status.borrow().checkpoint)
+        Ok(self.link.status().checkpoint)
     }
 
     fn set_state(&self, state: State, term: Option<Term>) {
-        self.link.status.send_modify(|s| {
+        self.link.publish([], |s| {
             s.state = state;
             s.term = term;
             if state != State::Active {
                 s.checkpoint_held = None;
             }
+            true
         });
     }
 
@@ -248,7 +254,7 @@ impl Engine {
         // Not ready yet: only watch who leads.
         while !self.ready {
             tokio::select! {
-                cmd = self.link.commands.recv() => if self.command(cmd) { return Ok(Ended::Left) },
+                cmd = self.link.command() => if self.command(cmd) { return Ok(Ended::Left) },
                 changed = view.changed() => { changed?; self.observe(&ops, &mut view, &prefix, limit).await?; }
             }
         }
@@ -307,7 +313,7 @@ impl Engine {
                     tracing::warn!("lease renewal failed: {e}");
                     lease.reopen(ops).await;
                 },
-                cmd = self.link.commands.recv() => if self.command(cmd) {
+                cmd = self.link.command() => if self.command(cmd) {
                     return Ok(Ended::Left);
                 },
                 changed = view.changed() => { changed?; self.observe(ops, view, &prefix, limit).await?; }
@@ -388,7 +394,7 @@ impl Engine {
                     tracing::warn!("lease renewal failed: {e}");
                     lease.reopen(ops).await;
                 },
-                cmd = self.link.commands.recv() => match cmd {
+                cmd = self.link.command() => match cmd {
                     Some(request @ Request { command: Command::Checkpoint(seq), .. }) => {
                         // Taken: recorded now, or at a renewal, or dropped by a
                         // demotion (which the status reports), never an error.
@@ -450,7 +456,7 @@ impl Engine {
         let leader = first.first().and_then(|c| c.id);
         // This instance's key may be the oldest before its campaign has returned
         // and been verified: it is reported as leader only once elected.
-        let elected = self.link.status.borrow().state == State::Active;
+        let elected = self.link.status().state == State::Active;
         if leader == Some(self.id) && !elected {
             return Ok(());
         }
