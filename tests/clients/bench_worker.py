@@ -1,5 +1,5 @@
 """The throughput benchmark's service, on asyncio: submits TASKS no-op tasks
-(after SUBMIT_AFTER_MS),
+(after SUBMIT_AFTER_MS), each with a payload of PAYLOAD bytes of JSON (none if 0),
 runs them while active, and once it has run the last writes to OUT how long the
 tasks took from the first.
 
@@ -25,8 +25,10 @@ async def main():
     async def submit_all():
         # Once the instances have settled who is active.
         await asyncio.sleep(int(os.environ.get("SUBMIT_AFTER_MS", "0")) / 1000)
+        size = int(os.environ.get("PAYLOAD", "0"))
         for id in range(1, tasks + 1):
-            await h.submit(id, None)
+            # A JSON string of `size` bytes, quotes included (or none).
+            await h.submit(id, "x" * (size - 2) if size >= 2 else None)
 
     asyncio.ensure_future(submit_all())
 

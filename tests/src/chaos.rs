@@ -53,16 +53,22 @@ pub enum Scenario {
     /// The work queue across failover (`handover_std::queue`, in `queue-worker`
     /// processes, on the tokio and the blocking API).
     Queue,
+    /// The queue for any language: `handover run --queue` around the threaded
+    /// Python client, payloads up to the channel's limit, a window from the seed;
+    /// the service submits without pause (signals come in the middle of a
+    /// submit), and a paused service is a reader that stalls.
+    ServiceQueue,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::ColdFailover,
         Scenario::HotFailover,
         Scenario::EtcdFailover,
         Scenario::HandOver,
         Scenario::Listen,
         Scenario::Queue,
+        Scenario::ServiceQueue,
     ];
 
     /// Instances in fixed slots, restarted when they end (a restart policy).
@@ -73,7 +79,13 @@ impl Scenario {
                 | Scenario::HotFailover
                 | Scenario::EtcdFailover
                 | Scenario::Queue
+                | Scenario::ServiceQueue
         )
+    }
+
+    /// A work queue's scenario: its invariants are the queue's.
+    fn queue(self) -> bool {
+        matches!(self, Scenario::Queue | Scenario::ServiceQueue)
     }
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -226,8 +238,9 @@ impl Plan {
     pub fn new(seed: u64, scenario: Scenario, duration: Duration) -> Self {
         let mut rng = Rng::new(seed);
         let language = match scenario {
-            // The `--listen` service is the Python one of the socket tests.
-            Scenario::Listen => Language::Python,
+            // The `--listen` service is the Python one of the socket tests, the
+            // queue's the threaded Python client.
+            Scenario::Listen | Scenario::ServiceQueue => Language::Python,
             _ => rng.pick(&[Language::Python, Language::Node]),
         };
         let mut faults = Vec::new();
@@ -272,6 +285,22 @@ impl Plan {
                 Fault::Pause(Active, Supervisor, span),
                 Fault::Loss(25, span),
                 Fault::Junk(span),
+                Fault::Upgrade,
+            ],
+            // The same, and what a service does to its channel: dies, or stops
+            // reading (paused) while large tasks are handed to it; a standby
+            // paused; a stalled log pipe. An upgrade is a SIGTERM in the middle of
+            // a submit.
+            Scenario::ServiceQueue => vec![
+                Fault::Kill(Active, Supervisor),
+                Fault::Kill(Active, Service),
+                Fault::Kill(Other, Supervisor),
+                Fault::Pause(Active, Supervisor, span),
+                Fault::Pause(Other, Supervisor, span),
+                Fault::Pause(Active, Service, span),
+                Fault::Loss(25, span),
+                Fault::Junk(span),
+                Fault::StallLogs(Active, span),
                 Fault::Upgrade,
             ],
             Scenario::Listen => vec![
@@ -335,6 +364,13 @@ impl Report {
 const SETTLE: Duration = Duration::from_millis(1_500);
 /// Tasks of the work-queue scenario, 2 ms each: more than a run takes.
 const QUEUE_TASKS: u64 = 4_000;
+/// Tasks of the service queue per second of the run (bursts of 40 every 0.5 s,
+/// submitted until about 6 s after the faults are over): their payloads average
+/// 8 KiB.
+const SERVICE_QUEUE_RATE: u64 = 80;
+/// The longest a queue may go without running a task once the faults are over,
+/// while tasks remain.
+const QUEUE_STALL: Duration = Duration::from_secs(5);
 const HEARTBEAT: &str = "50ms";
 const STOP_TIMEOUT: &str = "500ms";
 const PORT: u16 = 8080;
@@ -445,6 +481,10 @@ struct Harness<'a> {
     restarts: Vec<(usize, Instant)>,
     /// Where an instance's nftables rules are set (its container), by fault.
     rules: BTreeMap<usize, Vec<String>>,
+    /// When the faults were over and the fleet had settled (monotonic µs).
+    quiet_from: u64,
+    /// When the run began (monotonic µs).
+    epoch_us: u64,
 }
 
 /// Runs `plan`; the returned report has the violations found.
@@ -474,6 +514,8 @@ pub fn run(plan: &Plan) -> Report {
         junk_sent: Arc::new(AtomicU64::new(0)),
         restarts: Vec::new(),
         rules: BTreeMap::new(),
+        quiet_from: 0,
+        epoch_us: monotonic_us(),
     };
     h.note(format!(
         "plan: seed {:#x}, {:?}, {:?}, {:?}",
@@ -595,7 +637,10 @@ impl Harness<'_> {
     fn start(&mut self, slot: usize) {
         let plan = self.plan;
         let mut behaviour = Behaviour::draw(&mut self.rng, plan.scenario);
-        if plan.scenario == Scenario::Listen && self.generation == 0 {
+        // The queue's service is the client's: it stops as the client does.
+        if plan.scenario == Scenario::ServiceQueue
+            || (plan.scenario == Scenario::Listen && self.generation == 0)
+        {
             behaviour = Behaviour::normal();
         }
         let label = format!("{}{}", (b'a' + (slot % 26) as u8) as char, self.generation);
@@ -635,6 +680,10 @@ impl Harness<'_> {
                 if scenario == Scenario::HotFailover {
                     cmd.args(["--standby", "hot"]);
                 }
+                if scenario == Scenario::ServiceQueue {
+                    let window = self.queue_window().to_string();
+                    cmd.args(["--standby", "hot", "--queue", "--queue-window", &window]);
+                }
                 match &self.etcd {
                     Some(cluster) => {
                         cmd.args(["--election", "etcd", "--ttl", "2s"])
@@ -653,6 +702,14 @@ impl Harness<'_> {
         }
         cmd.arg("--");
         match (plan.scenario, plan.language, behaviour.exit) {
+            (Scenario::ServiceQueue, _, _) => {
+                cmd.arg("python3")
+                    .arg(service("chaos_queue.py"))
+                    .env("PYTHONPATH", crate::clients::python_source())
+                    .env("CHAOS_QUEUE_RUNS", self.dir.join("runs"))
+                    .env("CHAOS_QUEUE_TASKS", self.queue_tasks().to_string())
+                    .env("CHAOS_QUEUE_EPOCH_US", self.epoch_us.to_string());
+            }
             // generation.py's way of dying before it is ready.
             (Scenario::Listen, _, Some((ms, code))) => {
                 let script = format!("sleep {}; exit {code}", ms as f64 / 1000.0);
@@ -1220,11 +1277,12 @@ impl Harness<'_> {
         }
         // A quiet moment, then the end of the run: every instance asked to stop.
         std::thread::sleep(SETTLE);
+        self.quiet_from = monotonic_us();
         self.step();
-        if self.plan.scenario == Scenario::Queue {
+        if self.plan.scenario.queue() {
             // Every task runs once the faults are over.
             let deadline = Instant::now() + Duration::from_secs(60);
-            while queue_runs(&self.dir.join("runs")).len() < QUEUE_TASKS as usize
+            while queue_runs(&self.dir.join("runs")).len() < self.queue_tasks() as usize
                 && Instant::now() < deadline
             {
                 self.step();
@@ -1287,7 +1345,7 @@ impl Harness<'_> {
                 ));
             }
         }
-        if self.plan.scenario == Scenario::Queue {
+        if self.plan.scenario.queue() {
             self.check_queue();
             return;
         }
@@ -1296,11 +1354,46 @@ impl Harness<'_> {
         self.check_one_active();
     }
 
-    /// The work queue lost no task, and repeated at most one per failover (every
-    /// election after the first: a worker that becomes active).
+    /// Tasks its service submits.
+    fn queue_tasks(&self) -> u64 {
+        match self.plan.scenario {
+            Scenario::ServiceQueue => SERVICE_QUEUE_RATE * (self.plan.duration.as_secs() + 6),
+            _ => QUEUE_TASKS,
+        }
+    }
+
+    /// The queue's window: the library's 1, or from the seed (at 8 and 16, a
+    /// window of large tasks is more than the channel's backlog).
+    fn queue_window(&self) -> usize {
+        match self.plan.scenario {
+            Scenario::ServiceQueue => [1, 8, 16, 4][(self.plan.seed % 4) as usize],
+            _ => 1,
+        }
+    }
+
+    /// The work queue lost no task, and repeated at most a window's worth per
+    /// failover (every election after the first: a worker that becomes active);
+    /// once the faults were over it never went `QUEUE_STALL` without running a
+    /// task while tasks remained.
     fn check_queue(&mut self) {
-        let runs = queue_runs(&self.dir.join("runs"));
-        let lost: Vec<u64> = (1..=QUEUE_TASKS)
+        let path = self.dir.join("runs");
+        let runs = queue_runs(&path);
+        if self.plan.scenario == Scenario::ServiceQueue {
+            let mut last = self.quiet_from;
+            for t in queue_run_times(&path)
+                .into_iter()
+                .filter(|&t| t > self.quiet_from)
+            {
+                if t - last > QUEUE_STALL.as_micros() as u64 {
+                    self.violations.push(format!(
+                        "the queue ran nothing for {} ms after the faults were over",
+                        (t - last) / 1000
+                    ));
+                }
+                last = t;
+            }
+        }
+        let lost: Vec<u64> = (1..=self.queue_tasks())
             .filter(|id| !runs.contains_key(id))
             .collect();
         if !lost.is_empty() {
@@ -1312,9 +1405,18 @@ impl Harness<'_> {
         }
         let repeats: usize = runs.values().map(|n| n - 1).sum();
         let failovers = self.elections().saturating_sub(1);
-        if repeats > failovers {
+        let window = self.queue_window();
+        let times = queue_run_times(&path);
+        let longest = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        self.note(format!(
+            "queue: window {window}, {} tasks ran, {repeats} again, {failovers} failovers; \
+             longest wait between two runs {} ms",
+            runs.len(),
+            longest / 1000
+        ));
+        if repeats > failovers * window {
             self.violations.push(format!(
-                "{repeats} tasks repeated over {failovers} failovers: more than one each"
+                "{repeats} tasks repeated over {failovers} failovers: more than {window} each"
             ));
         }
     }
@@ -1529,6 +1631,18 @@ fn active_by_ledger(ledger: &Path) -> Vec<(String, u64, u64)> {
 }
 
 /// How often each task of the work queue ran (its run log: `ID PID` lines).
+/// When each task of a queue's ledger ran (monotonic µs, the third field), in
+/// order.
+fn queue_run_times(log: &Path) -> Vec<u64> {
+    let mut times: Vec<u64> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2)?.parse().ok())
+        .collect();
+    times.sort_unstable();
+    times
+}
+
 fn queue_runs(log: &Path) -> BTreeMap<u64, usize> {
     let mut runs = BTreeMap::new();
     for line in std::fs::read_to_string(log).unwrap_or_default().lines() {

@@ -10,6 +10,11 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The Python client's source (`clients/python`), for a `PYTHONPATH`.
+pub fn python_source() -> PathBuf {
+    root().join("clients/python")
+}
+
 /// The test services in `tests/clients`.
 pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use handover_tests::clients::{missing, node_app, python_env};
 use handover_tests::etcd::{etcd_bin, Cluster};
 use handover_tests::netns::Netns;
-use handover_tests::process::{emptied, eventually, handover_bin, scratch, Run};
+use handover_tests::process::{children, emptied, eventually, handover_bin, scratch, Run};
 use handover_tests::runlog::{lines, runs, Tally};
 use handover_tests::topology::Containers;
 use handover_tests::{require, require_netns};
-use rustix::process::{kill_process, Signal};
+use rustix::process::{kill_process, Pid, Signal};
 
 /// Tasks the active one runs between stops, at least.
 const PROGRESS: usize = 20;
@@ -163,6 +163,8 @@ enum Stop {
     KillAfterStall,
     /// SIGTERM: the queue settles, then the instance leaves.
     Term,
+    /// SIGKILL of the active's service: its `handover` says goodbye at once.
+    KillService,
 }
 
 /// A run of two workers sharing `tasks` while the active one is stopped `stops`
@@ -262,6 +264,16 @@ fn fail_over(trial: &Trial) -> Outcome {
             Stop::Kill => {
                 kills.push(monotonic_ns());
                 running[active].kill();
+            }
+            Stop::KillService => {
+                let service = children(running[active].pid());
+                let service = service.first().expect("a service").0;
+                kills.push(monotonic_ns());
+                kill_process(Pid::from_raw(service as i32).unwrap(), Signal::KILL).unwrap();
+                assert!(
+                    running[active].wait(WAIT).is_some(),
+                    "{name}, stop {stop}: handover did not exit after its service"
+                );
             }
             Stop::KillAfterStall => {
                 let standby = pid_of(&running[1 - active]);
@@ -379,6 +391,60 @@ fn python_queue_five_kills_electing_on_etcd() {
     assert_bounded(&fail_over(&trial), 5);
 }
 
+/// etcd paused longer than the lease while the active service runs task 1: the
+/// instance loses its term, its service answers `done` meanwhile, and once etcd
+/// is back the instance (the only candidate) is elected again, records task 1,
+/// and the queue goes on. (The answer was once dropped while the window counted
+/// it, and the queue stalled for good.)
+#[test]
+fn an_answer_given_while_etcd_is_paused_never_stalls_the_queue() {
+    let _machine = shared_machine();
+    require_netns!();
+    let bin = etcd_bin();
+    require!(bin.as_ref().err());
+    let net = Containers::new();
+    let cluster = Cluster::start_in(bin.unwrap(), 1, net.container());
+    let c = net.container();
+    let dir = scratch("answer-while-etcd-paused");
+    let (go, runlog) = (dir.join("go"), dir.join("runs"));
+    let mut options = vec!["--queue".to_string()];
+    options.extend(["--election", "etcd", "--ttl", "2s"].map(String::from));
+    options.extend(cluster.client_options());
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    let mut cmd = hot_standby(&c.ns, "100ms", &options);
+    cmd.args(["--", "python3"])
+        .arg(handover_tests::clients::script("answer_late.py"))
+        .arg(&go)
+        .arg(&runlog);
+    let mut instance = Run::spawn(cmd);
+    assert!(
+        eventually(WAIT, || std::fs::read_to_string(&runlog)
+            .is_ok_and(|r| r == "1\n")),
+        "task 1 was not handed out: {:?}",
+        instance.seen
+    );
+    cluster.signal(0, Signal::STOP);
+    let demoted = instance.saw("demoted", WAIT);
+    // The answer, while this instance has no term.
+    std::fs::write(&go, "").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.signal(0, Signal::CONT);
+    assert!(
+        demoted,
+        "not demoted while etcd was paused: {:?}",
+        instance.seen
+    );
+    let exited = instance.wait_event("child_exited", Duration::from_secs(30));
+    assert_eq!(
+        exited.map(|e| e["code"].clone()),
+        Some(0.into()),
+        "the queue did not finish: ran {:?}; {:?}",
+        std::fs::read_to_string(&runlog).unwrap_or_default(),
+        instance.seen
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_mixed_fleet_resumes_each_others_queue() {
     let _machine = shared_machine();
@@ -396,11 +462,19 @@ fn a_mixed_fleet_resumes_each_others_queue() {
 #[ignore]
 fn bench_fifty_kills_at_a_20ms_heartbeat() {
     let _machine = shared_machine();
-    for (name, workers) in [("node", [Worker::Node; 2]), ("python", [Worker::Python; 2])] {
+    for (name, workers, how) in [
+        ("node", [Worker::Node; 2], Stop::Kill),
+        ("python", [Worker::Python; 2], Stop::Kill),
+        (
+            "python-service-killed",
+            [Worker::Python; 2],
+            Stop::KillService,
+        ),
+    ] {
         let trial = Trial {
             heartbeat: "20ms",
             tasks: 10_000,
-            ..Trial::new(name, workers, 50, Stop::Kill)
+            ..Trial::new(name, workers, 50, how)
         };
         let out = fail_over(&trial);
         let mut t = out.takeovers.clone();
@@ -610,6 +684,113 @@ fn bench_queue_throughput_through_the_channel() {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+}
+
+/// The queue's throughput with payloads: the Python (asyncio) worker, with a
+/// standby, at windows 1 and 64, tasks of no payload, 1 KB and 16 KB.
+#[test]
+#[ignore]
+fn bench_queue_throughput_with_payloads() {
+    let _machine = shared_machine();
+    let tasks: u64 = std::env::var("HANDOVER_BENCH_TASKS").map_or(5_000, |n| n.parse().unwrap());
+    let python = installed().python.display().to_string();
+    let worker = handover_tests::clients::script("bench_worker.py");
+    for payload in [0usize, 1_000, 16_000] {
+        for window in ["1", "64"] {
+            let net = Containers::new();
+            let (a, b) = (net.container(), net.container());
+            let dir = scratch("bench-queue-payloads");
+            let start = |ns: &Netns, out: &Path| {
+                let mut cmd = hot_standby(ns, "20ms", &["--queue", "--queue-window", window]);
+                cmd.arg("--")
+                    .arg(&python)
+                    .arg(&worker)
+                    .arg(out)
+                    .env("TASKS", tasks.to_string())
+                    .env("PAYLOAD", payload.to_string())
+                    .env("SUBMIT_AFTER_MS", "1000");
+                Run::spawn(cmd)
+            };
+            let outs = [dir.join("a"), dir.join("b")];
+            let first = start(&a.ns, &outs[0]);
+            let second = start(&b.ns, &outs[1]);
+            let done = eventually(Duration::from_secs(300), || outs.iter().any(|o| o.exists()));
+            assert!(done, "payload {payload}, window {window}: not finished");
+            std::thread::sleep(Duration::from_millis(50));
+            let out = outs.iter().find(|o| o.exists()).unwrap();
+            let result: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+            let seconds = result["seconds"].as_f64().unwrap();
+            println!(
+                "python, standby, payload {payload} B, window {window}: {tasks} tasks in \
+                 {seconds:.2} s = {:.0} tasks/s",
+                tasks as f64 / seconds
+            );
+            drop(second);
+            drop(first);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// `handover`'s resident memory per MiB of payload queued, on the active and on
+/// a standby: both services submit 2,000 tasks of 16 KB (31 MiB of JSON) that the
+/// active service never answers, so all stay queued.
+#[test]
+#[ignore]
+fn bench_queue_memory_per_queued_byte() {
+    let _machine = shared_machine();
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let tasks = 2_000u64;
+    let size = 16_000usize;
+    let service = "import json, os, socket, sys, time\n\
+        s = socket.socket(fileno=int(os.environ['HANDOVER_EVENTS_FD']))\n\
+        time.sleep(2)\n\
+        n, size = int(sys.argv[1]), int(sys.argv[2])\n\
+        s.sendall(b''.join(json.dumps({'cmd': 'submit', 'id': i, 'payload': '%d:' % i + 'x' * (size - 2 - len(str(i)) - 1)}).encode() + b'\\n' for i in range(1, n + 1)))\n\
+        open(sys.argv[3], 'w').close()\n\
+        time.sleep(3600)\n";
+    let dir = scratch("bench-queue-memory");
+    let start = |ns: &Netns, name: &str| {
+        let mut cmd = hot_standby(ns, "100ms", &["--queue"]);
+        cmd.args(["--", "python3", "-c", service])
+            .arg(tasks.to_string())
+            .arg(size.to_string())
+            .arg(dir.join(name));
+        Run::spawn(cmd)
+    };
+    let mut active = start(&a.ns, "a");
+    assert!(active.saw("elected", WAIT), "{:?}", active.seen);
+    let mut standby = start(&b.ns, "b");
+    assert!(standby.saw("peer_up", WAIT), "{:?}", standby.seen);
+    let rss = |run: &Run| -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", run.pid())).unwrap();
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb / 1024.0
+    };
+    let idle = [rss(&active), rss(&standby)];
+    assert!(eventually(WAIT, || dir.join("a").exists() && dir.join("b").exists()));
+    // What the socket still holds is read, and the heap settles.
+    std::thread::sleep(Duration::from_secs(2));
+    let full = [rss(&active), rss(&standby)];
+    let queued = (tasks as usize * size) as f64 / (1024.0 * 1024.0);
+    for (i, name) in ["active", "standby"].iter().enumerate() {
+        println!(
+            "{name}: idle {:.1} MiB, with {queued:.1} MiB of payload queued {:.1} MiB: \
+             {:.2} MiB per MiB queued",
+            idle[i],
+            full[i],
+            (full[i] - idle[i]) / queued
+        );
+    }
+    drop(standby);
+    drop(active);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A service that asks to leave on the channel: its instance stops it as on

@@ -1,7 +1,7 @@
 //! The fault-injection harness ([`handover_tests::chaos`]) on a fixed set of seeds,
 //! one run per scenario: failover with a cold and a hot standby on multicast, cold
 //! standby on etcd, hand-over generations, `--listen` upgrades under HTTP load,
-//! and the work queue across failovers. Each run injects its seed's faults and checks the invariants throughout; a
+//! the work queue across failovers, in the library and for any language. Each run injects its seed's faults and checks the invariants throughout; a
 //! failure prints the seed, the timeline and the command that replays it.
 //!
 //! Needs root (namespaces, nftables), python3, node and the etcd binary; skips with
@@ -133,6 +133,14 @@ fn work_queue_across_failovers() {
     require_netns!();
     require!(requirements(Scenario::Queue));
     let report = scenario(Scenario::Queue, 0x9e3e);
+    assert!(report.failovers > 0, "no failover happened");
+}
+
+#[test]
+fn the_queue_for_any_language_across_failovers() {
+    require_netns!();
+    require!(requirements(Scenario::ServiceQueue));
+    let report = scenario(Scenario::ServiceQueue, 0x5e09);
     assert!(report.failovers > 0, "no failover happened");
 }
 
