@@ -687,15 +687,15 @@ fn bench_queue_throughput_through_the_channel() {
 }
 
 /// The queue's throughput with payloads: the Python (asyncio) worker, with a
-/// standby, at windows 1 and 64, tasks of no payload, 1 KB and 16 KB.
+/// standby, at windows 1 and 64: 50,000 tasks of no payload and of 1 KB, 3,000 of
+/// 16 KB (48 MB, within the default `--queue-bytes`).
 #[test]
 #[ignore]
 fn bench_queue_throughput_with_payloads() {
     let _machine = shared_machine();
-    let tasks: u64 = std::env::var("HANDOVER_BENCH_TASKS").map_or(5_000, |n| n.parse().unwrap());
     let python = installed().python.display().to_string();
     let worker = handover_tests::clients::script("bench_worker.py");
-    for payload in [0usize, 1_000, 16_000] {
+    for (payload, tasks) in [(0usize, 50_000u64), (1_000, 50_000), (16_000, 3_000)] {
         for window in ["1", "64"] {
             let net = Containers::new();
             let (a, b) = (net.container(), net.container());
@@ -734,7 +734,8 @@ fn bench_queue_throughput_with_payloads() {
 }
 
 /// `handover`'s resident memory per MiB of payload queued, on the active and on
-/// a standby: both services submit 2,000 tasks of 16 KB (31 MiB of JSON) that the
+/// a standby: both services submit 2,000 tasks of about 16 KB of JSON each (an
+/// array of small records, as a batch of rows would be; 31 MiB in all) that the
 /// active service never answers, so all stay queued.
 #[test]
 #[ignore]
@@ -742,21 +743,18 @@ fn bench_queue_memory_per_queued_byte() {
     let _machine = shared_machine();
     let net = Containers::new();
     let (a, b) = (net.container(), net.container());
-    let tasks = 2_000u64;
-    let size = 16_000usize;
     let service = "import json, os, socket, sys, time\n\
         s = socket.socket(fileno=int(os.environ['HANDOVER_EVENTS_FD']))\n\
         time.sleep(2)\n\
-        n, size = int(sys.argv[1]), int(sys.argv[2])\n\
-        s.sendall(b''.join(json.dumps({'cmd': 'submit', 'id': i, 'payload': '%d:' % i + 'x' * (size - 2 - len(str(i)) - 1)}).encode() + b'\\n' for i in range(1, n + 1)))\n\
-        open(sys.argv[3], 'w').close()\n\
+        rows = lambda i: {'rows': [{'i': i, 'k': k, 'v': 'abc'} for k in range(560)]}\n\
+        lines = [json.dumps({'cmd': 'submit', 'id': i, 'payload': rows(i)}, separators=(',', ':')) for i in range(1, 2001)]\n\
+        s.sendall(''.join(l + '\\n' for l in lines).encode())\n\
+        open(sys.argv[1], 'w').write(str(sum(len(json.dumps(rows(i), separators=(',', ':'))) for i in range(1, 2001))))\n\
         time.sleep(3600)\n";
     let dir = scratch("bench-queue-memory");
     let start = |ns: &Netns, name: &str| {
         let mut cmd = hot_standby(ns, "100ms", &["--queue"]);
         cmd.args(["--", "python3", "-c", service])
-            .arg(tasks.to_string())
-            .arg(size.to_string())
             .arg(dir.join(name));
         Run::spawn(cmd)
     };
@@ -774,11 +772,17 @@ fn bench_queue_memory_per_queued_byte() {
         kb / 1024.0
     };
     let idle = [rss(&active), rss(&standby)];
-    assert!(eventually(WAIT, || dir.join("a").exists() && dir.join("b").exists()));
+    let written = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .ok()?
+            .parse::<f64>()
+            .ok()
+    };
+    assert!(eventually(WAIT, || written("a").is_some() && written("b").is_some()));
     // What the socket still holds is read, and the heap settles.
     std::thread::sleep(Duration::from_secs(2));
     let full = [rss(&active), rss(&standby)];
-    let queued = (tasks as usize * size) as f64 / (1024.0 * 1024.0);
+    let queued = written("a").unwrap() / (1024.0 * 1024.0);
     for (i, name) in ["active", "standby"].iter().enumerate() {
         println!(
             "{name}: idle {:.1} MiB, with {queued:.1} MiB of payload queued {:.1} MiB: \
