@@ -391,6 +391,40 @@ fn python_queue_five_kills_electing_on_etcd() {
     assert_bounded(&fail_over(&trial), 5);
 }
 
+/// A task that never returns normally: the threaded client's handler raises
+/// SystemExit, or asyncio's `process()` is cancelled in the middle of it. Either
+/// way it is answered `retry`, and at window 1 the queue goes on (it stalled: the
+/// task stayed running, unanswered).
+#[test]
+fn an_interrupted_task_is_answered_retry_and_the_queue_goes_on() {
+    let _machine = shared_machine();
+    require_netns!();
+    require!(missing());
+    let net = Containers::new();
+    let dir = scratch("interrupted-task");
+    for mode in ["system-exit", "cancel"] {
+        let c = net.container();
+        let runlog = dir.join(mode);
+        let mut cmd = hot_standby(&c.ns, "50ms", &["--queue"]);
+        cmd.arg("--")
+            .arg(&installed().python)
+            .arg(handover_tests::clients::script("task_interrupted.py"))
+            .arg(mode)
+            .arg(&runlog);
+        let mut instance = Run::spawn(cmd);
+        let exited = instance.wait_event("child_exited", WAIT);
+        let ran = std::fs::read_to_string(&runlog).unwrap_or_default();
+        assert_eq!(
+            exited.map(|e| e["code"].clone()),
+            Some(0.into()),
+            "{mode}: the queue did not finish (ran {ran:?}): {:?}",
+            instance.seen
+        );
+        assert_eq!(ran, "1\n2\n3\n", "{mode}: every task, once, in order");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// etcd paused longer than the lease while the active service runs task 1: the
 /// instance loses its term, its service answers `done` meanwhile, and once etcd
 /// is back the instance (the only candidate) is elected again, records task 1,
