@@ -82,9 +82,15 @@ impl Engine {
             let deadline = self.peer.poll_timeout();
             let now = self.now();
             // An expired deadline is handled now: a timer future may report pending
-            // for a deadline that already passed.
+            // for a deadline that already passed. What already waits in the sockets
+            // is read first: after a pause (a GC, a starved container, SIGSTOP) the
+            // peers' heartbeats are queued there, and a deadline that expired
+            // meanwhile must not declare a live active dead.
             if deadline.is_some_and(|d| d <= now) {
-                self.peer.handle_timeout(now);
+                // Bounded (a flood cannot hold the timers back); a deadline the
+                // datagrams moved is not due any more, and handling it is a no-op.
+                self.receive_waiting(&mut group_buf).await?;
+                self.peer.handle_timeout(self.now());
                 continue;
             }
             let sleep = deadline.map(|d| self.epoch + Duration::from_micros(d.as_micros()));
@@ -120,10 +126,8 @@ impl Engine {
                     commands_open = false;
                     let _ = self.peer.leave(self.now());
                 }
-                Wake::Timer => {
-                    let now = self.now();
-                    self.peer.handle_timeout(now);
-                }
+                // The deadline is taken again at the top, after what waits is read.
+                Wake::Timer => {}
             }
         }
     }
@@ -135,6 +139,32 @@ impl Engine {
         let now = self.now();
         self.peer.handle_datagram(now, from, bytes);
         self.flush().await;
+    }
+
+    /// Reads the datagrams already queued on every socket (up to [`BATCH`] from
+    /// each), without waiting.
+    async fn receive_waiting(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        for source in [Source::Group, Source::Unicast, Source::Legacy] {
+            for _ in 0..BATCH {
+                let socket = match source {
+                    Source::Group => &self.sockets.listeners.group,
+                    Source::Unicast => &self.sockets.unicast,
+                    Source::Legacy => match &self.sockets.listeners.legacy {
+                        Some(legacy) => legacy,
+                        None => break,
+                    },
+                };
+                match recv_queued(socket, buf) {
+                    Ok((n, from)) => self.receive(from, &buf[..n]).await,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        self.receive_failed(e).await?;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads what else `source` has queued, up to [`BATCH`] datagrams: a burst costs
@@ -337,6 +367,19 @@ pub(crate) async fn recv_opt(
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
     }
+}
+
+/// A datagram already queued on `socket`, asked of the kernel. The runtime's record
+/// of a socket's readiness is stale after a pause (nothing polled for events
+/// meanwhile), and tokio's `try_recv_from` trusts it: it would answer "nothing
+/// waits" with the peers' heartbeats in the queue.
+fn recv_queued(socket: &tokio::net::UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    let (n, _, from) = rustix::net::recvfrom(socket, buf, rustix::net::RecvFlags::DONTWAIT)?;
+    let from = from.and_then(|from| SocketAddr::try_from(from).ok());
+    Ok((
+        n,
+        from.ok_or_else(|| io::Error::other("a datagram without a sender"))?,
+    ))
 }
 
 #[cfg(test)]
