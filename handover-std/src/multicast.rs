@@ -112,7 +112,7 @@ impl Engine {
                         Source::Legacy => &mut legacy_buf,
                     };
                     self.receive(from, &buf[..n]).await;
-                    self.receive_batch(source, buf).await?;
+                    self.receive_queued(source, buf, BATCH - 1).await?;
                 }
                 Wake::Received(_, Err(e)) => self.receive_failed(e).await?,
                 Wake::Interfaces => match self.sockets.listeners.refresh() {
@@ -145,32 +145,20 @@ impl Engine {
     /// each), without waiting.
     async fn receive_waiting(&mut self, buf: &mut [u8]) -> io::Result<()> {
         for source in [Source::Group, Source::Unicast, Source::Legacy] {
-            for _ in 0..BATCH {
-                let socket = match source {
-                    Source::Group => &self.sockets.listeners.group,
-                    Source::Unicast => &self.sockets.unicast,
-                    Source::Legacy => match &self.sockets.listeners.legacy {
-                        Some(legacy) => legacy,
-                        None => break,
-                    },
-                };
-                match recv_queued(socket, buf) {
-                    Ok((n, from)) => self.receive(from, &buf[..n]).await,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        self.receive_failed(e).await?;
-                        break;
-                    }
-                }
-            }
+            self.receive_queued(source, buf, BATCH).await?;
         }
         Ok(())
     }
 
-    /// Reads what else `source` has queued, up to [`BATCH`] datagrams: a burst costs
-    /// one wake-up.
-    async fn receive_batch(&mut self, source: Source, buf: &mut [u8]) -> io::Result<()> {
-        for _ in 1..BATCH {
+    /// Reads up to `most` datagrams already queued on `source`, without waiting:
+    /// after a wake-up, a burst costs one.
+    async fn receive_queued(
+        &mut self,
+        source: Source,
+        buf: &mut [u8],
+        most: usize,
+    ) -> io::Result<()> {
+        for _ in 0..most {
             let socket = match source {
                 Source::Group => &self.sockets.listeners.group,
                 Source::Unicast => &self.sockets.unicast,
@@ -179,7 +167,7 @@ impl Engine {
                     None => return Ok(()),
                 },
             };
-            match socket.try_recv_from(buf) {
+            match recv_queued(socket, buf) {
                 Ok((n, from)) => self.receive(from, &buf[..n]).await,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return self.receive_failed(e).await,

@@ -670,15 +670,7 @@ fn bench_queue_throughput_through_the_channel() {
                 i.node_app.join("bench-worker.js").display().to_string(),
             ],
         ),
-        (
-            "python",
-            vec![
-                i.python.display().to_string(),
-                handover_tests::clients::script("bench_worker.py")
-                    .display()
-                    .to_string(),
-            ],
-        ),
+        ("python", python_bench_worker()),
     ];
     for (language, service) in &services {
         for (setup, standby, window) in [
@@ -686,36 +678,11 @@ fn bench_queue_throughput_through_the_channel() {
             ("standby", true, "1"),
             ("standby", true, "64"),
         ] {
-            let net = Containers::new();
-            let (a, b) = (net.container(), net.container());
-            let dir = scratch("bench-queue");
-            let start = |ns: &Netns, out: &Path| {
-                let mut cmd = hot_standby(ns, "20ms", &["--queue", "--queue-window", window]);
-                cmd.arg("--")
-                    .args(service)
-                    .arg(out)
-                    .env("TASKS", tasks.to_string())
-                    .env("SUBMIT_AFTER_MS", "1000");
-                Run::spawn(cmd)
-            };
-            let outs = [dir.join("a"), dir.join("b")];
-            let first = start(&a.ns, &outs[0]);
-            let second = standby.then(|| start(&b.ns, &outs[1]));
-            // The active one, whichever it is, writes its figure.
-            let done = eventually(Duration::from_secs(300), || outs.iter().any(|o| o.exists()));
-            assert!(done, "{language} {setup} window {window}: not finished");
-            std::thread::sleep(Duration::from_millis(50));
-            let out = outs.iter().find(|o| o.exists()).unwrap();
-            let result: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
-            let seconds = result["seconds"].as_f64().unwrap();
+            let seconds = throughput(service, standby, window, tasks, 0);
             println!(
                 "{language}, {setup}, window {window}: {tasks} tasks in {seconds:.2} s = {:.0} tasks/s",
                 tasks as f64 / seconds
             );
-            drop(second);
-            drop(first);
-            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 }
@@ -727,44 +694,60 @@ fn bench_queue_throughput_through_the_channel() {
 #[ignore]
 fn bench_queue_throughput_with_payloads() {
     let _machine = shared_machine();
-    let python = installed().python.display().to_string();
-    let worker = handover_tests::clients::script("bench_worker.py");
+    let service = python_bench_worker();
     for (payload, tasks) in [(0usize, 50_000u64), (1_000, 50_000), (16_000, 3_000)] {
         for window in ["1", "64"] {
-            let net = Containers::new();
-            let (a, b) = (net.container(), net.container());
-            let dir = scratch("bench-queue-payloads");
-            let start = |ns: &Netns, out: &Path| {
-                let mut cmd = hot_standby(ns, "20ms", &["--queue", "--queue-window", window]);
-                cmd.arg("--")
-                    .arg(&python)
-                    .arg(&worker)
-                    .arg(out)
-                    .env("TASKS", tasks.to_string())
-                    .env("PAYLOAD", payload.to_string())
-                    .env("SUBMIT_AFTER_MS", "1000");
-                Run::spawn(cmd)
-            };
-            let outs = [dir.join("a"), dir.join("b")];
-            let first = start(&a.ns, &outs[0]);
-            let second = start(&b.ns, &outs[1]);
-            let done = eventually(Duration::from_secs(300), || outs.iter().any(|o| o.exists()));
-            assert!(done, "payload {payload}, window {window}: not finished");
-            std::thread::sleep(Duration::from_millis(50));
-            let out = outs.iter().find(|o| o.exists()).unwrap();
-            let result: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
-            let seconds = result["seconds"].as_f64().unwrap();
+            let seconds = throughput(&service, true, window, tasks, payload);
             println!(
                 "python, standby, payload {payload} B, window {window}: {tasks} tasks in \
                  {seconds:.2} s = {:.0} tasks/s",
                 tasks as f64 / seconds
             );
-            drop(second);
-            drop(first);
-            let _ = std::fs::remove_dir_all(&dir);
         }
     }
+}
+
+/// The Python (asyncio) benchmark worker, as installed.
+fn python_bench_worker() -> Vec<String> {
+    vec![
+        installed().python.display().to_string(),
+        handover_tests::clients::script("bench_worker.py")
+            .display()
+            .to_string(),
+    ]
+}
+
+/// Seconds the active's `service` took from its first task to its last, of
+/// `tasks` with payloads of `payload` bytes, at `window`, alone or with a standby
+/// (each instance in its own container), 20 ms heartbeat.
+fn throughput(service: &[String], standby: bool, window: &str, tasks: u64, payload: usize) -> f64 {
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let dir = scratch("bench-queue");
+    let start = |ns: &Netns, out: &Path| {
+        let mut cmd = hot_standby(ns, "20ms", &["--queue", "--queue-window", window]);
+        cmd.arg("--")
+            .args(service)
+            .arg(out)
+            .env("TASKS", tasks.to_string())
+            .env("PAYLOAD", payload.to_string())
+            .env("SUBMIT_AFTER_MS", "1000");
+        Run::spawn(cmd)
+    };
+    let outs = [dir.join("a"), dir.join("b")];
+    let first = start(&a.ns, &outs[0]);
+    let second = standby.then(|| start(&b.ns, &outs[1]));
+    // The active one, whichever it is, writes its figure.
+    let done = eventually(Duration::from_secs(300), || outs.iter().any(|o| o.exists()));
+    assert!(done, "window {window}, payload {payload}: not finished");
+    std::thread::sleep(Duration::from_millis(50));
+    let out = outs.iter().find(|o| o.exists()).unwrap();
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    drop(second);
+    drop(first);
+    let _ = std::fs::remove_dir_all(&dir);
+    result["seconds"].as_f64().unwrap()
 }
 
 /// `handover`'s resident memory per MiB of payload queued, on the active and on
