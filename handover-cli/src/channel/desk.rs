@@ -145,6 +145,10 @@ impl Desk {
     /// due, else the next in id order while the window allows. None while this
     /// instance stands by.
     pub fn next(&mut self, now: Duration) -> Option<(u64, Payload)> {
+        if !self.active {
+            // A retry that falls due after a demotion waits for the next term.
+            return None;
+        }
         let due = self
             .handed
             .iter_mut()
@@ -316,6 +320,20 @@ mod tests {
         assert_eq!(d.next(T), None, "1 is not held yet");
         assert_eq!(d.sync(1, Some(1)), None);
         assert_eq!(d.next(T).map(|t| t.0), Some(2));
+    }
+
+    #[test]
+    fn a_retry_due_after_a_demotion_waits_for_the_next_term() {
+        let mut d = desk(1);
+        d.submit(1, p(1)).unwrap();
+        assert_eq!(d.sync(0, Some(0)), None);
+        assert_eq!(d.next(T).map(|t| t.0), Some(1));
+        assert_eq!(d.answer(1, false, T), Ok(None));
+        assert_eq!(d.sync(0, None), None, "demoted");
+        let later = Duration::from_secs(60);
+        assert_eq!(d.next(later), None, "not active: nothing handed out");
+        assert_eq!(d.sync(0, Some(0)), None, "elected again");
+        assert_eq!(d.next(later).map(|t| t.0), Some(1));
     }
 
     #[test]
