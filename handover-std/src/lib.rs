@@ -171,6 +171,13 @@ impl Handover {
         self.send(Command::Checkpoint(seq)).map(drop)
     }
 
+    /// After [`Demoted`](proto::Event::Demoted), the service has stopped: an etcd
+    /// leader gives its lease back now, so the next leader starts at once, rather
+    /// than at the [`stop_limit`](Self::stop_limit). Nothing to do on multicast.
+    pub fn service_stopped(&self) -> Result<(), Error> {
+        self.send(Command::ServiceStopped).map(drop)
+    }
+
     /// Waits until a newer instance has taken over and this one must shut down;
     /// returns who took over.
     ///

@@ -119,6 +119,7 @@ pub(crate) enum Command {
     Leave,
     SetState(Vec<u8>),
     Checkpoint(u64),
+    ServiceStopped,
 }
 
 impl Command {
@@ -130,6 +131,7 @@ impl Command {
             Command::Leave => "leave",
             Command::SetState(_) => "set_state",
             Command::Checkpoint(_) => "checkpoint",
+            Command::ServiceStopped => "service_stopped",
         }
     }
 }

@@ -215,6 +215,7 @@ impl Engine {
             Command::Leave if self.peer.state() == State::Done => Ok(()),
             Command::Leave => self.peer.leave(now).map_err(|e| e.to_string()),
             Command::SetState(s) => self.peer.set_state(s).map_err(|e| e.to_string()),
+            Command::ServiceStopped => Ok(()),
             Command::Checkpoint(seq) => {
                 // Progress made just before a demotion: the new active resumes from
                 // what the standbys hold.

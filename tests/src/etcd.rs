@@ -394,36 +394,50 @@ impl Cluster {
     }
 
     /// Turns authentication on, with a `root` user and user `user` (password
-    /// `password`) allowed to read and write keys under `prefix` only: the
-    /// least a candidate needs.
+    /// `password`) allowed to read and write keys under `prefix` only.
     pub fn enable_auth(&self, user: &str, password: &str, prefix: &str) {
+        self.enable_auth_for(&[(user, password, &[Grant::Prefix(prefix)])]);
+    }
+
+    /// Turns authentication on, with a `root` user and each user given (name,
+    /// password) with a role of its own holding exactly its grants, as
+    /// `etcdctl role grant-permission` gives them.
+    pub fn enable_auth_for(&self, users: &[(&str, &str, &[Grant])]) {
         let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
-        let end = prefix_end(prefix);
-        let calls = [
+        let mut calls = vec![
             (
                 "user/add",
-                format!(r#"{{"name":"root","password":"root-{password}"}}"#),
+                r#"{"name":"root","password":"root-password"}"#.to_string(),
             ),
             ("user/grant", r#"{"user":"root","role":"root"}"#.to_string()),
-            ("role/add", r#"{"name":"candidate"}"#.to_string()),
-            (
-                "role/grant",
-                format!(
-                    r#"{{"name":"candidate","perm":{{"permType":"READWRITE","key":"{}","range_end":"{}"}}}}"#,
-                    b64(prefix.as_bytes()),
-                    b64(&end)
-                ),
-            ),
-            (
+        ];
+        for (user, password, grants) in users {
+            let role = format!("role-{user}");
+            calls.push(("role/add", format!(r#"{{"name":"{role}"}}"#)));
+            for grant in grants.iter() {
+                let (key, end) = match grant {
+                    Grant::Prefix(p) => (p.as_bytes().to_vec(), prefix_end(p)),
+                    Grant::Key(k) => (k.as_bytes().to_vec(), Vec::new()),
+                };
+                calls.push((
+                    "role/grant",
+                    format!(
+                        r#"{{"name":"{role}","perm":{{"permType":"READWRITE","key":"{}","range_end":"{}"}}}}"#,
+                        b64(&key),
+                        b64(&end)
+                    ),
+                ));
+            }
+            calls.push((
                 "user/add",
                 format!(r#"{{"name":"{user}","password":"{password}"}}"#),
-            ),
-            (
+            ));
+            calls.push((
                 "user/grant",
-                format!(r#"{{"user":"{user}","role":"candidate"}}"#),
-            ),
-            ("enable", "{}".to_string()),
-        ];
+                format!(r#"{{"user":"{user}","role":"{role}"}}"#),
+            ));
+        }
+        calls.push(("enable", "{}".to_string()));
         for (call, body) in calls {
             let path = format!("/v3/auth/{call}");
             assert!(
@@ -431,6 +445,29 @@ impl Cluster {
                 "etcd {path} {body} failed"
             );
         }
+    }
+
+    /// The answer to a POST of `body` to `path` on member 0 as `user`; `None`
+    /// if refused.
+    pub fn http_as(&self, user: (&str, &str), path: &str, body: &str) -> Option<String> {
+        let login = format!(r#"{{"name":"{}","password":"{}"}}"#, user.0, user.1);
+        let reply = self.http(0, "/v3/auth/authenticate", Some(&login))?;
+        let token = reply.split("\"token\":\"").nth(1)?.split('"').next()?;
+        let mut cmd = match &self.host {
+            Some(c) => c.ns.command("curl"),
+            None => Command::new("curl"),
+        };
+        let out = cmd
+            .args(["--silent", "--fail", "--max-time", "1"])
+            .args(["-H", &format!("Authorization: {token}")])
+            .args(["-H", "Content-Type: application/json", "--data", body])
+            .arg(format!("{}{path}", self.url(0)))
+            .stderr(Stdio::null())
+            .output()
+            .expect("curl");
+        // The gateway answers a refusal with an error body, and a failing status.
+        let reply = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && !reply.contains("\"error\"")).then_some(reply)
     }
 
     /// Kills member `i` with SIGKILL.
@@ -470,6 +507,14 @@ impl Drop for Cluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A permission of an etcd role: every key that starts with a prefix
+/// (`--prefix=true`), or one key.
+#[derive(Debug, Clone, Copy)]
+pub enum Grant<'a> {
+    Prefix(&'a str),
+    Key(&'a str),
 }
 
 /// The end of the key range of `prefix`: its last byte plus one.

@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use handover_tests::etcd::{candidate_in, candidate_with, etcd_bin, Cluster};
+use base64::Engine as _;
+use handover_tests::etcd::{candidate_in, candidate_with, etcd_bin, Cluster, Grant};
 use handover_tests::measure::t_us;
 use handover_tests::process::{monotonic_us, scratch, Run};
 use handover_tests::topology::{Container, Containers};
@@ -270,6 +271,59 @@ fn a_leader_cut_off_from_etcd_stops_before_another_is_elected() {
     );
 }
 
+/// An operator deletes the leader's key: etcd elects the next candidate at
+/// once, the old leader demotes as soon as its watch says so, and the new one
+/// acts only once the old one's lease is gone, given back after its service
+/// stopped: never two services at once.
+#[test]
+fn a_leader_whose_key_is_deleted_stops_before_the_next_leader_starts() {
+    require_netns!();
+    let bin = etcd();
+    require!(bin.as_ref().err());
+    let site = Site::start(bin.unwrap(), 1);
+    // A service that takes 300 ms to stop, as one that finishes its requests.
+    let service = [
+        "sh",
+        "-c",
+        "trap 'sleep 0.3; exit 0' TERM; while :; do sleep 0.05; done",
+    ];
+    let hosts = [site.net.container(), site.net.container()];
+    let mut a = candidate_in(&hosts[0].ns, &site.cluster, "5s", &service);
+    let term_a = a.next_event("term", WAIT).expect("a term");
+    assert!(a.saw("child_started", WAIT), "{:?}", summary(&a));
+    let mut b = candidate_in(&hosts[1].ns, &site.cluster, "5s", &service);
+    assert!(b.saw("ready", WAIT));
+    assert!(b.saw("leader_changed", WAIT));
+
+    let key = term_a["key"].as_str().expect("the leader's key");
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let deleted = monotonic_us();
+    let body = format!(r#"{{"key":"{}"}}"#, b64(key));
+    let reply = site.cluster.http(0, "/v3/kv/deleterange", Some(&body));
+    assert!(reply.is_some_and(|r| r.contains("\"deleted\":\"1\"")));
+
+    let demoted = t_us(&mut a, "demoted");
+    let stopped = t_us(&mut a, "child_exited");
+    let elected = t_us(&mut b, "elected");
+    let started = t_us(&mut b, "child_started");
+    assert!(
+        stopped < elected && elected <= started,
+        "a's service stopped at {stopped}, b elected at {elected}, its service started at {started} µs"
+    );
+    eprintln!(
+        "key deleted -> old leader demoted {} ms, its service stopped {} ms, new leader elected {} ms",
+        (demoted - deleted) / 1000,
+        (stopped - deleted) / 1000,
+        (elected - deleted) / 1000,
+    );
+    // Demoted by the deletion, not by a lease it could no longer renew.
+    assert!(
+        demoted - deleted < 2_000_000,
+        "demoted after {} µs",
+        demoted - deleted
+    );
+}
+
 /// The log messages `run` wrote before its first event named `event`.
 fn logged_before(run: &Run, event: &str) -> Vec<String> {
     run.seen
@@ -475,12 +529,14 @@ fn watch_shows_the_leader_and_the_candidates() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Least privilege, as the README words it: a user granted read and write on the
-/// keys that start with the election's name, and nothing else, campaigns, leads
-/// and hands leadership on. A user granted only `<name>/` (the candidates, not
-/// the checkpoint beside them) is told which grant is missing, and never leads.
+/// Least privilege, as the README words it: a user granted read and write on
+/// the candidates `NAME/` and the one key `NAME.checkpoint`, and nothing else,
+/// campaigns, leads and hands leadership on; the user of a neighbouring election
+/// (`NAME0`), granted the same way, can neither forge this one's checkpoint nor
+/// delete its leader's key. A user granted only `NAME/` is told which grant is
+/// missing, and never leads.
 #[test]
-fn a_user_granted_exactly_the_election_name_prefix_is_elected() {
+fn a_user_granted_exactly_the_two_keys_of_its_election_is_elected() {
     require_netns!();
     let bin = etcd();
     require!(bin.as_ref().err());
@@ -498,15 +554,52 @@ fn a_user_granted_exactly_the_election_name_prefix_is_elected() {
         password.to_str().unwrap(),
     ];
     let service = ["sleep", "1000"];
+    // What the README grants an election's user: its candidates and its
+    // checkpoint, for this election and its neighbour `NAME0`.
+    let grants = |name: &'static str| {
+        let prefix: &'static str = format!("{name}/").leak();
+        let checkpoint: &'static str = format!("{name}.checkpoint").leak();
+        [Grant::Prefix(prefix), Grant::Key(checkpoint)]
+    };
+    let (mine, neighbours) = (grants(NAME), grants("plant/line-30"));
 
     let net = Containers::new();
     let cluster = Cluster::start_in(bin.clone().unwrap(), 1, net.container());
-    cluster.enable_auth("line-3", PASSWORD, NAME);
+    cluster.enable_auth_for(&[
+        ("line-3", PASSWORD, &mine),
+        ("line-30", "neighbour", &neighbours),
+    ]);
     let hosts: Vec<Container> = (0..2).map(|_| net.container()).collect();
     let mut a = candidate_with(&hosts[0].ns, &cluster, "2s", &options, &service);
+    let term_a = a.next_event("term", WAIT).expect("a term");
     assert!(a.saw("elected", WAIT), "{:?}", summary(&a));
     let mut b = candidate_with(&hosts[1].ns, &cluster, "2s", &options, &service);
     assert!(b.saw("leader_changed", WAIT), "{:?}", summary(&b));
+
+    // The neighbouring election's user can touch its own keys, not these.
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let neighbour = ("line-30", "neighbour");
+    let put = |key: &str| format!(r#"{{"key":"{}","value":"{}"}}"#, b64(key), b64("99"));
+    let own = cluster.http_as(neighbour, "/v3/kv/put", &put("plant/line-30.checkpoint"));
+    assert!(own.is_some(), "the neighbour writes its own checkpoint");
+    let forged = cluster.http_as(neighbour, "/v3/kv/put", &put("plant/line-3.checkpoint"));
+    assert_eq!(
+        forged, None,
+        "the neighbour forged this election's checkpoint"
+    );
+    let key = term_a["key"].as_str().expect("a's key");
+    let delete = format!(r#"{{"key":"{}"}}"#, b64(key));
+    let deleted = cluster.http_as(neighbour, "/v3/kv/deleterange", &delete);
+    assert_eq!(
+        deleted, None,
+        "the neighbour deleted this election's leader key"
+    );
+    assert!(
+        !a.saw("demoted", Duration::from_millis(500)),
+        "{:?}",
+        summary(&a)
+    );
+
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(a.pid() as i32).unwrap(),
         Signal::TERM,
@@ -522,6 +615,7 @@ fn a_user_granted_exactly_the_election_name_prefix_is_elected() {
     }
     drop((a, b, cluster));
 
+    // Granted the candidates only: told which grant is missing, never elected.
     let net = Containers::new();
     let cluster = Cluster::start_in(bin.unwrap(), 1, net.container());
     cluster.enable_auth("line-3", PASSWORD, &format!("{NAME}/"));
@@ -530,8 +624,10 @@ fn a_user_granted_exactly_the_election_name_prefix_is_elected() {
     let error = short.next_event("election_error", WAIT).expect("an error");
     let error = error["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("permission denied") && error.contains(&format!("readwrite {NAME}`")),
-        "the error names the grant: {error}"
+        error.contains("permission denied")
+            && error.contains(&format!("readwrite {NAME}/`"))
+            && error.contains(&format!("readwrite {NAME}.checkpoint`")),
+        "the error names the grants: {error}"
     );
     assert!(!short.saw("elected", Duration::from_secs(2)));
     let _ = std::fs::remove_dir_all(&dir);

@@ -254,6 +254,12 @@ impl<'a> World<'a> {
                 tell_service_manager(b"READY=1");
                 None
             }
+            Action::Released => {
+                if let Err(e) = d.handover.service_stopped() {
+                    tracing::debug!("telling the protocol the service stopped: {e}");
+                }
+                None
+            }
             Action::OwnSockets => {
                 if let Some(sockets) = self.sockets.as_mut() {
                     sockets.own()?;

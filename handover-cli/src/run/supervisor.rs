@@ -410,6 +410,10 @@ impl Supervisor {
     }
 
     fn after_stop(&mut self, now: Duration, then: Then) {
+        if then == Then::StandBy {
+            // Demoted: the term's lock (an etcd lease) may be given back.
+            self.push(Action::Released);
+        }
         match then {
             // Asked to stop while being demoted: the service has, so leave.
             Then::StandBy if self.stop_asked => self.leave(now, Exit::Left),

@@ -24,6 +24,15 @@ pub async fn start(config: Config) -> Result<crate::Handover, Error> {
     Ok(handover)
 }
 
+/// How often a new leader asks whether its predecessor's lease is gone.
+const PREDECESSOR_POLL: Duration = Duration::from_millis(10);
+
+/// The lease of an election key `NAME/<lease id in hex>`.
+fn lease_of(key: &str) -> Option<i64> {
+    let (_, hex) = key.rsplit_once('/')?;
+    u64::from_str_radix(hex, 16).ok().map(|id| id as i64)
+}
+
 /// What ended a term (or the attempt at one).
 enum Ended {
     /// The handle asked to leave, or every handle is gone.
@@ -122,6 +131,8 @@ impl Engine {
                 tracing::debug!("checkpoint {seq} not recorded: only the leader records");
                 false
             }
+            // Read only while a demoted leader holds its lease for its service.
+            Command::ServiceStopped => false,
         };
         request.answer(Ok(()));
         leave
@@ -129,8 +140,9 @@ impl Engine {
 
     /// The key that holds the election's checkpoint: beside the candidates' prefix,
     /// not under it (etcd's campaign waits for every older key under it to go, so
-    /// a key there would block every election). Both lie under the election's name,
-    /// the one prefix a user must be granted.
+    /// a key there would block every election). A user is granted exactly these
+    /// two: the prefix `NAME/` and this key, so that no neighbouring election
+    /// (`NAME0`, `NAME.x`) shares a grant with this one.
     fn checkpoint_key(&self) -> String {
         format!("{}.checkpoint", self.etcd.name)
     }
@@ -142,11 +154,12 @@ impl Engine {
             return e;
         }
         let name = &self.etcd.name;
+        let checkpoint = self.checkpoint_key();
         rpc::Error::new(format!(
-            "{e}: the user needs read and write access to every key that starts with \
-             {name:?} (the candidates under {name:?}/ and the checkpoint {:?}): \
-             `etcdctl role grant-permission ROLE --prefix=true readwrite {name}`",
-            self.checkpoint_key()
+            "{e}: the user needs read and write access to the candidates under \
+             {name:?}/ and to the checkpoint {checkpoint:?}: \
+             `etcdctl role grant-permission ROLE --prefix=true readwrite {name}/` and \
+             `etcdctl role grant-permission ROLE readwrite {checkpoint}`"
         ))
     }
 
@@ -335,6 +348,12 @@ impl Engine {
         {
             return Ok(Ended::Lost("the campaign returned without leading".into()));
         }
+        // A predecessor whose key an operator deleted may still run its service:
+        // this term starts once its lease is given back (after its service
+        // stopped) or expired.
+        if let Some(ended) = self.await_predecessor(ops, view, lease).await? {
+            return Ok(ended);
+        }
         let term = Term {
             token: leader.rev as u64,
             key: String::from_utf8_lossy(&key).into_owned(),
@@ -418,7 +437,16 @@ impl Engine {
                         tracing::warn!("watching the election failed: {e}");
                         view.stream = None;
                     }
-                    let _ = self.observe(ops, view, &prefix, lease.time_left()).await;
+                    let read = self.observe(ops, view, &prefix, lease.time_left()).await;
+                    // Read from a quorum: this key is gone (deleted), or an older
+                    // one leads.
+                    let lost = view.leader.filter(|l| read.is_ok() && *l != Some(self.id));
+                    if let Some(leader) = lost {
+                        break Ended::Lost(match leader {
+                            None => "this instance's key is gone".into(),
+                            Some(id) => format!("another candidate leads ({id:016x})"),
+                        });
+                    }
                 }
             }
         };
@@ -429,12 +457,84 @@ impl Engine {
             s.checkpoint_held = None;
             true
         });
-        if let Ended::Left = ended {
-            if let Err(e) = within(limit, "resign", ops.resign(leader)).await {
-                tracing::warn!("resigning failed (the lease is revoked anyway): {e}");
+        match ended {
+            Ended::Left => {
+                if let Err(e) = within(limit, "resign", ops.resign(leader)).await {
+                    tracing::warn!("resigning failed (the lease is revoked anyway): {e}");
+                }
+            }
+            Ended::Lost(_) => {
+                if self.hold_until_stopped(lease).await {
+                    return Ok(Ended::Left);
+                }
             }
         }
         Ok(ended)
+    }
+
+    /// After an involuntary loss, keeps the lease (while it is proven alive) until
+    /// the service has stopped or the stop limit has passed: the next leader waits
+    /// for this lease to go. `true` if told to leave meanwhile.
+    async fn hold_until_stopped(&mut self, lease: &Lease) -> bool {
+        let until = lease.deadline.min(Instant::now() + self.etcd.margin() / 2);
+        loop {
+            tokio::select! {
+                () = sleep_until(until) => return false,
+                cmd = self.link.command() => match cmd {
+                    Some(request @ Request { command: Command::ServiceStopped, .. }) => {
+                        request.answer(Ok(()));
+                        return false;
+                    }
+                    cmd => if self.command(cmd) { return true },
+                },
+            }
+        }
+    }
+
+    /// Waits, renewing `lease`, until the lease of the last leader seen before
+    /// this one is gone; `Some` if the term ends first.
+    async fn await_predecessor(
+        &mut self,
+        ops: &Client,
+        view: &LeaderView,
+        lease: &mut Lease,
+    ) -> Result<Option<Ended>, rpc::Error> {
+        let Some(before) = view.predecessor.as_deref().and_then(lease_of) else {
+            return Ok(None);
+        };
+        if before == lease.id {
+            return Ok(None);
+        }
+        let mut waited = false;
+        loop {
+            let alive = within(lease.time_left(), "lease", ops.lease_alive(before)).await?;
+            if !alive {
+                if waited {
+                    tracing::info!("the predecessor's lease is gone: leading");
+                }
+                return Ok(None);
+            }
+            if !waited {
+                tracing::info!("elected while the predecessor's lease lives: waiting for it");
+                waited = true;
+            }
+            let poll = Instant::now() + PREDECESSOR_POLL;
+            tokio::select! {
+                biased;
+                () = sleep_until(lease.deadline) => {
+                    return Ok(Some(Ended::Lost("the lease expired while the predecessor's lived".into())));
+                }
+                () = sleep_until(lease.next_renewal) => lease.renew(ops).await,
+                answered = lease.answer() => if let Err(e) = answered {
+                    tracing::warn!("lease renewal failed: {e}");
+                    lease.reopen(ops).await;
+                },
+                cmd = self.link.command() => if self.command(cmd) {
+                    return Ok(Some(Ended::Left));
+                },
+                () = sleep_until(poll) => {}
+            }
+        }
     }
 
     /// Reads who leads (the candidate with the oldest key), waiting at most `limit`,
@@ -454,6 +554,9 @@ impl Engine {
         };
         let first = within(limit, "read", reads).await?;
         let leader = first.first().and_then(|c| c.id);
+        if let Some(other) = first.first().filter(|c| c.id != Some(self.id)) {
+            view.predecessor = Some(other.key.clone());
+        }
         // This instance's key may be the oldest before its campaign has returned
         // and been verified: it is reported as leader only once elected.
         let elected = self.link.status().state == State::Active;

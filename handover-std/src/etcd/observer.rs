@@ -100,26 +100,32 @@ pub(super) struct LeaderView {
     /// `None` after the watch broke, until it is reopened.
     pub(super) stream: Option<rpc::Watch>,
     pub(super) leader: Option<Option<u64>>,
+    /// The key of the last leader other than this instance: the predecessor
+    /// whose lease must be gone before this one acts as leader.
+    pub(super) predecessor: Option<String>,
 }
 
 impl LeaderView {
     /// Watches the candidates of election `name` (`<name>/`), and with
-    /// `checkpoint` its checkpoint key too: `<name>.checkpoint` sorts just before
-    /// `<name>/`, so one range holds both.
+    /// `checkpoint` its checkpoint key `<name>.checkpoint` too: two ranges, so
+    /// that a user granted exactly those two can watch.
     pub(super) async fn open(
         long: &Client,
         name: &str,
         checkpoint: bool,
     ) -> Result<Self, rpc::Error> {
-        let from = match checkpoint {
-            true => format!("{name}.checkpoint"),
-            false => format!("{name}/"),
-        };
-        let to = format!("{name}0");
-        let stream = long.watch(from.as_bytes(), to.as_bytes()).await?;
+        let prefix = format!("{name}/");
+        let end = rpc::prefix_end(prefix.as_bytes());
+        let key = format!("{name}.checkpoint");
+        let mut ranges: Vec<(&[u8], &[u8])> = vec![(prefix.as_bytes(), &end)];
+        if checkpoint {
+            ranges.push((key.as_bytes(), &[]));
+        }
+        let stream = long.watch(&ranges).await?;
         Ok(LeaderView {
             stream: Some(stream),
             leader: None,
+            predecessor: None,
         })
     }
 

@@ -357,10 +357,10 @@ fn a_cold_standby_runs_its_service_only_while_active() {
             (2_000, Some(standby()), vec![Action::Signal(Signal::TERM)]),
             // Elected again while the service stops: started again once it has.
             (2_010, Some(active()), vec![]),
-            (2_050, Some(exited(143)), vec![spawn()]),
+            (2_050, Some(exited(143)), vec![Action::Released, spawn()]),
             (2_050, Some(Input::Spawned), vec![WatchReadiness]),
             (3_000, Some(standby()), vec![Action::Signal(Signal::TERM)]),
-            (3_010, Some(exited(143)), vec![]),
+            (3_010, Some(exited(143)), vec![Action::Released]),
             (4_000, Some(Input::Signal(Signal::TERM)), vec![Leave]),
             (4_010, Some(Input::Left), vec![Action::Exit(Exit::Left)]),
         ],
@@ -406,7 +406,7 @@ fn asked_to_stop_while_demoted_it_leaves_once_the_service_has_stopped() {
                 Some(Input::Signal(Signal::TERM)),
                 vec![Action::Signal(Signal::TERM)],
             ),
-            (2_050, Some(exited(143)), vec![Leave]),
+            (2_050, Some(exited(143)), vec![Action::Released, Leave]),
             (2_060, Some(Input::Left), vec![Action::Exit(Exit::Left)]),
         ],
     );

@@ -138,6 +138,9 @@ pub enum Action {
     Claim,
     /// `READY=1` to the service manager.
     NotifyReady,
+    /// Tell the protocol that a demoted instance's service has stopped: the next
+    /// leader may start.
+    Released,
     /// Own the listening sockets, to pass them on.
     OwnSockets,
     /// Write the complete file and say goodbye; answer [`Input::Completed`].

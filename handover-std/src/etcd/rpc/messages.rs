@@ -175,6 +175,14 @@ pub(crate) struct LeaseId {
     pub id: i64,
 }
 
+/// etcdserverpb.LeaseTimeToLiveResponse
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct LeaseTimeToLiveResponse {
+    /// Seconds left; -1 when the lease is gone.
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+}
+
 /// etcdserverpb.LeaseKeepAliveResponse
 #[derive(Clone, PartialEq, Message)]
 pub(crate) struct LeaseKeepAliveResponse {

@@ -244,6 +244,14 @@ impl Client {
         Ok(())
     }
 
+    /// Whether lease `id` is still alive (a linearizable answer from the raft
+    /// leader, which alone expires leases).
+    pub(crate) async fn lease_alive(&self, id: i64) -> Result<bool, Error> {
+        let path = "/etcdserverpb.Lease/LeaseTimeToLive";
+        let answer: LeaseTimeToLiveResponse = self.unary(path, LeaseId { id }).await?;
+        Ok(answer.ttl > 0)
+    }
+
     /// A renewal stream for lease `id`, after one renewal answered (an error if
     /// the lease is gone).
     pub(crate) async fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeeper, Error> {
@@ -268,15 +276,25 @@ impl Client {
         self.unary("/etcdserverpb.KV/Txn", request).await
     }
 
-    /// Watches the keys in `[key, range_end)` from now on.
-    pub(crate) async fn watch(&self, key: &[u8], range_end: &[u8]) -> Result<Watch, Error> {
-        let create = WatchRequest {
+    /// Watches the keys of every range `[key, range_end)` from now on, on one
+    /// stream (an empty `range_end` is the one key): a user need be granted only
+    /// those ranges.
+    pub(crate) async fn watch(&self, ranges: &[(&[u8], &[u8])]) -> Result<Watch, Error> {
+        let create = |(key, range_end): &(&[u8], &[u8])| WatchRequest {
             create_request: Some(WatchCreateRequest {
                 key: key.to_vec(),
                 range_end: range_end.to_vec(),
             }),
         };
-        let (requests, answers) = self.streaming("/etcdserverpb.Watch/Watch", create).await?;
+        let (first, rest) = ranges.split_first().expect("a range to watch");
+        let path = "/etcdserverpb.Watch/Watch";
+        let (requests, answers) = self.streaming(path, create(first)).await?;
+        for range in rest {
+            requests
+                .send(create(range))
+                .await
+                .map_err(|_| Error::new("the watch ended"))?;
+        }
         Ok(Watch {
             _requests: requests,
             answers,

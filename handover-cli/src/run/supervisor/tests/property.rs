@@ -529,6 +529,7 @@ impl World {
                 panic!("instance {i}: the service is told {error:?}")
             }
             Action::TellCheckpoints { .. }
+            | Action::Released
             | Action::NotifyReady
             | Action::OwnSockets
             | Action::PublishRole { .. }
