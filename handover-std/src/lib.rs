@@ -171,6 +171,14 @@ impl Handover {
         self.send(Command::Checkpoint(seq)).map(drop)
     }
 
+    /// Failover: whether this instance may take over. A standby whose service
+    /// fails its health check stands aside (`false`): it never takes over, and
+    /// the others stop counting it among the standbys; `true` stands by again.
+    /// Nothing changes for an instance that is not standing by (or not aside).
+    pub async fn eligible(&self, eligible: bool) -> Result<(), Error> {
+        self.request(Command::Eligible(eligible)).await
+    }
+
     /// After [`Demoted`](proto::Event::Demoted), the service has stopped: an etcd
     /// leader gives its lease back now, so the next leader starts at once, rather
     /// than at the [`stop_limit`](Self::stop_limit). Nothing to do on multicast.

@@ -90,6 +90,9 @@ pub struct Status {
     /// (the one it started with, once they have said what they hold). `None` while
     /// not active, or until the standbys have answered.
     pub checkpoint_held: Option<u64>,
+    /// Failover: how many other instances stand by, ready to take over (those
+    /// that stood aside are not counted).
+    pub standbys: usize,
 }
 
 impl Status {
@@ -108,6 +111,7 @@ impl Status {
             term: None,
             checkpoint: 0,
             checkpoint_held: None,
+            standbys: 0,
         }
     }
 }
@@ -120,6 +124,7 @@ pub(crate) enum Command {
     SetState(Vec<u8>),
     Checkpoint(u64),
     ServiceStopped,
+    Eligible(bool),
 }
 
 impl Command {
@@ -132,6 +137,7 @@ impl Command {
             Command::SetState(_) => "set_state",
             Command::Checkpoint(_) => "checkpoint",
             Command::ServiceStopped => "service_stopped",
+            Command::Eligible(_) => "eligible",
         }
     }
 }

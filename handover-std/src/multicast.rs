@@ -23,6 +23,8 @@ pub(crate) struct Engine {
     sockets: GroupSockets,
     /// Receive errors in a row: a socket that keeps failing is broken.
     errors_in_a_row: u32,
+    /// Stood aside ([`Command::Eligible`]): ready again once eligible.
+    aside: bool,
     epoch: std::time::Instant,
     link: Link,
 }
@@ -51,6 +53,7 @@ impl Engine {
             peer,
             sockets,
             errors_in_a_row: 0,
+            aside: false,
             epoch,
             link,
         };
@@ -216,6 +219,15 @@ impl Engine {
             Command::Leave => self.peer.leave(now).map_err(|e| e.to_string()),
             Command::SetState(s) => self.peer.set_state(s).map_err(|e| e.to_string()),
             Command::ServiceStopped => Ok(()),
+            Command::Eligible(false) if self.peer.state() == State::Standby => {
+                self.aside = true;
+                self.peer.stand_aside(now).map_err(|e| e.to_string())
+            }
+            Command::Eligible(true) if self.aside => {
+                self.aside = false;
+                self.peer.ready(now).map_err(|e| e.to_string())
+            }
+            Command::Eligible(_) => Ok(()),
             Command::Checkpoint(seq) => {
                 // Progress made just before a demotion: the new active resumes from
                 // what the standbys hold.
@@ -258,6 +270,11 @@ impl Engine {
         let (state, leader, stats) = (self.peer.state(), self.peer.leader(), *self.peer.stats());
         let finished = self.peer.is_finished();
         let checkpoint = self.peer.checkpoint_seq();
+        let standbys = self
+            .peer
+            .peers()
+            .filter(|p| p.role == handover_proto::wire::Role::Standby)
+            .count();
         self.link.publish(events, |s| {
             let held = match state {
                 State::Active => held.or(s.checkpoint_held),
@@ -270,7 +287,8 @@ impl Engine {
                 || s.stats != stats
                 || s.finished != finished
                 || s.checkpoint != checkpoint
-                || s.checkpoint_held != held;
+                || s.checkpoint_held != held
+                || s.standbys != standbys;
             s.successor = successor;
             s.state = state;
             s.leader = leader;
@@ -278,6 +296,7 @@ impl Engine {
             s.finished = finished;
             s.checkpoint = checkpoint;
             s.checkpoint_held = held;
+            s.standbys = standbys;
             changed
         });
     }

@@ -302,6 +302,20 @@ impl<const N: usize> Peer<N> {
         Ok(())
     }
 
+    /// Failover: the application cannot serve now (its health check fails), so
+    /// this standby must not take over. It falls silent, as a peer not yet
+    /// ready, and the others forget it after its dead interval; it still hears
+    /// who leads and the active's state. [`ready`](Self::ready) stands by again.
+    pub fn stand_aside(&mut self, now: Instant) -> Result<(), StateError> {
+        self.advance(now);
+        self.expect(State::Standby)?;
+        self.state = State::Listening;
+        self.timers.stop(Timer::Heartbeat);
+        self.outbox.set_due(Due::Announce, false);
+        self.after_input();
+        Ok(())
+    }
+
     /// The application has finished shutting down after [`Event::Shutdown`]: emit
     /// [`Event::MarkComplete`] and tell the successor.
     pub fn shutdown_complete(&mut self, now: Instant) -> Result<(), StateError> {

@@ -370,3 +370,37 @@ fn a_peers_own_records_are_the_ones_emit_extended_writes() {
     }
     assert_eq!(announced, Some(true));
 }
+
+#[test]
+fn a_standby_that_stands_aside_is_silent_and_never_takes_over_until_ready_again() {
+    let mut p = peer(1, Policy::Failover { preempt: false });
+    let active = announce(Role::Active, 1, 5_000, b"");
+    hear(&mut p, at_ms(0), 2, 1, active);
+    p.ready(at_ms(10)).unwrap();
+    drain(&mut p);
+    assert_eq!(p.state(), State::Standby);
+    assert!(p.stand_aside(at_ms(20)).is_ok());
+    assert_eq!(p.state(), State::Listening);
+    drain(&mut p);
+    // The active falls silent for many dead intervals: nothing is sent, no claim.
+    let mut buf = [0u8; wire::MAX_DATAGRAM];
+    let mut t = 20;
+    while t < 5_000 {
+        t += 50;
+        p.handle_timeout(at_ms(t));
+        assert!(
+            p.poll_transmit(at_ms(t), &mut buf).is_none(),
+            "sent at {t} ms"
+        );
+        while p.poll_event().is_some() {}
+    }
+    assert_eq!(p.state(), State::Listening);
+    assert_eq!(p.leader(), None);
+    assert!(
+        p.stand_aside(at_ms(t)).is_err(),
+        "only a standby stands aside"
+    );
+    // Ready again, with nobody in charge: it claims.
+    p.ready(at_ms(t)).unwrap();
+    assert_eq!(p.state(), State::Claiming);
+}

@@ -47,6 +47,8 @@ pub(crate) struct Engine {
     id: u64,
     value: String,
     ready: bool,
+    /// Not standing aside ([`Command::Eligible`]): it may campaign.
+    eligible: bool,
     link: Link,
 }
 
@@ -67,6 +69,7 @@ impl Engine {
             id,
             value,
             ready: false,
+            eligible: true,
             link,
         };
         Ok((engine, handover))
@@ -133,6 +136,10 @@ impl Engine {
             }
             // Read only while a demoted leader holds its lease for its service.
             Command::ServiceStopped => false,
+            Command::Eligible(eligible) => {
+                self.eligible = eligible;
+                false
+            }
         };
         request.answer(Ok(()));
         leave
@@ -264,8 +271,8 @@ impl Engine {
         .await?;
         self.observe(&ops, &mut view, &prefix, limit).await?;
 
-        // Not ready yet: only watch who leads.
-        while !self.ready {
+        // Not ready yet, or standing aside: only watch who leads.
+        while !(self.ready && self.eligible) {
             tokio::select! {
                 cmd = self.link.command() => if self.command(cmd) { return Ok(Ended::Left) },
                 changed = view.changed() => { changed?; self.observe(&ops, &mut view, &prefix, limit).await?; }
@@ -326,8 +333,14 @@ impl Engine {
                     tracing::warn!("lease renewal failed: {e}");
                     lease.reopen(ops).await;
                 },
-                cmd = self.link.command() => if self.command(cmd) {
-                    return Ok(Ended::Left);
+                cmd = self.link.command() => {
+                    if self.command(cmd) {
+                        return Ok(Ended::Left);
+                    }
+                    if !self.eligible {
+                        // Its key is taken back with the lease: it no longer campaigns.
+                        return Ok(Ended::Lost("standing aside: not eligible".into()));
+                    }
                 },
                 changed = view.changed() => { changed?; self.observe(ops, view, &prefix, limit).await?; }
             }
@@ -548,12 +561,24 @@ impl Engine {
     ) -> Result<(), rpc::Error> {
         // Both reads within `limit` together, not each.
         let reads = async {
-            let first = candidates(ops, prefix, 1).await?;
+            // The leader, and whether anyone stands by behind it.
+            let first = candidates(ops, prefix, 2).await?;
             self.read_checkpoint(ops).await?;
             Ok(first)
         };
         let first = within(limit, "read", reads).await?;
         let leader = first.first().and_then(|c| c.id);
+        let others = first
+            .iter()
+            .skip(1)
+            .filter(|c| c.id != Some(self.id))
+            .count();
+        if self.link.status().standbys != others {
+            self.link.publish([], |s| {
+                s.standbys = others;
+                true
+            });
+        }
         if let Some(other) = first.first().filter(|c| c.id != Some(self.id)) {
             view.predecessor = Some(other.key.clone());
         }
