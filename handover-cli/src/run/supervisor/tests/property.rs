@@ -170,6 +170,7 @@ impl World {
             stop_signal: Signal::TERM,
             stop_limit: STOP_LIMIT,
             ready_timeout: Some(READY_TIMEOUT),
+            health: false,
             queue: self.window.map(|window| Queue {
                 window,
                 limits: crate::channel::Limits {
@@ -196,6 +197,24 @@ impl World {
         });
         self.last_change = self.now();
         self.drain(self.instances.len() - 1);
+    }
+
+    fn checkpoint_of(&self, i: usize) -> u64 {
+        self.sim.node(self.instances[i].node).peer.checkpoint_seq()
+    }
+
+    /// An instance that ended knew checkpoint `knew`: if no survivor knows as
+    /// much (it was the last to hold it, and nobody newer had heard it yet), the
+    /// fleet has forgotten that progress, as one that empties forgets all.
+    fn forget_unless_known(&mut self, knew: u64) {
+        let known = self
+            .alive()
+            .into_iter()
+            .map(|a| self.checkpoint_of(a))
+            .max();
+        if known.is_some_and(|k| k < knew) {
+            self.fleet += 1;
+        }
     }
 
     fn alive(&self) -> Vec<usize> {
@@ -231,11 +250,13 @@ impl World {
             Op::Kill(n) => {
                 if let Some(i) = pick(self, n) {
                     // The service dies with its parent (PR_SET_PDEATHSIG).
+                    let knew = self.checkpoint_of(i);
                     self.sim.kill(self.instances[i].node);
                     self.instances[i].service = None;
                     self.instances[i].exit = Some(Exit::Refused);
                     self.last_change = self.now();
                     self.unclean += 1;
+                    self.forget_unless_known(knew);
                 }
             }
             Op::NeverReady => self.never_ready_next = true,
@@ -308,6 +329,7 @@ impl World {
                 term: None,
                 checkpoint: peer.checkpoint_seq(),
                 held: self.instances[i].held.filter(|_| active),
+                standbys: 0,
             };
             if view != self.instances[i].view {
                 if view.active != self.instances[i].view.active {
@@ -490,8 +512,10 @@ impl World {
                     );
                 }
                 x.exit = Some(exit);
+                let knew = self.checkpoint_of(i);
                 self.sim.kill(node);
                 self.last_change = now;
+                self.forget_unless_known(knew);
                 None
             }
             Action::AcquireSockets => Some(Input::SocketsTaken),
@@ -530,6 +554,8 @@ impl World {
             }
             Action::TellCheckpoints { .. }
             | Action::Released
+            | Action::WatchHealth
+            | Action::Eligible(_)
             | Action::NotifyReady
             | Action::OwnSockets
             | Action::PublishRole { .. }
