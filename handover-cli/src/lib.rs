@@ -12,6 +12,7 @@
 mod backends;
 mod channel;
 mod demo;
+mod health;
 mod listen;
 mod log;
 mod options;

@@ -98,15 +98,24 @@ impl PeerAddresses {
     }
 }
 
-/// `handover exec-service -- CMD...`: sets `LISTEN_PID` to this process's pid and
-/// becomes the service (same pid), so that libraries accept the sockets.
+/// `handover exec-service -- CMD...`: sets `LISTEN_PID` (with `LISTEN_FDS`) and
+/// `WATCHDOG_PID` (with `WATCHDOG_USEC`) to this process's pid and becomes the
+/// service (same pid), so that libraries accept the sockets and the watchdog.
 pub fn exec_service(command: &[std::ffi::OsString]) -> std::io::Error {
     use std::os::unix::process::CommandExt;
     let Some((program, args)) = command.split_first() else {
         return std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command");
     };
-    Command::new(program)
-        .args(args)
-        .env("LISTEN_PID", std::process::id().to_string())
-        .exec()
+    let pid = std::process::id().to_string();
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    for (set, var) in [
+        ("LISTEN_FDS", "LISTEN_PID"),
+        ("WATCHDOG_USEC", "WATCHDOG_PID"),
+    ] {
+        if std::env::var_os(set).is_some() {
+            cmd.env(var, &pid);
+        }
+    }
+    cmd.exec()
 }

@@ -84,6 +84,7 @@ impl Readiness {
 pub struct Relay {
     path: std::path::PathBuf,
     ready: watch::Receiver<bool>,
+    pings: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -93,12 +94,16 @@ impl Relay {
         let socket = NotifySocket::bind(dir)?;
         let path = socket.path().to_owned();
         let (tx, ready) = watch::channel(false);
+        let (ping, pings) = watch::channel(0u64);
         let task = tokio::spawn(async move {
             loop {
                 match socket.recv().await {
                     Ok(n) => {
                         if n.ready {
                             tx.send_replace(true);
+                        }
+                        if n.pass_on.lines().any(|l| l == "WATCHDOG=1") {
+                            ping.send_modify(|n| *n += 1);
                         }
                         if !n.pass_on.is_empty() {
                             // Never waits for a stalled service manager.
@@ -114,12 +119,22 @@ impl Relay {
                 }
             }
         });
-        Ok(Relay { path, ready, task })
+        Ok(Relay {
+            path,
+            ready,
+            pings,
+            task,
+        })
     }
 
     /// The path to hand to the child as `NOTIFY_SOCKET`.
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// Turns over at each `WATCHDOG=1` the child sends.
+    pub fn pings(&self) -> watch::Receiver<u64> {
+        self.pings.clone()
     }
 
     /// Turns true when the child has sent `READY=1`.
@@ -158,23 +173,32 @@ pub fn parse_http_url(url: &str) -> Option<(String, String, String)> {
 }
 
 async fn http_ok(url: &str) -> bool {
-    let Some((address, host, path)) = parse_http_url(url) else {
-        return false;
-    };
-    let probe = async {
-        let mut s = TcpStream::connect(address).await.ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        s.write_all(request.as_bytes()).await.ok()?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).await.ok()?;
-        // "HTTP/1.x 2xx"
-        Some(head.starts_with(b"HTTP/1.") && head[9] == b'2')
-    };
-    tokio::time::timeout(Duration::from_secs(2), probe)
+    let probe = tokio::time::timeout(Duration::from_secs(2), http_status(url));
+    matches!(probe.await, Ok(Ok(200..=299)))
+}
+
+/// The status code `GET url` answers with (HTTP/1.0, no body read); why not.
+pub async fn http_status(url: &str) -> Result<u16, String> {
+    let (address, host, path) = parse_http_url(url).ok_or("not an http:// URL")?;
+    let mut s = TcpStream::connect(address)
         .await
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    // "HTTP/1.x 200"
+    let code = std::str::from_utf8(&head[9..12])
         .ok()
-        .flatten()
-        .unwrap_or(false)
+        .and_then(|c| c.parse().ok());
+    match (head.starts_with(b"HTTP/1."), code) {
+        (true, Some(code)) => Ok(code),
+        _ => Err("not an HTTP answer".into()),
+    }
 }
 
 #[cfg(test)]

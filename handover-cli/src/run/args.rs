@@ -11,6 +11,7 @@ use handover_std::sockets::{Address, ListenSpec};
 use rustix::process::Signal;
 
 use super::supervisor::{Mode as Life, Policy, Queue};
+use crate::health::HealthOptions;
 use crate::options::{Backend, ElectionArgs, Mode, Protocol};
 use crate::ready::{parse_http_url, Readiness};
 
@@ -24,6 +25,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub(crate) readiness: Readiness,
+
+    #[command(flatten)]
+    pub(crate) health: HealthOptions,
 
     /// Signal that asks the child to stop (name or number)
     #[arg(long, env = "HANDOVER_STOP_SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
@@ -130,6 +134,26 @@ impl Args {
                 ));
             }
         }
+        if let Some(url) = &self.health.health_http {
+            if parse_http_url(url).is_none() {
+                return Err(format!(
+                    "--health-http: {url:?} is not an http://host[:port]/path URL"
+                ));
+            }
+        }
+        if self.health.enabled() && self.protocol.mode != Mode::Failover {
+            return Err(
+                "--health-*, --watchdog: failover only (--mode failover): an unhealthy \
+                 active steps down for a standby, and in hand-over there is none"
+                    .into(),
+            );
+        }
+        if self.health.health_interval.is_zero() {
+            return Err("--health-interval: must be longer than 0".into());
+        }
+        if self.health.watchdog.is_some_and(|w| w.is_zero()) {
+            return Err("--watchdog: must be longer than 0".into());
+        }
         if !self.listen.is_empty() && self.protocol.mode != Mode::Handover {
             return Err(
                 "--listen: hand-over mode only (a cold standby has no service to \
@@ -179,6 +203,7 @@ impl Args {
             stop_signal: self.stop_signal,
             stop_limit: backend_stop_limit.map_or(self.stop_timeout, |l| l.min(self.stop_timeout)),
             ready_timeout: self.ready_timeout,
+            health: self.health.enabled(),
             queue: self.queue.then_some(Queue {
                 window: self.queue_window,
                 limits: crate::channel::Limits {

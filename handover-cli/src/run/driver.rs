@@ -18,6 +18,7 @@ use super::exit::Exit;
 use super::service::{Forwarded, Launch, Service};
 use super::supervisor::{Action, Input, Note, Phase, Supervisor, View};
 use crate::channel::{Channel, Heard, Incoming};
+use crate::health::{Change, Checks};
 use crate::listen::PeerAddresses;
 use crate::log::Log;
 use crate::ready::Relay;
@@ -50,6 +51,8 @@ struct World<'a> {
     sockets: Option<Sockets>,
     channel: Option<Channel>,
     readiness: Option<Boxed<'a, &'static str>>,
+    /// The running service's health checks.
+    checks: Option<Checks>,
     /// The protocol's handle is gone: its status is not watched any more.
     protocol_gone: bool,
     exit: Option<Exit>,
@@ -69,6 +72,7 @@ impl<'a> Driver<'a> {
             sockets: None,
             channel: None,
             readiness: None,
+            checks: None,
             protocol_gone: false,
             exit: None,
         };
@@ -104,6 +108,7 @@ impl<'a> Driver<'a> {
                 status = wait(w.service.as_mut()) => {
                     w.service = None;
                     w.readiness = None;
+                    w.checks = None;
                     let status = status?;
                     self.log.event("child_exited", json!({ "code": status.code(), "signal": status.signal() }));
                     Input::Exited(status)
@@ -111,6 +116,15 @@ impl<'a> Driver<'a> {
                 how = poll(w.readiness.as_mut()) => {
                     w.readiness = None;
                     Input::Ready(how)
+                }
+                change = health(w.checks.as_mut()) => {
+                    let Change { healthy, check, detail } = change;
+                    self.log.event("health", json!({ "healthy": healthy, "check": check, "detail": detail }));
+                    match healthy {
+                        true => tracing::info!("the service is healthy again ({check} check)"),
+                        false => tracing::warn!("the service is unhealthy ({check} check): {}", detail.unwrap_or_default()),
+                    }
+                    Input::Health(healthy)
                 }
                 () = at(w.sup.poll_timeout().map(|t| w.origin + t)) => {
                     w.sup.handle_timeout(w.now());
@@ -208,6 +222,7 @@ impl<'a> World<'a> {
                 let relay = Relay::start(&runtime_dir())?;
                 let launch = Launch {
                     command: &d.args.command,
+                    watchdog: d.args.health.watchdog,
                     notify_socket: relay.path(),
                     term: term.as_ref(),
                     sockets: self.sockets.as_ref(),
@@ -234,6 +249,17 @@ impl<'a> World<'a> {
                 });
                 None
             }
+            Action::WatchHealth => {
+                let pings = self.relay.as_ref().map(Relay::pings);
+                if let Some(pings) = pings {
+                    self.checks = Some(Checks::start(&d.args.health, d.reaper.clone(), pings));
+                }
+                None
+            }
+            Action::Eligible(eligible) => match d.handover.eligible(eligible).await {
+                Ok(()) => None,
+                Err(e) => Some(Input::CommandFailed(e.to_string())),
+            },
             Action::Signal(sig) => {
                 if let Some(service) = &self.service {
                     service.signal(sig, log);
@@ -346,6 +372,16 @@ impl<'a> World<'a> {
             }
             Note::StoppedWaiting => log.event("stopped_waiting", json!({ "for": "sockets" })),
             Note::LeaveAsked => log.event("leave_asked", json!({})),
+            Note::SteppingDown => {
+                log.event("stepping_down", json!({ "why": "unhealthy" }));
+                tracing::warn!("the service is unhealthy: stopping it, a standby takes over");
+            }
+            Note::UnhealthyKept => {
+                log.event("unhealthy_kept", json!({ "why": "no standby" }));
+                tracing::error!(
+                    "the service is unhealthy, and no standby could take over: it keeps running here"
+                );
+            }
             Note::LeftUnsettled => {
                 tracing::warn!("leaving before the standbys held every task done here")
             }
@@ -451,6 +487,16 @@ async fn wait(service: Option<&mut Service>) -> std::io::Result<std::process::Ex
 async fn poll<T>(f: Option<&mut Boxed<'_, T>>) -> T {
     match f {
         Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn health(checks: Option<&mut Checks>) -> Change {
+    match checks {
+        Some(c) => match c.changed().await {
+            Some(change) => change,
+            None => std::future::pending().await,
+        },
         None => std::future::pending().await,
     }
 }

@@ -38,6 +38,9 @@ pub enum Exit {
     Left,
     /// The service was not ready within `--ready-timeout`.
     NotReady,
+    /// The active's service failed its health check: it was stopped, and a
+    /// standby took over.
+    Unhealthy,
     /// The service could not be started.
     NotStarted(ErrorKind),
     /// The protocol no longer runs (`EX_SOFTWARE`): no newer instance took over,
@@ -68,7 +71,7 @@ impl Exit {
                 true => shell_code(status).max(1),
                 false => shell_code(status),
             },
-            Exit::NotReady => 1,
+            Exit::NotReady | Exit::Unhealthy => 1,
             // As a shell: 127 for a command that does not exist, 126 for one that
             // could not be run.
             Exit::NotStarted(ErrorKind::NotFound) => 127,

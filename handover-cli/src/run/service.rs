@@ -20,6 +20,8 @@ use crate::reaper::{dies_with_parent, Child, Reaper};
 /// How to start the service.
 pub struct Launch<'a> {
     pub command: &'a [OsString],
+    /// systemd's watchdog interval for the service (`--watchdog`).
+    pub watchdog: Option<std::time::Duration>,
     /// Where the service sends `READY=1` (`NOTIFY_SOCKET`).
     pub notify_socket: &'a Path,
     /// The term it serves in (etcd), given to it as `etcdctl lock` gives its child
@@ -40,20 +42,21 @@ impl Service {
     pub fn spawn(launch: Launch, reaper: &Reaper, log: Log) -> std::io::Result<Self> {
         let Launch {
             command,
+            watchdog,
             notify_socket,
             term,
             sockets,
             mut channel,
         } = launch;
-        // With sockets, `handover exec-service` sets LISTEN_PID in the service's
-        // own process, then becomes it.
-        let mut cmd = match sockets {
-            Some(_) => {
+        // With sockets or a watchdog, `handover exec-service` sets LISTEN_PID and
+        // WATCHDOG_PID in the service's own process, then becomes it.
+        let mut cmd = match sockets.is_some() || watchdog.is_some() {
+            true => {
                 let mut cmd = Command::new("/proc/self/exe");
                 cmd.args(["exec-service", "--"]).args(command);
                 cmd
             }
-            None => {
+            false => {
                 let mut cmd = Command::new(&command[0]);
                 cmd.args(&command[1..]);
                 cmd
@@ -64,6 +67,9 @@ impl Service {
             .env_remove("LISTEN_FDNAMES")
             .env_remove("LISTEN_PID")
             .env("NOTIFY_SOCKET", notify_socket);
+        if let Some(watchdog) = watchdog {
+            cmd.env("WATCHDOG_USEC", watchdog.as_micros().to_string());
+        }
         let _sources = match (sockets, channel.as_ref().and_then(|c| c.service_end())) {
             (Some(sockets), _) => crate::listen::pass_to(sockets, &mut cmd)?,
             (None, Some(end)) => {

@@ -114,6 +114,12 @@ pub struct Supervisor {
     /// The checkpoints the service was last told.
     told: Option<(u64, Option<u64>)>,
     settle_by: Option<Duration>,
+    /// The running service's last health verdict (healthy until checked).
+    healthy: bool,
+    /// What the protocol was last told of this standby's eligibility.
+    told_eligible: bool,
+    /// That an unhealthy active is kept for want of a standby was said.
+    kept_said: bool,
     actions: VecDeque<Action>,
 }
 
@@ -136,6 +142,9 @@ impl Supervisor {
             checkpoint_due: None,
             told: None,
             settle_by: None,
+            healthy: true,
+            told_eligible: true,
+            kept_said: false,
             actions: VecDeque::new(),
         };
         match policy.mode {
@@ -240,6 +249,11 @@ impl Supervisor {
                 self.leave(now, Exit::NotStarted(kind));
             }
             Input::Ready(via) => self.ready(via),
+            Input::Health(healthy) => {
+                self.healthy = healthy;
+                self.kept_said &= !healthy;
+                self.follow_health(now);
+            }
             Input::Exited(status) => self.exited(now, status),
             Input::Signal(sig) => self.signal(now, sig),
             Input::CommandFailed(error) => self.failed(now, error),
@@ -295,6 +309,7 @@ impl Supervisor {
                 });
                 self.push(Action::Claim);
                 self.push(Action::Note(Note::Ready { via: "standby" }));
+                self.watch_health();
                 self.tell_ready();
                 // The protocol may have moved while the service started.
                 self.follow_protocol(now);
@@ -308,6 +323,7 @@ impl Supervisor {
         }
         self.service = Service::Running { ready: true };
         self.ready_by = None;
+        self.watch_health();
         match self.policy.mode {
             Mode::HandOver { .. } => {
                 self.push(Action::Note(Note::Ready { via }));
@@ -320,6 +336,43 @@ impl Supervisor {
                 self.tell_ready();
             }
             Mode::HotStandby => {}
+        }
+    }
+
+    fn watch_health(&mut self) {
+        if self.policy.health {
+            self.healthy = true;
+            self.kept_said = false;
+            self.push(Action::WatchHealth);
+        }
+    }
+
+    /// What the service's health means here (failover): an unhealthy active steps
+    /// down when a standby can take over, and says once that it is kept when none
+    /// can; an unhealthy hot standby stands aside, and stands by again once
+    /// healthy.
+    fn follow_health(&mut self, now: Duration) {
+        let failover = matches!(self.policy.mode, Mode::ColdStandby | Mode::HotStandby);
+        if !self.policy.health || !failover || !self.serving() {
+            return;
+        }
+        if self.view.active {
+            if self.healthy {
+                return;
+            }
+            if self.view.standbys > 0 {
+                self.push(Action::Note(Note::SteppingDown));
+                self.stop(now, Then::Leave(Exit::Unhealthy));
+            } else if !self.kept_said {
+                self.kept_said = true;
+                self.push(Action::Note(Note::UnhealthyKept));
+            }
+        } else if self.policy.mode == Mode::HotStandby
+            && (self.view.standby || !self.told_eligible)
+            && self.told_eligible != self.healthy
+        {
+            self.told_eligible = self.healthy;
+            self.push(Action::Eligible(self.healthy));
         }
     }
 
@@ -382,6 +435,9 @@ impl Supervisor {
                 }
             }
         }
+        // A standby that came, or a role that changed, may change what an
+        // unhealthy service means.
+        self.follow_health(now);
     }
 
     /// Stops the service, then `then`; at once if none runs. A second reason to

@@ -18,6 +18,7 @@ fn policy(mode: Mode) -> Policy {
         stop_limit: STOP_LIMIT,
         ready_timeout: Some(READY_TIMEOUT),
         queue: None,
+        health: false,
     }
 }
 
@@ -743,4 +744,101 @@ mod queue {
             ],
         );
     }
+}
+
+/// A supervisor whose service's health is checked, and a step of it.
+fn checked(mode: Mode) -> Supervisor {
+    let mut sup = Supervisor::new(Policy {
+        health: true,
+        ..policy(mode)
+    });
+    while sup.poll_action().is_some() {}
+    sup
+}
+
+fn step(sup: &mut Supervisor, ms: u64, input: Input) -> Vec<Action> {
+    sup.handle(Duration::from_millis(ms), input);
+    std::iter::from_fn(|| sup.poll_action()).collect()
+}
+
+fn with_standbys(n: usize) -> Input {
+    view(|v| {
+        v.active = true;
+        v.standbys = n;
+    })
+}
+
+#[test]
+fn an_unhealthy_active_steps_down_only_when_a_standby_can_take_over() {
+    let mut sup = checked(Mode::ColdStandby);
+    assert_eq!(step(&mut sup, 10, with_standbys(0)), vec![spawn()]);
+    step(&mut sup, 10, Input::Spawned);
+    assert_eq!(
+        step(&mut sup, 20, Input::Ready("notify")),
+        vec![
+            Action::WatchHealth,
+            note(Note::ServiceReady { via: "notify" }),
+            NotifyReady
+        ]
+    );
+    // Alone: kept, and said once.
+    let kept = vec![note(Note::UnhealthyKept)];
+    assert_eq!(step(&mut sup, 1_000, Input::Health(false)), kept);
+    assert_eq!(step(&mut sup, 1_010, with_standbys(0)), vec![]);
+    // Healthy again, then unhealthy again: said again.
+    assert_eq!(step(&mut sup, 2_000, Input::Health(true)), vec![]);
+    assert_eq!(step(&mut sup, 3_000, Input::Health(false)), kept);
+    // A standby comes: the service is stopped, and the instance leaves.
+    assert_eq!(
+        step(&mut sup, 4_000, with_standbys(1)),
+        vec![note(Note::SteppingDown), Action::Signal(Signal::TERM)]
+    );
+    assert_eq!(step(&mut sup, 4_100, exited(143)), vec![Leave]);
+    let last = step(&mut sup, 4_110, Input::Left);
+    assert_eq!(last, vec![Action::Exit(Exit::Unhealthy)]);
+    assert_eq!(
+        exit_code(&last),
+        Some(1),
+        "a restart policy starts it again"
+    );
+}
+
+#[test]
+fn an_unhealthy_active_with_a_standby_steps_down_at_the_verdict() {
+    let mut sup = checked(Mode::HotStandby);
+    step(&mut sup, 0, Input::Spawned);
+    assert_eq!(
+        step(&mut sup, 100, with_standbys(1)),
+        vec![PublishRole {
+            active: true,
+            leader: None
+        }]
+    );
+    assert_eq!(
+        step(&mut sup, 1_000, Input::Health(false)),
+        vec![note(Note::SteppingDown), Action::Signal(Signal::TERM)]
+    );
+}
+
+#[test]
+fn an_unhealthy_hot_standby_stands_aside_until_healthy_again() {
+    let mut sup = checked(Mode::HotStandby);
+    let started = step(&mut sup, 0, Input::Spawned);
+    assert!(started.contains(&Action::WatchHealth), "{started:?}");
+    step(&mut sup, 10, standby());
+    assert_eq!(
+        step(&mut sup, 1_000, Input::Health(false)),
+        vec![Action::Eligible(false)]
+    );
+    // Aside, it is no longer a standby; a verdict that does not change says nothing.
+    assert_eq!(step(&mut sup, 1_010, view(|_| {})), vec![]);
+    assert_eq!(step(&mut sup, 1_020, Input::Health(false)), vec![]);
+    assert_eq!(
+        step(&mut sup, 2_000, Input::Health(true)),
+        vec![Action::Eligible(true)]
+    );
+    // Health is not checked in a cold standby's wait: no service runs.
+    let mut cold = checked(Mode::ColdStandby);
+    assert_eq!(step(&mut cold, 10, standby()), vec![NotifyReady]);
+    assert_eq!(step(&mut cold, 20, Input::Health(false)), vec![]);
 }

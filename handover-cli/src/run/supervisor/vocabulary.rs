@@ -41,6 +41,8 @@ pub struct Policy {
     pub ready_timeout: Option<Duration>,
     /// The work queue of `--queue` (hot standby).
     pub queue: Option<Queue>,
+    /// The running service's health is checked (`--health-*`, `--watchdog`).
+    pub health: bool,
 }
 
 /// The settings of the work queue.
@@ -70,6 +72,8 @@ pub struct View {
     pub checkpoint: u64,
     /// While active: the checkpoint every standby holds.
     pub held: Option<u64>,
+    /// Other instances standing by, ready to take over.
+    pub standbys: usize,
 }
 
 impl From<&handover_std::Status> for View {
@@ -84,6 +88,7 @@ impl From<&handover_std::Status> for View {
             term: s.term.clone(),
             checkpoint: s.checkpoint,
             held: s.checkpoint_held,
+            standbys: s.standbys,
         }
     }
 }
@@ -106,6 +111,8 @@ pub enum Input {
     NotStarted { kind: ErrorKind, error: String },
     /// The service is ready, and how that was seen.
     Ready(&'static str),
+    /// The running service's health check changed its verdict.
+    Health(bool),
     /// The service exited.
     Exited(ExitStatus),
     /// `handover` received a signal.
@@ -130,6 +137,11 @@ pub enum Action {
     Spawn { term: Option<Term> },
     /// Watch the service's readiness; answer [`Input::Ready`].
     WatchReadiness,
+    /// Check the running service's health until it exits; answer
+    /// [`Input::Health`] at each change of verdict.
+    WatchHealth,
+    /// Tell the protocol whether this standby may take over.
+    Eligible(bool),
     /// Pass a signal on to the service.
     Signal(Signal),
     /// SIGKILL the service: it overran the stop limit.
@@ -192,6 +204,11 @@ pub enum Note {
     LeaveAsked,
     /// The stop limit passed before the standbys held every task done here.
     LeftUnsettled,
+    /// The active's service is unhealthy: it is stopped, and a standby takes over.
+    SteppingDown,
+    /// The active's service is unhealthy, and no standby could take over: it is
+    /// kept, and this said once per verdict.
+    UnhealthyKept,
     NotStarted(String),
     DriverFailed(String),
 }
