@@ -1,16 +1,19 @@
 //! Failures that are not crashes: an instance that stalls for a moment (a GC pause,
 //! a CPU-starved container, SIGSTOP) and wakes with its peers' heartbeats queued in
-//! its socket. Each instance in a container of its own on a bridge, default options
+//! its socket; a service that hangs, answers 500 or stops pinging the watchdog. Each instance in a container of its own on a bridge, default options
 //! but the heartbeat.
 //!
 //! Needs root (namespaces); skips with the reason otherwise, and fails under
 //! `CI=true`.
 
+use std::path::Path;
 use std::time::Duration;
 
-use handover_tests::process::{handover_bin, Run};
+use handover_tests::load::service;
+use handover_tests::measure::t_us;
+use handover_tests::process::{handover_bin, monotonic_us, scratch, Run};
 use handover_tests::require_netns;
-use handover_tests::topology::Containers;
+use handover_tests::topology::{Container, Containers};
 use rustix::process::{kill_process, Pid, Signal};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -64,4 +67,170 @@ fn a_healthy_standby_paused_never_steals_from_the_active() {
     );
     assert!(active.try_alive() && standby.try_alive());
     println!("{pauses} pauses of the standby, of 1, 2, 5 and 10 dead intervals: no takeover");
+}
+
+/// The health check the tests use: every 100 ms, unhealthy after 3 failures.
+const HEALTH: [&str; 6] = [
+    "--health-http",
+    "http://127.0.0.1:8080/",
+    "--health-interval",
+    "100ms",
+    "--health-fall",
+    "3",
+];
+
+/// `handover run --mode failover OPTIONS -- python3 health_server.py` in `c`,
+/// its service sick while `sick` exists.
+fn checked(c: &Container, options: &[&str], sick: &Path) -> Run {
+    let mut cmd = c.ns.command(handover_bin());
+    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+        .args(options)
+        .arg("--")
+        .arg("python3")
+        .arg(service("health_server.py"))
+        .env("PORT", "8080")
+        .env("SICK", sick);
+    Run::spawn(cmd)
+}
+
+fn service_pid(run: &mut Run) -> Pid {
+    let started = run.next_event("child_started", WAIT).expect("a service");
+    Pid::from_raw(started["pid"].as_i64().unwrap() as i32).unwrap()
+}
+
+/// A service that hangs (SIGSTOP) on the active: its health check fails, the
+/// active stops it (SIGTERM, then SIGCONT so that it can act on it) and leaves,
+/// and the standby's service starts; `handover` exits 1, for a restart policy.
+#[test]
+fn a_hung_service_is_stopped_and_the_standby_takes_over() {
+    require_netns!();
+    let dir = scratch("health-hung");
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let mut active = checked(&a, &HEALTH, &dir.join("sick"));
+    assert!(active.saw("elected", WAIT), "{:?}", active.seen);
+    let hung = service_pid(&mut active);
+    let mut standby = checked(&b, &HEALTH, &dir.join("sick"));
+    assert!(standby.saw("ready", WAIT), "{:?}", standby.seen);
+    assert!(active.saw("peer_up", WAIT), "{:?}", active.seen);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let stopped = monotonic_us();
+    kill_process(hung, Signal::STOP).unwrap();
+    let unhealthy = active.next_event("health", WAIT).expect("a verdict");
+    assert_eq!(unhealthy["healthy"], false, "{unhealthy}");
+    assert!(active.saw("stepping_down", WAIT), "{:?}", active.seen);
+    let exited = t_us(&mut active, "child_exited");
+    let took_over = t_us(&mut standby, "child_started");
+    assert!(exited < took_over, "the hung service was stopped first");
+    assert_eq!(active.wait(WAIT).and_then(|s| s.code()), Some(1));
+    println!(
+        "hung service -> standby's service started: {} ms",
+        (took_over - stopped) / 1000
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A hot standby whose service answers 500 stands aside: when the active is
+/// killed nobody takes over, and the standby is elected once its service is
+/// healthy again.
+#[test]
+fn an_unhealthy_hot_standby_is_not_elected() {
+    require_netns!();
+    let dir = scratch("health-standby");
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let hot = [&HEALTH[..], &["--standby", "hot"]].concat();
+    let sick = dir.join("sick");
+    let mut active = checked(&a, &hot, &dir.join("never"));
+    assert!(active.saw("elected", WAIT), "{:?}", active.seen);
+    let mut standby = checked(&b, &hot, &sick);
+    assert!(standby.saw("ready", WAIT), "{:?}", standby.seen);
+    std::fs::write(&sick, "").unwrap();
+    let verdict = standby.next_event("health", WAIT).expect("a verdict");
+    assert_eq!(verdict["healthy"], false, "{verdict}");
+
+    active.kill();
+    assert!(
+        !standby.saw("elected", Duration::from_secs(3)),
+        "an unhealthy standby took over: {:?}",
+        standby.seen
+    );
+    std::fs::remove_file(&sick).unwrap();
+    let verdict = standby.next_event("health", WAIT).expect("a verdict");
+    assert_eq!(verdict["healthy"], true, "{verdict}");
+    assert!(standby.saw("elected", WAIT), "{:?}", standby.seen);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Alone, an active whose service is unhealthy keeps it running (nobody could
+/// take over) and says so, once per verdict.
+#[test]
+fn alone_an_unhealthy_active_keeps_its_service_and_says_so() {
+    require_netns!();
+    let dir = scratch("health-alone");
+    let net = Containers::new();
+    let a = net.container();
+    let sick = dir.join("sick");
+    let mut alone = checked(&a, &HEALTH, &sick);
+    assert!(alone.saw("elected", WAIT), "{:?}", alone.seen);
+    // Ready at its first passing check (no --ready-* option given).
+    assert!(alone.saw("service_ready", WAIT), "{:?}", alone.seen);
+    std::fs::write(&sick, "").unwrap();
+    assert!(alone.saw("unhealthy_kept", WAIT), "{:?}", alone.seen);
+    alone.collect(Duration::from_secs(1));
+    let kept = alone.seen.iter().filter(|e| e["event"] == "unhealthy_kept");
+    assert_eq!(kept.count(), 1, "said once: {:?}", alone.seen);
+    assert!(alone.latest("child_exited").is_none(), "{:?}", alone.seen);
+    assert!(alone.latest("stepping_down").is_none(), "{:?}", alone.seen);
+    assert!(alone.try_alive());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// systemd's watchdog: the service is given WATCHDOG_USEC and its own pid as
+/// WATCHDOG_PID, pings with `systemd-notify WATCHDOG=1`, and once it falls
+/// silent the active steps down for the standby.
+#[test]
+fn a_service_that_stops_pinging_the_watchdog_fails_over() {
+    require_netns!();
+    let dir = scratch("health-watchdog");
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let (silent, env) = (dir.join("silent"), dir.join("env"));
+    let script = format!(
+        "echo \"$WATCHDOG_USEC $WATCHDOG_PID $$\" > {env}.$$; systemd-notify --ready; \
+         while [ ! -e {silent} ]; do systemd-notify WATCHDOG=1; sleep 0.1; done; \
+         exec sleep 1000",
+        env = env.display(),
+        silent = silent.display()
+    );
+    let start = |c: &Container| {
+        let mut cmd = c.ns.command(handover_bin());
+        cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+            .args(["--watchdog", "500ms", "--", "sh", "-c", &script]);
+        Run::spawn(cmd)
+    };
+    let mut active = start(&a);
+    assert!(active.saw("elected", WAIT), "{:?}", active.seen);
+    let pid = service_pid(&mut active);
+    let mut standby = start(&b);
+    assert!(standby.saw("ready", WAIT), "{:?}", standby.seen);
+    assert!(active.saw("peer_up", WAIT), "{:?}", active.seen);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(active.latest("health").is_none(), "{:?}", active.seen);
+
+    let given = std::fs::read_to_string(format!("{}.{}", env.display(), pid.as_raw_nonzero()));
+    let given = given.expect("the service's environment");
+    let fields: Vec<&str> = given.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "{given:?}");
+    assert_eq!(fields[0], "500000", "WATCHDOG_USEC");
+    assert_eq!(fields[1], fields[2], "WATCHDOG_PID is the service's pid");
+
+    std::fs::write(&silent, "").unwrap();
+    let verdict = active.next_event("health", WAIT).expect("a verdict");
+    assert_eq!(verdict["check"], "watchdog", "{verdict}");
+    assert!(active.saw("stepping_down", WAIT), "{:?}", active.seen);
+    assert!(standby.saw("child_started", WAIT), "{:?}", standby.seen);
+    assert_eq!(active.wait(WAIT).and_then(|s| s.code()), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -189,6 +189,22 @@ impl Args {
         Ok(())
     }
 
+    /// Without a `--ready-*` option, a service whose health is checked over HTTP,
+    /// TCP or a command is ready at its first passing check (rather than waiting
+    /// for a `READY=1` it may never send): health is checked once it is ready.
+    pub fn ready_by_health(&mut self) {
+        let (r, h) = (&mut self.readiness, &self.health);
+        let chosen = r.ready_tcp.is_some()
+            || r.ready_http.is_some()
+            || r.ready_cmd.is_some()
+            || r.ready_after.is_some();
+        if !chosen {
+            r.ready_http = h.health_http.clone();
+            r.ready_tcp = h.health_tcp;
+            r.ready_cmd = h.health_cmd.clone();
+        }
+    }
+
     /// The supervisor's policy, with the stop limit the backend allows.
     pub fn policy(&self, backend_stop_limit: Option<Duration>) -> Policy {
         let mode = match (self.protocol.mode, self.standby) {

@@ -33,11 +33,12 @@ use crate::reaper::Reaper;
 const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub async fn run(
-    args: Args,
+    mut args: Args,
     log: Log,
     backends: crate::Backends,
 ) -> Result<Exit, Box<dyn std::error::Error>> {
     args.check()?;
+    args.ready_by_health();
     let mut config = args.protocol.config()?;
     args.election.apply(&mut config, args.protocol.mode)?;
     let mut signals = service::Forwarded::install()?;

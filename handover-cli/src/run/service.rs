@@ -107,6 +107,11 @@ impl Service {
         if let Err(e) = self.child.signal(sig) {
             tracing::warn!("signalling the child failed: {e}");
         }
+        if STOPPING.contains(&sig) {
+            // As systemd does: a stopped service (SIGSTOP, a frozen container)
+            // must run to handle its stop signal.
+            let _ = self.child.signal(Signal::CONT);
+        }
     }
 
     /// SIGKILL: the service overran the stop limit.
