@@ -234,3 +234,50 @@ fn a_service_that_stops_pinging_the_watchdog_fails_over() {
     assert_eq!(active.wait(WAIT).and_then(|s| s.code()), Some(1));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The active instance itself (`handover` and its service) frozen past the dead
+/// interval: the standby takes over; on waking, the old active reads the new
+/// one's heartbeats waiting in its socket before anything else, is demoted, and
+/// stops its service at once.
+#[test]
+fn an_active_paused_past_the_dead_interval_steps_down_on_waking() {
+    require_netns!();
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let start = |c: &Container| {
+        let mut cmd = c.ns.command(handover_bin());
+        cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+            .args(["--heartbeat", "100ms", "--", "sleep", "3600"]);
+        Run::spawn(cmd)
+    };
+    let mut old = start(&a);
+    assert!(old.saw("elected", WAIT), "{:?}", old.seen);
+    let service = service_pid(&mut old);
+    let mut new = start(&b);
+    assert!(new.saw("ready", WAIT), "{:?}", new.seen);
+    assert!(old.saw("peer_up", WAIT), "{:?}", old.seen);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let handover = Pid::from_raw(old.pid() as i32).unwrap();
+    kill_process(handover, Signal::STOP).unwrap();
+    kill_process(service, Signal::STOP).unwrap();
+    assert!(new.saw("child_started", WAIT), "{:?}", new.seen);
+    std::thread::sleep(Duration::from_millis(500));
+    let woke = monotonic_us();
+    kill_process(handover, Signal::CONT).unwrap();
+    kill_process(service, Signal::CONT).unwrap();
+    let demoted = t_us(&mut old, "demoted");
+    let stopped = t_us(&mut old, "child_exited");
+    println!(
+        "woke -> old active demoted {} µs, its service stopped {} µs",
+        demoted - woke,
+        stopped - woke
+    );
+    assert!(old.latest("elected").is_some());
+    new.collect(Duration::from_millis(300));
+    assert!(
+        new.latest("demoted").is_none(),
+        "the new active kept its term: {:?}",
+        new.seen
+    );
+}
