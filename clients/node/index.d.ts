@@ -43,6 +43,8 @@ export class Handover extends EventEmitter {
   process(handler: (payload: any, id: number) => boolean | Promise<boolean>): void;
   onShutdown(hook: () => void | Promise<void>): void;
   leave(): void;
+  /** The service is alive (`handover run --watchdog`): at least every half of $WATCHDOG_USEC. */
+  watchdog(): void;
   close(): void;
 
   on(event: 'hello', listener: (hello: Hello) => void): this;

@@ -117,6 +117,15 @@ class Handover extends EventEmitter {
     this._send({ cmd: 'leave' });
   }
 
+  /**
+   * The service is alive (`handover run --watchdog`, as systemd's WATCHDOG=1):
+   * call it from the code whose progress matters at least every half of
+   * `$WATCHDOG_USEC`; a longer silence fails the service over.
+   */
+  watchdog() {
+    this._send({ cmd: 'watchdog' });
+  }
+
   /** Closes the channel. */
   close() {
     this._socket.end();

@@ -84,7 +84,7 @@ impl Readiness {
 pub struct Relay {
     path: std::path::PathBuf,
     ready: watch::Receiver<bool>,
-    pings: watch::Receiver<u64>,
+    pings: std::sync::Arc<watch::Sender<u64>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -94,7 +94,8 @@ impl Relay {
         let socket = NotifySocket::bind(dir)?;
         let path = socket.path().to_owned();
         let (tx, ready) = watch::channel(false);
-        let (ping, pings) = watch::channel(0u64);
+        let pings = std::sync::Arc::new(watch::Sender::new(0u64));
+        let ping = pings.clone();
         let task = tokio::spawn(async move {
             loop {
                 match socket.recv().await {
@@ -132,9 +133,14 @@ impl Relay {
         &self.path
     }
 
-    /// Turns over at each `WATCHDOG=1` the child sends.
+    /// Turns over at each `WATCHDOG=1` the child sends (or [`ping`](Self::ping)).
     pub fn pings(&self) -> watch::Receiver<u64> {
-        self.pings.clone()
+        self.pings.subscribe()
+    }
+
+    /// A `WATCHDOG=1` that came another way (the service channel).
+    pub fn ping(&self) {
+        self.pings.send_modify(|n| *n += 1);
     }
 
     /// Turns true when the child has sent `READY=1`.

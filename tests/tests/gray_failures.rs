@@ -192,14 +192,25 @@ fn alone_an_unhealthy_active_keeps_its_service_and_says_so() {
 /// silent the active steps down for the standby.
 #[test]
 fn a_service_that_stops_pinging_the_watchdog_fails_over() {
+    watchdog_fails_over("systemd-notify WATCHDOG=1", "health-watchdog");
+}
+
+/// The same, pinging with the channel's line, as the Node and Python clients'
+/// `watchdog()` does.
+#[test]
+fn a_service_that_stops_pinging_on_the_channel_fails_over() {
+    watchdog_fails_over(r#"echo '{"cmd":"watchdog"}' >&3"#, "health-channel");
+}
+
+fn watchdog_fails_over(ping: &str, name: &str) {
     require_netns!();
-    let dir = scratch("health-watchdog");
+    let dir = scratch(name);
     let net = Containers::new();
     let (a, b) = (net.container(), net.container());
     let (silent, env) = (dir.join("silent"), dir.join("env"));
     let script = format!(
         "echo \"$WATCHDOG_USEC $WATCHDOG_PID $$\" > {env}.$$; systemd-notify --ready; \
-         while [ ! -e {silent} ]; do systemd-notify WATCHDOG=1; sleep 0.1; done; \
+         while [ ! -e {silent} ]; do {ping}; sleep 0.1; done; \
          exec sleep 1000",
         env = env.display(),
         silent = silent.display()

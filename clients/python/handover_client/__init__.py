@@ -82,6 +82,12 @@ class Handover(Events):
         """Leave the group now (a standby takes over), as on SIGTERM."""
         self._send(line(cmd="leave"))
 
+    def watchdog(self):
+        """The service is alive (`handover run --watchdog`, as systemd's
+        WATCHDOG=1): call it from the code whose progress matters at least every
+        half of $WATCHDOG_USEC; a longer silence fails the service over."""
+        self._send(line(cmd="watchdog"))
+
     def wait(self, timeout=None):
         """Blocks until the channel closes."""
         return self._closed.wait(timeout)

@@ -51,6 +51,11 @@ class Handover(Events):
     async def leave(self):
         await self._send(line(cmd="leave"))
 
+    async def watchdog(self):
+        """The service is alive (`handover run --watchdog`): see the threaded
+        client's `watchdog`."""
+        await self._send(line(cmd="watchdog"))
+
     def on_shutdown(self, hook):
         """Runs `hook` (a function or a coroutine function) on a stop signal, after
         the running task; `process` then returns."""

@@ -27,6 +27,8 @@ pub enum Said {
     Ready,
     /// Leave the group, as on SIGTERM.
     Leave,
+    /// The service is alive: systemd's `WATCHDOG=1` (`--watchdog`).
+    Watchdog,
 }
 
 /// A task's payload: the JSON text the service sent, kept as it came (a queued
@@ -122,6 +124,7 @@ impl Said {
             "retry" => Ok(Said::Retry(id()?)),
             "ready" => Ok(Said::Ready),
             "leave" => Ok(Said::Leave),
+            "watchdog" => Ok(Said::Watchdog),
             other => Err(format!("unknown cmd {other:?}")),
         }
     }

@@ -256,6 +256,12 @@ impl<'a> World<'a> {
                 }
                 None
             }
+            Action::WatchdogPing => {
+                if let Some(relay) = &self.relay {
+                    relay.ping();
+                }
+                None
+            }
             Action::Eligible(eligible) => match d.handover.eligible(eligible).await {
                 Ok(()) => None,
                 Err(e) => Some(Input::CommandFailed(e.to_string())),

@@ -574,6 +574,10 @@ impl Supervisor {
                 self.ready("channel");
                 None
             }
+            Said::Watchdog => {
+                self.push(Action::WatchdogPing);
+                None
+            }
             Said::Leave => {
                 self.push(Action::Note(Note::LeaveAsked));
                 self.signal(now, Signal::TERM);

@@ -142,6 +142,8 @@ pub enum Action {
     WatchHealth,
     /// Tell the protocol whether this standby may take over.
     Eligible(bool),
+    /// The service said it is alive on the channel, as `WATCHDOG=1`.
+    WatchdogPing,
     /// Pass a signal on to the service.
     Signal(Signal),
     /// SIGKILL the service: it overran the stop limit.

@@ -555,6 +555,7 @@ impl World {
             Action::TellCheckpoints { .. }
             | Action::Released
             | Action::WatchHealth
+            | Action::WatchdogPing
             | Action::Eligible(_)
             | Action::NotifyReady
             | Action::OwnSockets
