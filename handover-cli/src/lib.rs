@@ -11,6 +11,7 @@
 
 mod backends;
 mod channel;
+mod control;
 mod demo;
 mod health;
 mod listen;
@@ -57,6 +58,10 @@ enum Command {
     Status(status::Args),
     /// Show a hand-over between two instances on loopback, step by step.
     Demo(demo::Args),
+    /// Ask the active instance of a scope on this host (failover) to hand
+    /// leadership to a standby: its service stops cleanly, it leaves and exits 0.
+    /// Exits 1 if no instance here could (none active, or no standby).
+    StepDown(control::StepDownArgs),
     /// Internal: become CMD with `LISTEN_PID` set to this pid (how `run --listen`
     /// starts a service).
     #[command(hide = true)]
@@ -104,6 +109,7 @@ pub fn main(backends: Backends) -> ExitCode {
             Command::Watch(args) => watch::watch(args, backends).await,
             Command::Status(args) => status::status(args).await,
             Command::Demo(args) => demo::demo(args).await,
+            Command::StepDown(args) => Ok(control::step_down(args).await),
             Command::ExecService { .. } => unreachable!("handled before the runtime"),
         }
     });

@@ -292,3 +292,61 @@ fn an_active_paused_past_the_dead_interval_steps_down_on_waking() {
         new.seen
     );
 }
+
+/// `handover step-down`, an operator's switchover: the active instance's service
+/// is stopped cleanly (SIGTERM, exit 0), it leaves, and the standby takes over;
+/// asked again with nobody standing by, the new active refuses and says why.
+#[test]
+fn an_operator_steps_the_active_down_for_the_standby() {
+    require_netns!();
+    let dir = scratch("step-down");
+    let scope = format!("step-down-{}", std::process::id());
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let start = |c: &Container| {
+        let mut cmd = c.ns.command(handover_bin());
+        cmd.env("XDG_RUNTIME_DIR", &dir)
+            .args(["--log-format", "json", "run", "--mode", "failover"])
+            .args(["--scope", &scope, "--heartbeat", "100ms", "--"])
+            .args(["sleep", "3600"]);
+        Run::spawn(cmd)
+    };
+    let step_down = |c: &Container| {
+        let out =
+            c.ns.command(handover_bin())
+                .env("XDG_RUNTIME_DIR", &dir)
+                .args(["step-down", "--scope", &scope])
+                .output()
+                .expect("handover step-down");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), said)
+    };
+    let mut active = start(&a);
+    assert!(active.saw("elected", WAIT), "{:?}", active.seen);
+    assert!(active.saw("child_started", WAIT), "{:?}", active.seen);
+    let mut standby = start(&b);
+    assert!(standby.saw("ready", WAIT), "{:?}", standby.seen);
+    assert!(active.saw("peer_up", WAIT), "{:?}", active.seen);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let asked = std::time::Instant::now();
+    let (code, said) = step_down(&a);
+    println!("step-down answered in {:?}", asked.elapsed());
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("stepping down"), "{said}");
+    assert!(
+        said.contains("not the active instance"),
+        "the standby answers too: {said}"
+    );
+    let stopped = t_us(&mut active, "child_exited");
+    assert_eq!(active.wait(WAIT).and_then(|s| s.code()), Some(0));
+    let exited = active.latest("child_exited").unwrap();
+    assert_eq!(exited["signal"], 15, "stopped with SIGTERM: {exited}");
+    assert!(stopped < t_us(&mut standby, "child_started"));
+
+    let (code, said) = step_down(&b);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("no standby could take over"), "{said}");
+    assert!(standby.try_alive());
+    let _ = std::fs::remove_dir_all(&dir);
+}

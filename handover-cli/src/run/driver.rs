@@ -18,6 +18,7 @@ use super::exit::Exit;
 use super::service::{Forwarded, Launch, Service};
 use super::supervisor::{Action, Input, Note, Phase, Supervisor, View};
 use crate::channel::{Channel, Heard, Incoming};
+use crate::control::{Control, Request};
 use crate::health::{Change, Checks};
 use crate::listen::PeerAddresses;
 use crate::log::Log;
@@ -53,6 +54,10 @@ struct World<'a> {
     readiness: Option<Boxed<'a, &'static str>>,
     /// The running service's health checks.
     checks: Option<Checks>,
+    /// Operators' requests (failover).
+    control: Option<Control>,
+    /// The request being handled.
+    asked: Option<Request>,
     /// The protocol's handle is gone: its status is not watched any more.
     protocol_gone: bool,
     exit: Option<Exit>,
@@ -73,9 +78,17 @@ impl<'a> Driver<'a> {
             channel: None,
             readiness: None,
             checks: None,
+            control: None,
+            asked: None,
             protocol_gone: false,
             exit: None,
         };
+        if self.args.protocol.mode == crate::options::Mode::Failover {
+            match Control::bind(self.scope, self.handover.status().id) {
+                Ok(control) => w.control = Some(control),
+                Err(e) => tracing::warn!("`handover step-down` cannot reach this instance: {e}"),
+            }
+        }
         let (channel, incoming) = Channel::new(self.hello())?;
         w.channel = Some(channel);
         let mut incoming = Some(incoming);
@@ -116,6 +129,10 @@ impl<'a> Driver<'a> {
                 how = poll(w.readiness.as_mut()) => {
                     w.readiness = None;
                     Input::Ready(how)
+                }
+                asked = request(w.control.as_mut()) => {
+                    w.asked = Some(asked);
+                    Input::StepDown
                 }
                 change = health(w.checks.as_mut()) => {
                     let Change { healthy, check, detail } = change;
@@ -360,7 +377,14 @@ impl<'a> World<'a> {
         })
     }
 
-    fn note(&self, note: Note) {
+    /// Answers the operator's request being handled, if any.
+    fn answer(&mut self, line: &str) {
+        if let Some(request) = self.asked.take() {
+            request.answer(line);
+        }
+    }
+
+    fn note(&mut self, note: Note) {
         let log = self.d.log;
         match note {
             Note::Ready { via } => log.event("ready", json!({ "via": via })),
@@ -378,9 +402,14 @@ impl<'a> World<'a> {
             }
             Note::StoppedWaiting => log.event("stopped_waiting", json!({ "for": "sockets" })),
             Note::LeaveAsked => log.event("leave_asked", json!({})),
-            Note::SteppingDown => {
-                log.event("stepping_down", json!({ "why": "unhealthy" }));
-                tracing::warn!("the service is unhealthy: stopping it, a standby takes over");
+            Note::SteppingDown(why) => {
+                log.event("stepping_down", json!({ "why": why }));
+                tracing::warn!("stepping down ({why}): stopping the service, a standby takes over");
+                self.answer("stepping down");
+            }
+            Note::StepDownRefused(why) => {
+                log.event("step_down_refused", json!({ "why": why }));
+                self.answer(why);
             }
             Note::UnhealthyKept => {
                 log.event("unhealthy_kept", json!({ "why": "no standby" }));
@@ -493,6 +522,13 @@ async fn wait(service: Option<&mut Service>) -> std::io::Result<std::process::Ex
 async fn poll<T>(f: Option<&mut Boxed<'_, T>>) -> T {
     match f {
         Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn request(control: Option<&mut Control>) -> Request {
+    match control {
+        Some(c) => c.next().await,
         None => std::future::pending().await,
     }
 }

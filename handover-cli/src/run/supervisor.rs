@@ -249,6 +249,7 @@ impl Supervisor {
                 self.leave(now, Exit::NotStarted(kind));
             }
             Input::Ready(via) => self.ready(via),
+            Input::StepDown => self.step_down(now),
             Input::Health(healthy) => {
                 self.healthy = healthy;
                 self.kept_said &= !healthy;
@@ -361,7 +362,7 @@ impl Supervisor {
                 return;
             }
             if self.view.standbys > 0 {
-                self.push(Action::Note(Note::SteppingDown));
+                self.push(Action::Note(Note::SteppingDown("unhealthy")));
                 self.stop(now, Then::Leave(Exit::Unhealthy));
             } else if !self.kept_said {
                 self.kept_said = true;
@@ -373,6 +374,28 @@ impl Supervisor {
         {
             self.told_eligible = self.healthy;
             self.push(Action::Eligible(self.healthy));
+        }
+    }
+
+    /// An operator's switchover: the active's service is stopped cleanly, then
+    /// the instance leaves, and the best standby takes over.
+    fn step_down(&mut self, now: Duration) {
+        let failover = matches!(self.policy.mode, Mode::ColdStandby | Mode::HotStandby);
+        let refused = if !failover {
+            Some("hand-over: a newer instance takes over by starting")
+        } else if !self.view.active || !self.serving() {
+            Some("not the active instance")
+        } else if self.view.standbys == 0 {
+            Some("no standby could take over")
+        } else {
+            None
+        };
+        match refused {
+            Some(why) => self.push(Action::Note(Note::StepDownRefused(why))),
+            None => {
+                self.push(Action::Note(Note::SteppingDown("asked")));
+                self.stop(now, Then::Leave(Exit::Left));
+            }
         }
     }
 

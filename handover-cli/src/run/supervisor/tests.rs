@@ -791,7 +791,10 @@ fn an_unhealthy_active_steps_down_only_when_a_standby_can_take_over() {
     // A standby comes: the service is stopped, and the instance leaves.
     assert_eq!(
         step(&mut sup, 4_000, with_standbys(1)),
-        vec![note(Note::SteppingDown), Action::Signal(Signal::TERM)]
+        vec![
+            note(Note::SteppingDown("unhealthy")),
+            Action::Signal(Signal::TERM)
+        ]
     );
     assert_eq!(step(&mut sup, 4_100, exited(143)), vec![Leave]);
     let last = step(&mut sup, 4_110, Input::Left);
@@ -816,7 +819,43 @@ fn an_unhealthy_active_with_a_standby_steps_down_at_the_verdict() {
     );
     assert_eq!(
         step(&mut sup, 1_000, Input::Health(false)),
-        vec![note(Note::SteppingDown), Action::Signal(Signal::TERM)]
+        vec![
+            note(Note::SteppingDown("unhealthy")),
+            Action::Signal(Signal::TERM)
+        ]
+    );
+}
+
+#[test]
+fn an_operator_steps_the_active_down_only_for_a_standby() {
+    let mut sup = checked(Mode::ColdStandby);
+    let refused = |why| vec![note(Note::StepDownRefused(why))];
+    assert_eq!(
+        step(&mut sup, 0, Input::StepDown),
+        refused("not the active instance")
+    );
+    step(&mut sup, 10, with_standbys(0));
+    step(&mut sup, 10, Input::Spawned);
+    step(&mut sup, 20, Input::Ready("notify"));
+    assert_eq!(
+        step(&mut sup, 100, Input::StepDown),
+        refused("no standby could take over")
+    );
+    step(&mut sup, 200, with_standbys(2));
+    assert_eq!(
+        step(&mut sup, 300, Input::StepDown),
+        vec![
+            note(Note::SteppingDown("asked")),
+            Action::Signal(Signal::TERM)
+        ]
+    );
+    assert_eq!(step(&mut sup, 400, exited(143)), vec![Leave]);
+    let last = step(&mut sup, 410, Input::Left);
+    assert_eq!(exit_code(&last), Some(0));
+    let mut hand_over = checked(HAND_OVER);
+    assert_eq!(
+        step(&mut hand_over, 0, Input::StepDown),
+        refused("hand-over: a newer instance takes over by starting")
     );
 }
 

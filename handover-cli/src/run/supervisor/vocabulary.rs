@@ -113,6 +113,9 @@ pub enum Input {
     Ready(&'static str),
     /// The running service's health check changed its verdict.
     Health(bool),
+    /// An operator asked this instance to hand leadership to a standby
+    /// (`handover step-down`).
+    StepDown,
     /// The service exited.
     Exited(ExitStatus),
     /// `handover` received a signal.
@@ -206,8 +209,11 @@ pub enum Note {
     LeaveAsked,
     /// The stop limit passed before the standbys held every task done here.
     LeftUnsettled,
-    /// The active's service is unhealthy: it is stopped, and a standby takes over.
-    SteppingDown,
+    /// The active steps down: its service is stopped, and a standby takes over;
+    /// why (`unhealthy`, `asked`).
+    SteppingDown(&'static str),
+    /// A step-down was asked, and why it cannot be done.
+    StepDownRefused(&'static str),
     /// The active's service is unhealthy, and no standby could take over: it is
     /// kept, and this said once per verdict.
     UnhealthyKept,
