@@ -9,9 +9,15 @@
 //!   the new leader elected (it waits for the old lease, given back once the
 //!   service stopped).
 //!
+//! - false failovers on a starved machine: two instances in failover, 16 busy
+//!   loops on the machine's cores, the standby paused (SIGSTOP) for 1 to 10 dead
+//!   intervals every 2 to 4 s, at 10 and 20 ms heartbeats: how often the standby
+//!   takes over, or the active is demoted.
+//!
 //! `cargo bench -p handover-tests --bench gray_failures` (root;
-//! `HANDOVER_BENCH_ROUNDS`, default 20; the etcd part needs
-//! `HANDOVER_ETCD_BIN` or Debian's etcd-server).
+//! `HANDOVER_BENCH_ROUNDS`, default 20; `HANDOVER_BENCH_BUSY_SECONDS` per
+//! heartbeat, default 600, 0 to skip; the etcd part needs `HANDOVER_ETCD_BIN` or
+//! Debian's etcd-server).
 
 use std::time::Duration;
 
@@ -101,6 +107,66 @@ fn etcd_key_deleted(rounds: u64) {
     report("  deleted -> next leader elected", elected);
 }
 
+/// `handover run --mode failover --heartbeat HB -- sleep 3600` in `c`.
+fn plain(c: &Container, heartbeat: &str) -> Run {
+    let mut cmd = c.ns.command(handover_bin());
+    cmd.args(["--log-format", "json", "run", "--mode", "failover"])
+        .args(["--heartbeat", heartbeat, "--", "sleep", "3600"]);
+    Run::spawn(cmd)
+}
+
+fn false_failovers(seconds: u64, heartbeat_ms: u64) {
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let heartbeat = format!("{heartbeat_ms}ms");
+    let mut active = plain(&a, &heartbeat);
+    assert!(active.saw("elected", WAIT));
+    let mut standby = plain(&b, &heartbeat);
+    assert!(standby.saw("ready", WAIT));
+    assert!(active.saw("peer_up", WAIT));
+    let busy: Vec<std::process::Child> = (0..16)
+        .map(|_| {
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("a busy loop")
+        })
+        .collect();
+    // 3 heartbeats and the skew of the default priority.
+    let dead_us = heartbeat_ms * 1000 * 3 + heartbeat_ms * 1000 * 156 / 256;
+    let pid = Pid::from_raw(standby.pid() as i32).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(seconds);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let mut pauses = 0;
+    while std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2_000 + random(2_000)));
+        let intervals = 1 + random(10);
+        kill_process(pid, Signal::STOP).unwrap();
+        std::thread::sleep(Duration::from_micros(dead_us * intervals));
+        kill_process(pid, Signal::CONT).unwrap();
+        pauses += 1;
+    }
+    for mut b in busy {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    active.collect(Duration::from_millis(500));
+    standby.collect(Duration::from_millis(500));
+    let count = |run: &Run, event: &str| run.seen.iter().filter(|e| e["event"] == event).count();
+    println!(
+        "heartbeat {heartbeat}, 16 busy loops for {seconds} s, {pauses} pauses of the standby: \
+         standby elected {} times, active demoted {} times",
+        count(&standby, "elected"),
+        count(&active, "demoted")
+    );
+}
+
 fn main() {
     if skip_bench() {
         return;
@@ -110,5 +176,10 @@ fn main() {
     hung_service(rounds, "1s");
     hung_service(rounds, "100ms");
     etcd_key_deleted(rounds);
+    let busy = setting("HANDOVER_BENCH_BUSY_SECONDS", 600);
+    if busy > 0 {
+        false_failovers(busy, 20);
+        false_failovers(busy, 10);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
