@@ -81,9 +81,32 @@ if noise:
     ).start()
 
 
+def watchdog():
+    """WATCHDOG=1 every 100 ms when `handover run --watchdog` asks for it."""
+    notify = env.get("NOTIFY_SOCKET")
+    if not notify or not env.get("WATCHDOG_USEC"):
+        return lambda: None
+    address = "\0" + notify[1:] if notify.startswith("@") else notify
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    last = [0.0]
+
+    def ping():
+        now = time.monotonic()
+        if now - last[0] >= 0.1:
+            last[0] = now
+            try:
+                s.sendto(b"WATCHDOG=1", address)
+            except OSError:
+                pass
+
+    return ping
+
+
 def work():
+    ping = watchdog()
     while not stopping.is_set():
         note(f"tick {role}")
+        ping()
         time.sleep(0.02)
 
 

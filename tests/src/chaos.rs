@@ -342,6 +342,8 @@ pub struct Report {
     pub faults: usize,
     pub hand_overs: usize,
     pub failovers: usize,
+    /// Actives that stepped down for an unhealthy service.
+    pub step_downs: usize,
     pub requests: u64,
     pub violations: Vec<String>,
     /// Every event, fault and service line, in time order (µs, line).
@@ -372,6 +374,10 @@ const SERVICE_QUEUE_RATE: u64 = 80;
 /// while tasks remain.
 const QUEUE_STALL: Duration = Duration::from_secs(5);
 const HEARTBEAT: &str = "50ms";
+/// systemd's watchdog of the Python service in the multicast failover scenarios.
+const WATCHDOG: &str = "500ms";
+/// How soon an unhealthy active acts on the verdict (its next log line).
+const HEALTH_ACTS_WITHIN_US: u64 = 200_000;
 const STOP_TIMEOUT: &str = "500ms";
 const PORT: u16 = 8080;
 
@@ -549,6 +555,11 @@ pub fn run(plan: &Plan) -> Report {
         .iter()
         .filter(|i| i.saw("complete_written"))
         .count();
+    let step_downs = h
+        .instances
+        .iter()
+        .filter(|i| i.saw("stepping_down"))
+        .count();
     let mut timeline = std::mem::take(&mut h.timeline);
     for i in &h.instances {
         // The lines that filled a stalled pipe are not events.
@@ -581,6 +592,7 @@ pub fn run(plan: &Plan) -> Report {
         faults: h.faults,
         hand_overs,
         failovers,
+        step_downs,
         requests: totals.as_ref().map_or(0, |t| t.ok),
         violations: std::mem::take(&mut h.violations),
         timeline,
@@ -679,6 +691,12 @@ impl Harness<'_> {
                     .args(["--ready-timeout", "2s"]);
                 if scenario == Scenario::HotFailover {
                     cmd.args(["--standby", "hot"]);
+                }
+                // The Python service pings systemd's watchdog: a paused service
+                // is a hung one, which the active steps down for.
+                let multicast = matches!(scenario, Scenario::ColdFailover | Scenario::HotFailover);
+                if multicast && plan.language == Language::Python {
+                    cmd.args(["--watchdog", WATCHDOG]);
                 }
                 if scenario == Scenario::ServiceQueue {
                     let window = self.queue_window().to_string();
@@ -1352,6 +1370,57 @@ impl Harness<'_> {
         self.check_exits();
         self.check_hand_overs();
         self.check_one_active();
+        self.check_health();
+    }
+
+    /// An active whose service was found unhealthy steps down (or says that no
+    /// standby could take over) at once, unless it was demoted or ended first:
+    /// it never keeps leadership with a hung service.
+    fn check_health(&mut self) {
+        let mut found = Vec::new();
+        for inst in &self.instances {
+            // Lines a stalled log pipe could not take are not there to read.
+            let dropped = inst
+                .events()
+                .any(|e| e["log_lines_dropped"].as_u64() > Some(0));
+            if dropped || inst.killed {
+                continue;
+            }
+            let mut active = false;
+            let mut unhealthy_at: Option<u64> = None;
+            for e in inst.events() {
+                let t = e["t_us"].as_u64().unwrap_or(0);
+                let event = e["event"].as_str().unwrap_or_default();
+                let acted = matches!(
+                    event,
+                    "stepping_down" | "unhealthy_kept" | "demoted" | "exit"
+                );
+                if let Some(at) = unhealthy_at {
+                    if acted {
+                        unhealthy_at = None;
+                    } else if t.saturating_sub(at) > HEALTH_ACTS_WITHIN_US {
+                        found.push(format!(
+                            "{}: active and unhealthy from {at} µs, and did not act",
+                            inst.label
+                        ));
+                        unhealthy_at = None;
+                    }
+                }
+                match event {
+                    "elected" => active = true,
+                    "demoted" => active = false,
+                    "health" if active && e["healthy"] == false => unhealthy_at = Some(t),
+                    _ => {}
+                }
+            }
+            if let Some(at) = unhealthy_at {
+                found.push(format!(
+                    "{}: active and unhealthy from {at} µs, and never acted",
+                    inst.label
+                ));
+            }
+        }
+        self.violations.extend(found);
     }
 
     /// Tasks its service submits.
@@ -1554,7 +1623,7 @@ fn expected_exit(inst: &Instance, scenario: Scenario) -> Option<i32> {
     if has("shutdown_requested") {
         return Some(0);
     }
-    if has("ready_timeout") {
+    if has("ready_timeout") || has("stepping_down") {
         return Some(1);
     }
     if has("child_not_started") {

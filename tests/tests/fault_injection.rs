@@ -1,7 +1,9 @@
 //! The fault-injection harness ([`handover_tests::chaos`]) on a fixed set of seeds,
 //! one run per scenario: failover with a cold and a hot standby on multicast, cold
 //! standby on etcd, hand-over generations, `--listen` upgrades under HTTP load,
-//! the work queue across failovers, in the library and for any language. Each run injects its seed's faults and checks the invariants throughout; a
+//! the work queue across failovers, in the library and for any language (the
+//! Python service of the multicast failover scenarios pings `--watchdog`, so that
+//! its pauses are hung services). Each run injects its seed's faults and checks the invariants throughout; a
 //! failure prints the seed, the timeline and the command that replays it.
 //!
 //! Needs root (namespaces, nftables), python3, node and the etcd binary; skips with
@@ -50,12 +52,14 @@ fn run(plan: &Plan) -> Report {
     let t0 = handover_tests::process::monotonic_us();
     let report = chaos::run(plan);
     println!(
-        "{:?} seed {:#x}: {} faults, {} hand-overs, {} failovers, {} requests, {} violations",
+        "{:?} seed {:#x}: {} faults, {} hand-overs, {} failovers ({} for an unhealthy service), \
+         {} requests, {} violations",
         plan.scenario,
         plan.seed,
         report.faults,
         report.hand_overs,
         report.failovers,
+        report.step_downs,
         report.requests,
         report.violations.len()
     );
