@@ -131,6 +131,39 @@ fn a_hung_service_is_stopped_and_the_standby_takes_over() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A service that answers 500 on the active: after three failed checks the
+/// active stops it and leaves, and the standby's service starts.
+#[test]
+fn an_active_whose_service_answers_500_fails_over() {
+    require_netns!();
+    let dir = scratch("health-500");
+    let net = Containers::new();
+    let (a, b) = (net.container(), net.container());
+    let sick = dir.join("sick");
+    let mut active = checked(&a, &HEALTH, &sick);
+    assert!(active.saw("elected", WAIT), "{:?}", active.seen);
+    assert!(active.saw("service_ready", WAIT), "{:?}", active.seen);
+    let mut standby = checked(&b, &HEALTH, &dir.join("never"));
+    assert!(standby.saw("ready", WAIT), "{:?}", standby.seen);
+    assert!(active.saw("peer_up", WAIT), "{:?}", active.seen);
+    std::thread::sleep(Duration::from_millis(300));
+
+    std::fs::write(&sick, "").unwrap();
+    let verdict = active.next_event("health", WAIT).expect("a verdict");
+    assert_eq!(verdict["healthy"], false, "{verdict}");
+    let detail = verdict["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("500"), "{verdict}");
+    assert!(active.saw("stepping_down", WAIT), "{:?}", active.seen);
+    let exited = t_us(&mut active, "child_exited");
+    let took_over = t_us(&mut standby, "child_started");
+    assert!(
+        exited < took_over,
+        "the unhealthy service was stopped first"
+    );
+    assert_eq!(active.wait(WAIT).and_then(|s| s.code()), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A hot standby whose service answers 500 stands aside: when the active is
 /// killed nobody takes over, and the standby is elected once its service is
 /// healthy again.
