@@ -61,7 +61,7 @@ impl Control {
         let prefix = prefix(&dir, scope)
             .ok_or_else(|| io::Error::other("the runtime directory's path is too long"))?;
         let path = dir.join(format!("{prefix}{id:016x}.ctl"));
-        let _ = std::fs::remove_file(&path);
+        sweep(&dir, &prefix);
         let listener = UnixListener::bind(&path)?;
         let (tx, requests) = mpsc::channel(1);
         // Connections are read apart from the driver, so that waiting for
@@ -107,6 +107,32 @@ impl Control {
     }
 }
 
+/// The control sockets of `prefix` in `dir`.
+fn sockets(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with(prefix) && name.ends_with(".ctl")
+        })
+        .collect()
+}
+
+/// Removes the sockets an instance killed with SIGKILL left behind (nothing
+/// listens on them): the directory holds only the scope's live instances.
+fn sweep(dir: &Path, prefix: &str) {
+    for socket in sockets(dir, prefix) {
+        let refused = std::os::unix::net::UnixStream::connect(&socket)
+            .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused);
+        if refused {
+            let _ = std::fs::remove_file(&socket);
+        }
+    }
+}
+
 impl Drop for Control {
     fn drop(&mut self) {
         self.task.abort();
@@ -139,16 +165,7 @@ pub async fn step_down(args: StepDownArgs) -> ExitCode {
         eprintln!("handover step-down: the runtime directory's path is too long");
         return ExitCode::from(2);
     };
-    let sockets: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name.starts_with(&prefix) && name.ends_with(".ctl")
-        })
-        .collect();
+    let sockets = sockets(&dir, &prefix);
     if sockets.is_empty() {
         eprintln!(
             "handover step-down: no instance of scope {scope:?} runs here ({})",
@@ -190,4 +207,26 @@ async fn ask(socket: &Path) -> io::Result<String> {
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).await?;
     Ok(line.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_removes_only_the_sockets_nobody_listens_on() {
+        let dir = std::env::temp_dir().join(format!("handover-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let prefix = "handover-s.";
+        let (dead, live) = (dir.join("handover-s.1.ctl"), dir.join("handover-s.2.ctl"));
+        let other = dir.join("handover-t.3.ctl");
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        drop(std::os::unix::net::UnixListener::bind(&other).unwrap());
+        let _listening = std::os::unix::net::UnixListener::bind(&live).unwrap();
+        sweep(&dir, prefix);
+        assert!(!dead.exists(), "a killed instance's socket is removed");
+        assert!(live.exists(), "a live one stays");
+        assert!(other.exists(), "another scope's is left alone");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
