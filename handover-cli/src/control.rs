@@ -21,8 +21,8 @@ const STEP_DOWN: &str = "step-down";
 /// How long the command waits for each instance's answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
-/// The directory of the control sockets.
-pub fn dir() -> PathBuf {
+/// The runtime directory: the control sockets, and the services' notify sockets.
+pub fn runtime_dir() -> PathBuf {
     std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|d| d.is_dir())
@@ -57,7 +57,7 @@ pub struct Control {
 impl Control {
     /// Listens for the requests to instance `id` of `scope`.
     pub fn bind(scope: &str, id: u64) -> io::Result<Self> {
-        let dir = dir();
+        let dir = runtime_dir();
         let prefix = prefix(&dir, scope)
             .ok_or_else(|| io::Error::other("the runtime directory's path is too long"))?;
         let path = dir.join(format!("{prefix}{id:016x}.ctl"));
@@ -160,7 +160,7 @@ pub async fn step_down(args: StepDownArgs) -> ExitCode {
             }
         },
     };
-    let dir = dir();
+    let dir = runtime_dir();
     let Some(prefix) = prefix(&dir, &scope) else {
         eprintln!("handover step-down: the runtime directory's path is too long");
         return ExitCode::from(2);

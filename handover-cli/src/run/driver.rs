@@ -236,7 +236,7 @@ impl<'a> World<'a> {
         Ok(match action {
             Action::AcquireSockets => self.acquire(signals).await?,
             Action::Spawn { term } => {
-                let relay = Relay::start(&runtime_dir())?;
+                let relay = Relay::start(&crate::control::runtime_dir())?;
                 let launch = Launch {
                     command: &d.args.command,
                     watchdog: d.args.health.watchdog,
@@ -487,13 +487,6 @@ impl<'a> World<'a> {
             }
         }
     }
-}
-
-fn runtime_dir() -> std::path::PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(std::path::PathBuf::from)
-        .filter(|d| d.is_dir())
-        .unwrap_or_else(std::env::temp_dir)
 }
 
 /// Passes `state` to systemd when `handover` runs under it (never waiting: the
